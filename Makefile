@@ -1,0 +1,36 @@
+# HAN2X open firmware: the two commands a newcomer needs are `make run` and `make test`.
+# Both set themselves up first (Python venv from requirements-dev.txt, Debian packages).
+
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+APT_PKGS := mbpoll libmodbus-dev mtools dosfstools chromium chromium-driver pkg-config gcc
+
+.PHONY: setup run test test-fast bench lint clean
+
+setup: $(STAMP) .system-deps
+
+$(STAMP): requirements-dev.txt
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+# Debian packages for the real Modbus clients, FAT images and the headless browser.
+.system-deps: Makefile
+	@sh tools/setup_system.sh $(APT_PKGS)
+	@touch .system-deps
+
+run: setup
+	$(PY) tools/simulate.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest -n 2 tests
+
+test-fast: setup
+	$(PY) -m pytest -n 2 -m "not slow" tests
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf .venv .system-deps .pytest_cache build dist

@@ -1,0 +1,28 @@
+"""HAN2X open firmware: AMS smart-meter HAN port to Modbus TCP, for RP2040 + W5500.
+
+The same package runs on CircuitPython (the board), MicroPython and CPython (the PC).
+"""
+
+__version__ = "0.1.0"
+
+# Served in register 40043. Encoding: major * 100 + minor * 10 + patch (0.1.0 -> 10),
+# each part 0..9 except major. Documented in docs/registers.md.
+FIRMWARE_VERSION = 10
+
+
+def decode_frame(frame):
+    """Decode one complete HDLC frame (flag to flag) into a reading dict.
+
+    Raises DecodeError (a ValueError) for a frame it cannot decode. See meters.py.
+    """
+    from han2x_core.meters import decode_frame as _decode
+
+    return _decode(frame)
+
+
+try:
+    from han2x_core.meters import DecodeError
+except ImportError:  # during bring-up, before meters.py exists
+
+    class DecodeError(ValueError):
+        pass

@@ -1,0 +1,149 @@
+"""The cooperative loop: HAN bytes -> frames -> readings -> registers -> services.
+
+One App.step(now_ms) does a bounded amount of work and never blocks. The same App runs on
+the board (code.py) and on the PC (tools/simulate.py); only the objects passed in differ.
+"""
+
+from micropython import const
+
+from han2x_core import decode_frame, DecodeError
+from han2x_core.hdlc import HdlcReader
+from han2x_core.ticks import ticks_add, ticks_diff
+
+_RX_SIZE = const(512)
+_HISTORY = const(180)  # power samples kept for the dashboard chart
+_HISTORY_STEP_MS = const(10000)  # one sample per 10 s: 30 minutes of history
+_LAST_ERROR_LEN = const(120)
+
+# Keys of a reading that describe the meter rather than a measurement.
+_STICKY = ("meter", "list_version", "meter_id", "meter_type")
+
+
+class App:
+    """The device: owns the HAN reader, the register image and the polled services.
+
+    han: object with readinto(buf) -> n (0 or None when nothing is waiting), never blocking.
+    registers: a han2x_core.registers.Registers.
+    services: objects with poll(now_ms); each is run in its own try/except.
+    on_frame: optional callable(reading, now_ms) for host tools (printing, logging).
+    """
+
+    def __init__(self, han, registers, now_ms, services=None, on_frame=None):
+        self.han = han
+        self.registers = registers
+        self.services = list(services or ())
+        self.on_frame = on_frame
+        self.hdlc = HdlcReader()
+        self._rx = bytearray(_RX_SIZE)
+        self.started_ms = now_ms
+        self.latest = {}  # merged reading across lists 1/2/3
+        self.last_frame_ms = None
+        self.last_frame = b""  # the last raw frame, valid or not (diagnostics page)
+        self.last_list = None
+        self.history = []  # (age_anchor_ms, import_w, export_w); bounded by _HISTORY
+        self._history_next_ms = now_ms
+        self.decode_errors = 0
+        self.service_errors = 0
+        self.han_errors = 0
+        self.loops = 0
+        self.last_error = ""
+
+    def add(self, service):
+        """Add a polled service (Modbus server, web server, indicators, watchdog...)."""
+        self.services.append(service)
+
+    def step(self, now_ms):
+        """Do one bounded round of work. Never raises; errors are counted and kept."""
+        self.loops += 1
+        try:
+            self._read_han(now_ms)
+        except MemoryError:
+            self._error("han", "out of memory")
+            self.han_errors += 1
+        except Exception as e:  # a broken reader must not stop Modbus
+            self.han_errors += 1
+            self._error("han", e)
+        try:
+            self.registers.tick(now_ms)
+        except Exception as e:
+            self.service_errors += 1
+            self._error("registers", e)
+        for service in self.services:
+            try:
+                service.poll(now_ms)
+            except MemoryError:
+                self.service_errors += 1
+                self._error(service, "out of memory")
+            except Exception as e:
+                self.service_errors += 1
+                self._error(service, e)
+
+    def data_age_ms(self, now_ms):
+        """Milliseconds since the last valid telegram, or None before the first."""
+        if self.last_frame_ms is None:
+            return None
+        return ticks_diff(now_ms, self.last_frame_ms)
+
+    def _read_han(self, now_ms):
+        n = self.han.readinto(self._rx) if self.han is not None else 0
+        if not n:
+            n = 0
+        # The common case: the reader takes the whole chunk, no slice object is made.
+        pos = self.hdlc.feed(self._rx, n) if n else 0
+        while True:
+            length = self.hdlc.next_frame()
+            if length:
+                self._handle_frame(self.hdlc.frame, length, now_ms)
+                continue
+            if pos >= n:
+                break
+            pos += self.hdlc.feed(memoryview(self._rx)[pos:n], n - pos)  # allocates (rare)
+
+    def _handle_frame(self, frame, length, now_ms):
+        raw = bytes(frame[:length])  # allocates: one copy per telegram (every 2-10 s)
+        try:
+            reading = decode_frame(raw)
+        except DecodeError as e:
+            self.decode_errors += 1
+            self._error("decode", e)
+            self.last_frame = raw
+            return
+        self.last_frame = raw
+        self.last_frame_ms = now_ms
+        self.last_list = reading.get("list")
+        self._merge(reading)
+        self.registers.update(reading, now_ms)
+        self._record_history(now_ms)
+        if self.on_frame is not None:
+            self.on_frame(reading, now_ms)
+
+    def _merge(self, reading):
+        latest = self.latest
+        if reading.get("meter_id") and latest.get("meter_id") not in (None, reading["meter_id"]):
+            latest.clear()  # another meter: forget the old one's values
+        for key in reading:
+            value = reading[key]
+            if value is not None or key not in latest:
+                latest[key] = value
+        for key in _STICKY:
+            if reading.get(key) is None and key in latest and latest[key] is None:
+                latest.pop(key)
+
+    def _record_history(self, now_ms):
+        if ticks_diff(now_ms, self._history_next_ms) < 0 and self.history:
+            return
+        self._history_next_ms = ticks_add(now_ms, _HISTORY_STEP_MS)
+        sample = (
+            now_ms,
+            self.latest.get("active_power_import_w") or 0,
+            self.latest.get("active_power_export_w") or 0,
+        )
+        if len(self.history) >= _HISTORY:
+            self.history.pop(0)
+        self.history.append(sample)
+
+    def _error(self, where, e):
+        name = getattr(where, "name", None) or (where if isinstance(where, str) else
+                                                 type(where).__name__)
+        text = "%s: %s" % (name, e)
+        self.last_error = text[:_LAST_ERROR_LEN]
