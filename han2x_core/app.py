@@ -28,8 +28,12 @@ class App:
     on_frame: optional callable(reading, now_ms) for host tools (printing, logging).
     """
 
-    def __init__(self, han, registers, now_ms, services=None, on_frame=None):
+    def __init__(self, han, registers, now_ms, services=None, on_frame=None,
+                 settings=None, store=None):
         self.han = han
+        self.settings = settings if settings is not None else {}
+        self.store = store  # storage.SettingsStore or None (then changes are not persisted)
+        self.settings_warning = None  # shown on the web page, e.g. "drive is read-only"
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame
@@ -51,6 +55,42 @@ class App:
     def add(self, service):
         """Add a polled service (Modbus server, web server, indicators, watchdog...)."""
         self.services.append(service)
+
+    def configure(self, settings):
+        """Hand validated settings to every part that has configure(settings)."""
+        self.settings = settings
+        for part in [self.registers] + self.services:
+            configure = getattr(part, "configure", None)
+            if configure is not None:
+                try:
+                    configure(settings)
+                except Exception as e:
+                    self.service_errors += 1
+                    self._error(part, e)
+
+    def save_settings(self, changes):
+        """Validate changes (a dict of some keys), persist, then apply.
+
+        Returns a dict key -> error message; empty when saved and applied. Nothing is
+        saved or applied unless every field is valid. A failed write (drive read-only to
+        the board) is reported under the key "_store" and the settings are not applied.
+        """
+        from han2x_core.settings import validate
+
+        merged = dict(self.settings)
+        merged.update(changes)
+        clean, errors = validate(merged)
+        if errors:
+            return errors
+        if self.store is not None:
+            try:
+                self.store.save(clean)
+            except OSError as e:
+                self.settings_warning = str(e)
+                return {"_store": str(e)}
+        self.settings_warning = None
+        self.configure(clean)
+        return {}
 
     def step(self, now_ms):
         """Do one bounded round of work. Never raises; errors are counted and kept."""
