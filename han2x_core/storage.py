@@ -1,0 +1,190 @@
+"""Atomic settings-file storage on the CIRCUITPY drive (or any directory on a PC).
+
+Write scheme (power may fail at any instant; the result is the old or the new file):
+  1. write `<path>.new` with the full text plus a last line `# han2x-end <len> <crc32>`,
+     flush, close, sync;
+  2. remove `<path>` (if present), sync;         <- commit point
+  3. rename `<path>.new` -> `<path>`, sync.
+On load: `<path>` wins whenever it exists (even hand-edited, without the end line); a
+`<path>.new` is used only if `<path>` is missing and its end line checks out (a crash
+between 2 and 3), then the rename is finished. An unchecked `.new` is left-over from a crash
+in step 1 and is deleted. A file that cannot be read gives the defaults plus a warning.
+"""
+
+from han2x_core import settings as _settings
+
+_END = "# han2x-end "
+
+# What the user sees when the board cannot write the drive (see boot.py and docs/settings.md).
+READ_ONLY_MESSAGE = (
+    "Settings not saved: the CIRCUITPY drive is open for copying files from a computer "
+    "(USB write mode), so the device cannot write it. Press reset or power the device "
+    "off and on to give the drive back to the device, then save again."
+)
+
+_UNREADABLE = "Settings file could not be read (%s); using the factory defaults."
+
+_EROFS = 30
+_EACCES = 13
+
+
+def _crc32(data):
+    try:
+        from binascii import crc32  # CPython, MicroPython, CircuitPython
+    except ImportError:  # pragma: no cover
+        from zlib import crc32
+    return crc32(data) & 0xFFFFFFFF
+
+
+def seal(text):
+    """Append the end line that proves the text was written completely."""
+    body = text.encode("utf-8")
+    return body + ("%s%d %08x\n" % (_END, len(body), _crc32(body))).encode()
+
+
+def unseal(data):
+    """Return the text without a valid end line, or None when the end line is missing/bad."""
+    cut = data.rfind(_END.encode())
+    if cut < 0:
+        return None
+    body = data[:cut]
+    try:
+        fields = data[cut + len(_END):].decode().strip().split()
+    except UnicodeError:
+        return None
+    if len(fields) != 2:
+        return None
+    try:
+        size = int(fields[0])
+        crc = int(fields[1], 16)
+    except ValueError:
+        return None
+    if size != len(body) or crc != _crc32(body):
+        return None
+    return body.decode("utf-8")
+
+
+class OsFiles:
+    """The few file-system calls the store needs, on the real os module."""
+
+    def __init__(self):
+        import os
+
+        self._os = os
+
+    def read(self, path):
+        """File bytes, or None if it does not exist."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            if e.args and e.args[0] == 2:  # ENOENT
+                return None
+            raise
+
+    def write(self, path, data):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+
+    def exists(self, path):
+        try:
+            self._os.stat(path)
+            return True
+        except OSError:
+            return False
+
+    def remove(self, path):
+        self._os.remove(path)
+
+    def rename(self, old, new):
+        self._os.rename(old, new)
+
+    def sync(self):
+        sync = getattr(self._os, "sync", None)
+        if sync is not None:
+            sync()
+
+
+class SettingsStore:
+    """load() -> (settings, warning or None); save(settings) raises OSError when it cannot."""
+
+    def __init__(self, path, files=None):
+        self.path = path
+        self.new_path = path + ".new"
+        self.files = files if files is not None else OsFiles()
+        self.extra = {}  # keys we do not own (CIRCUITPY_*), written back unchanged
+
+    def load(self):
+        """Read, recover and validate. Never raises: defaults plus a warning instead."""
+        files = self.files
+        try:
+            data = files.read(self.path)
+            if data is None:
+                data = self._recover()
+            else:
+                self._drop_new()
+        except Exception as e:
+            return dict(_settings.DEFAULTS), _UNREADABLE % e
+        if data is None:
+            return dict(_settings.DEFAULTS), None
+        try:
+            text = unseal(data)
+            if text is None:
+                text = data.decode("utf-8")
+        except Exception:
+            return dict(_settings.DEFAULTS), _UNREADABLE % "not UTF-8 text"
+        clean, extra, warnings = _settings.from_text(text)
+        self.extra = extra
+        if warnings:
+            shown = warnings[:5]
+            if len(warnings) > 5:
+                shown.append("... %d more" % (len(warnings) - 5))
+            return clean, "Settings file: " + "; ".join(shown)
+        return clean, None
+
+    def _recover(self):
+        """Main file missing: finish an interrupted save from a sealed .new, if any."""
+        files = self.files
+        data = files.read(self.new_path)
+        if data is None:
+            return None
+        if unseal(data) is None:
+            self._drop_new()
+            return None
+        try:
+            files.rename(self.new_path, self.path)
+            files.sync()
+        except OSError:
+            pass  # read-only to the board now: use the .new content anyway
+        return data
+
+    def _drop_new(self):
+        if self.files.exists(self.new_path):
+            try:
+                self.files.remove(self.new_path)
+                self.files.sync()
+            except OSError:
+                pass
+
+    def save(self, settings):
+        """Write settings atomically.
+
+        Raises OSError whose str() is the user-facing reason: READ_ONLY_MESSAGE when the
+        board may not write the drive (one argument, so str(e) is the same on every VM).
+        """
+        data = seal(_settings.serialise(settings, self.extra))
+        files = self.files
+        try:
+            files.write(self.new_path, data)
+            files.sync()
+            if files.exists(self.path):
+                files.remove(self.path)
+                files.sync()
+            files.rename(self.new_path, self.path)
+            files.sync()
+        except OSError as e:
+            code = e.args[0] if e.args else None
+            if code in (_EROFS, _EACCES):
+                raise OSError(READ_ONLY_MESSAGE)
+            raise OSError("Settings not saved: writing %s failed (%s)." % (self.path, e))
