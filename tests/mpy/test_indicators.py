@@ -1,0 +1,28 @@
+"""indicators.py on the MicroPython VM."""
+
+from han2x_core import indicators as I
+from han2x_core.ticks import ticks_add
+
+
+def _run(ind, now, ms, pressed, last_frame):
+    for _ in range(ms // 10):
+        now = ticks_add(now, 10)
+        ind.update(now, pressed, last_frame)
+    return now
+
+
+def test_han_led_and_reset():
+    resets = []
+    now = (1 << 29) - 3000
+    ind = I.Indicators(now, on_factory_reset=lambda t: resets.append(t) or True)
+    now = _run(ind, now, 100, False, None)
+    assert ind.han_led is False and ind.power_led is True
+    frame = now
+    now = _run(ind, now, 1000, False, frame)
+    assert ind.han_led is True
+    now = _run(ind, now, I.RESET_HOLD_MS + 200, True, frame)
+    assert len(resets) == 1 and ind.blinking
+    now = _run(ind, now, 4000, False, frame)
+    assert not ind.blinking and ind.han_led is True
+    now = _run(ind, now, 60000, False, frame)
+    assert ind.han_led is False
