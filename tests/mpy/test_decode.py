@@ -1,0 +1,108 @@
+"""HAN decoding on MicroPython: every corpus frame, the stream reader, heap use per frame."""
+
+import gc
+from binascii import unhexlify
+
+from corpus import entries
+from han2x_core import DecodeError, decode_frame
+from han2x_core.hdlc import HdlcReader
+
+
+def _frames():
+    """Yield (entry, frame) one at a time: the whole parsed corpus does not fit 192 KB."""
+    for e in entries():
+        yield e, unhexlify(e["hex"])
+
+
+def _frame_list():
+    out = []
+    for e in entries():
+        out.append(unhexlify(e["hex"]))
+        e = None
+        gc.collect()
+    return out
+
+
+def test_every_corpus_frame_decodes_to_expected():
+    n = 0
+    for e, f in _frames():
+        r = decode_frame(f)
+        for key in e["expected"]:
+            if r[key] != e["expected"][key]:
+                raise AssertionError("%s %s: %r != %r" % (e["id"], key, r[key], e["expected"][key]))
+        if e["list"] != "SE" and r["list"] != int(e["list"]):
+            raise AssertionError("%s list %r" % (e["id"], r["list"]))
+        if r["meter"] != e["id"].split("-")[0]:
+            raise AssertionError("%s meter %r" % (e["id"], r["meter"]))
+        n += 1
+    assert n == 72, n
+
+
+def test_bad_frame_raises_decode_error():
+    f = bytearray(_frame_list()[5])
+    f[-3] ^= 0xFF
+    try:
+        decode_frame(f)
+    except DecodeError as e:
+        assert "FCS" in str(e)
+        assert isinstance(e, ValueError)
+    else:
+        raise AssertionError("no DecodeError")
+
+
+def test_reader_byte_by_byte_and_in_chunks():
+    frames = _frame_list()
+    stream = b"".join(frames)
+    for chunk in (1, 7, 256):
+        r = HdlcReader()
+        got = 0
+        for pos in range(0, len(stream), chunk):
+            piece = stream[pos:pos + chunk]
+            k = 0
+            while k < len(piece):
+                k += r.feed(piece[k:], len(piece) - k)
+                while True:
+                    n = r.next_frame()
+                    if not n:
+                        break
+                    assert bytes(r.frame[:n]) == frames[got]
+                    got += 1
+        assert got == len(frames), got
+        assert r.discarded_bytes == 0 and r.fcs_errors == 0
+
+
+def _largest_list3():
+    best = None
+    for e, f in _frames():
+        if e["list"] == "3" and (best is None or len(f) > len(best)):
+            best = f
+        e = None
+    return best
+
+
+def test_heap_per_frame_under_2k():
+    f = _largest_list3()
+    decode_frame(f)
+    gc.collect()
+    before = gc.mem_alloc()
+    decode_frame(f)
+    used = gc.mem_alloc() - before
+    print("  heap per decode of the %d-byte list 3: %d bytes" % (len(f), used))
+    assert used < 2048, used
+
+
+def test_no_heap_growth_over_many_frames():
+    f = _largest_list3()
+    r = HdlcReader()
+    gc.collect()
+    start = gc.mem_alloc()
+    for i in range(2000):
+        r.feed(f, len(f))
+        n = r.next_frame()
+        decode_frame(r.frame[:n] if i & 1 else f)
+        if i % 100 == 99:
+            gc.collect()
+    gc.collect()
+    grown = gc.mem_alloc() - start
+    assert grown < 256, grown
+    assert r.frames_ok == 2000
