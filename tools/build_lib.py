@@ -130,7 +130,7 @@ def _artifact_matches(filename, pin):
     if base.endswith(".whl"):
         parts = base[:-4].split("-")
         return len(parts) >= 5 and normalise(parts[0]) == pin.key and parts[1] == pin.version
-    for ext in (".tar.gz", ".zip"):
+    for ext in (".tar.gz",):
         if base.endswith(ext):
             stem = base[: -len(ext)]
             name, _, version = stem.rpartition("-")
@@ -223,7 +223,7 @@ def extract(artifact, dest):
                 if _wanted(n, top_level):
                     _write(dest, n, z.read(n))
                     written.append(n)
-    elif artifact.endswith((".tar.gz", ".zip")):
+    elif artifact.endswith(".tar.gz"):
         with tarfile.open(artifact) as t:
             members = [m for m in t.getmembers() if m.isfile()]
             tops = [m for m in members if re.match(r"[^/]+/[^/]+\.egg-info/top_level\.txt$",

@@ -44,6 +44,8 @@ STAGING = ".han2x-new"
 PROBE = ".han2x-probe"
 ROOT_FILES = ("code.py", "boot.py", "safemode.py")
 REQUIRED = ("code.py", "han2x_core/__init__.py")
+# Of han2x_core/ only the .py files ship, plus the web assets the web server reads from www/.
+WWW = "han2x_core/www/"
 BOARD_IDS = ("adafruit_feather_rp2040", "wiznet_w5500_evb_pico")
 # Fixed time stamp in release zips, so the same tree always gives the same zip.
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
@@ -102,9 +104,10 @@ def collect_tree(source=ROOT, lib_dir=None):
     for dirpath, dirs, files in os.walk(core):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
         for name in sorted(files):
-            if name.endswith(".py"):
-                path = os.path.join(dirpath, name)
-                tree[_rel(path, source)] = _read(path)
+            path = os.path.join(dirpath, name)
+            rel = _rel(path, source)
+            if name.endswith(".py") or (rel.startswith(WWW) and _is_asset(name)):
+                tree[rel] = _read(path)
     for dirpath, dirs, files in os.walk(lib_dir):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
         for name in sorted(files):
@@ -119,6 +122,10 @@ def collect_tree(source=ROOT, lib_dir=None):
     if bad:  # cannot happen with the rules above; a guard for future edits
         raise FlashError("refusing to ship user files: %s" % ", ".join(bad))
     return dict(sorted(tree.items()))
+
+
+def _is_asset(name):
+    return not name.startswith(".") and not name.endswith(("~", ".swp", ".pyc", ".orig"))
 
 
 def _rel(path, base):
@@ -559,8 +566,11 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
         out("Already up to date: %d files checked, nothing to copy." % len(plan.same))
         return plan
 
-    _probe_writable(drive)
-    if check_space:
+    try:  # left-overs of an interrupted run (ours; not part of the running firmware)
+        drive.remove_tree(STAGING)
+    except OSError as e:
+        raise _os_error(e, STAGING, True) from e
+    if check_space:  # before any other write, so a refusal changes nothing at all
         need = _space_needed(plan, tree, drive.cluster_bytes(), not in_place)
         free = drive.free_bytes()
         if need > free:
@@ -571,7 +581,7 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
                                      ", or use --in-place (less safe, needs less space)"),
                 EXIT_FULL)
 
-    drive.remove_tree(STAGING)  # left-overs of an interrupted run
+    _probe_writable(drive)
     total = len(plan.copy)
     if in_place:
         _write_manifest(drive, tree, version, extra=plan.old_manifest)

@@ -1,0 +1,610 @@
+"""tools/flash.py against a folder laid out like CIRCUITPY and against real FAT images.
+
+The FAT images are made by mkfs.fat and written by flash.py through mtools (no root, no
+mounting); an independent read-back (mtools `mcopy -s` of the whole image) and `fsck.fat -n`
+check the result. The firmware trees are tiny fakes so the tests stay fast; one test in
+test_build_lib.py builds the real lib/.
+"""
+
+import errno
+import hashlib
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import flash  # noqa: E402
+
+BOOT_OUT = (b"Adafruit CircuitPython 9.2.1 on 2024-11-20; Adafruit Feather RP2040 with rp2040\r\n"
+            b"Board ID:adafruit_feather_rp2040\r\nUUID:DE6270B0D7457B2E\r\n")
+SETTINGS = b'# my settings\r\ndhcp = false\r\nip = "10.0.0.7"\r\nweb_password = "s3cr\xc3\xa6t"\r\n'
+SETTINGS_NEW = b'ip = "10.0.0.8"\n# han2x-end 15 12345678\n'
+MKFS = shutil.which("mkfs.fat") or "/usr/sbin/mkfs.fat"
+FSCK = shutil.which("fsck.fat") or "/usr/sbin/fsck.fat"
+HAVE_MTOOLS = bool(shutil.which("mcopy")) and os.path.exists(MKFS)
+needs_mtools = pytest.mark.skipif(not HAVE_MTOOLS, reason="mtools/dosfstools not installed")
+MENV = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+
+
+def make_source(base, version, modules=("app", "hdlc"), big=0):
+    """A small firmware source tree (like the repo) with __pycache__ and tests to leave out."""
+    src = os.path.join(base, "src-" + version)
+    os.makedirs(os.path.join(src, "han2x_core", "__pycache__"))
+    os.makedirs(os.path.join(src, "lib", "adafruit_fake"))
+    os.makedirs(os.path.join(src, "tests"))
+    files = {
+        "code.py": 'print("han2x %s")\nimport han2x_core.app\n' % version,
+        "boot.py": "# boot %s\n" % version,
+        "han2x_core/__init__.py": '"""HAN2X."""\n\n__version__ = "%s"\n' % version,
+        "han2x_core/__pycache__/app.cpython-311.pyc": "junk",
+        "han2x_core/notes.txt": "not shipped (only .py and www/)",
+        "han2x_core/www/style.css": "body{}",
+        "han2x_core/www/.style.css.swp": "editor junk",
+        "tests/test_x.py": "never shipped",
+        "lib/requirements.txt": open(os.path.join(ROOT, "lib", "requirements.txt")).read(),
+        "lib/README.md": "# lib\n",
+        "lib/.han2x-lib.json": "{}",
+        "lib/adafruit_fake/__init__.py": "",
+        "lib/adafruit_fake/core.py": "X = 1\n",
+        "lib/adafruit_single.py": "Y = 2\n",
+        "settings.toml": "# a developer's own settings must not ship\n",
+    }
+    for m in modules:
+        files["han2x_core/%s.py" % m] = "# %s %s\n%s" % (m, version, "#" * 200)
+    if big:
+        files["han2x_core/blob.py"] = "# " + "b" * big + "\n"
+    for rel, text in files.items():
+        path = os.path.join(src, *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return src
+
+
+def run(argv):
+    lines = []
+    rc = flash.main(argv, out=lines.append)
+    return rc, "\n".join(lines)
+
+
+def snapshot(root):
+    """{relative path: (bytes, mtime_ns)} of every file under root."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for n in files:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root).replace(os.sep, "/")] = (f.read(),
+                                                                       os.stat(p).st_mtime_ns)
+    return out
+
+
+def contents(root):
+    return {k: v[0] for k, v in snapshot(root).items()}
+
+
+@pytest.fixture
+def drive(tmp_path):
+    d = tmp_path / "CIRCUITPY"
+    d.mkdir()
+    (d / "boot_out.txt").write_bytes(BOOT_OUT)
+    (d / "settings.toml").write_bytes(SETTINGS)
+    (d / "settings.toml.new").write_bytes(SETTINGS_NEW)
+    (d / "my_notes.txt").write_bytes(b"user file")
+    return str(d)
+
+
+def flash_dir(src, target, *extra):
+    return run(["--source", src, "--no-build", "--target", target] + list(extra))
+
+
+# ---------------------------------------------------------------------------- the tree
+
+
+def test_tree_has_only_firmware_files(tmp_path):
+    src = make_source(str(tmp_path), "0.1.0")
+    tree = flash.collect_tree(src)
+    assert sorted(tree) == [
+        "boot.py", "code.py", "han2x_core/__init__.py", "han2x_core/app.py",
+        "han2x_core/hdlc.py", "han2x_core/www/style.css", "lib/adafruit_fake/__init__.py", "lib/adafruit_fake/core.py",
+        "lib/adafruit_single.py",
+    ]
+    assert flash.tree_version(tree) == "0.1.0"
+
+
+def test_tree_of_this_repo_never_ships_tests_or_settings():
+    if not os.path.isfile(os.path.join(ROOT, "code.py")):
+        pytest.skip("code.py not in the repo yet")
+    tree = flash.collect_tree(ROOT, os.path.join(ROOT, "tests"))  # any lib dir will do
+    for rel in tree:
+        assert rel in flash.ROOT_FILES or rel.startswith(("han2x_core/", "lib/")), rel
+        assert rel.endswith(".py") or rel.startswith(("han2x_core/www/", "lib/")), rel
+        assert not flash.is_users_file(rel)
+        assert "__pycache__" not in rel and not rel.endswith(".pyc")
+
+
+def test_users_files_are_recognised():
+    for rel in ("settings.toml", "settings.toml.new", "settings.bak", "SETTINGS.TOML",
+                ".settings.tmp", "boot_out.txt"):
+        assert flash.is_users_file(rel)
+    for rel in ("code.py", "han2x_core/settings.py", "lib/settings.py"):
+        assert not flash.is_users_file(rel)
+
+
+def test_version_is_read_from_text_not_imported():
+    assert flash.read_version('x = 1\n__version__ = "1.2.3"\n') == "1.2.3"
+    assert flash.read_version("import board\n__version__ = '2.0.0rc1'") == "2.0.0rc1"
+    assert flash.read_version("nothing") is None
+
+
+# ---------------------------------------------------------------------------- folder drive
+
+
+def test_fresh_install(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    rc, out = flash_dir(src, drive)
+    assert rc == 0, out
+    tree = flash.collect_tree(src)
+    got = contents(drive)
+    for rel, data in tree.items():
+        assert got[rel] == data
+    assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
+    assert got["my_notes.txt"] == b"user file" and got["boot_out.txt"] == BOOT_OUT
+    assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree)
+    assert not any(r.startswith((flash.STAGING, flash.PROBE)) for r in got)
+    assert "none installed -> 0.1.0" in out and "All files verified" in out
+    assert out.index("copy code.py") > out.index("copy lib/adafruit_single.py")
+
+
+def test_update_removes_stale_files_and_keeps_settings(tmp_path, drive):
+    rc, _ = flash_dir(make_source(str(tmp_path), "0.1.0", modules=("app", "old")), drive)
+    assert rc == 0
+    # a file the user put into our folder, not listed in the manifest: must stay
+    with open(os.path.join(drive, "han2x_core", "mine.py"), "w") as f:
+        f.write("# mine")
+    src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "new"))
+    rc, out = flash_dir(src2, drive)
+    assert rc == 0, out
+    got = contents(drive)
+    assert "han2x_core/old.py" not in got and "han2x_core/new.py" in got
+    assert got["han2x_core/mine.py"] == b"# mine"
+    assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
+    assert got["my_notes.txt"] == b"user file"
+    assert b"0.2.0" in got["code.py"]
+    assert "0.1.0 -> 0.2.0" in out and "remove han2x_core/old.py" in out
+    assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(flash.collect_tree(src2))
+
+
+def test_copies_only_what_changed(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    flash_dir(src, drive)
+    before = snapshot(drive)
+    rc, out = flash_dir(src, drive)
+    assert rc == 0 and "Already up to date" in out
+    assert snapshot(drive) == before
+    with open(os.path.join(src, "han2x_core", "hdlc.py"), "a") as f:
+        f.write("# fix\n")
+    rc, out = flash_dir(src, drive)
+    assert rc == 0
+    assert [line for line in out.splitlines() if "] copy " in line] == [
+        "[1/1] copy han2x_core/hdlc.py (0.2 KiB)"]
+    after = snapshot(drive)
+    assert after["code.py"] == before["code.py"]  # untouched: mtime too
+
+
+def test_code_py_is_written_last(tmp_path, drive):
+    flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc", "extra"))
+    events = []
+
+    class Recorder(flash.DirDrive):
+        def write(self, rel, data):
+            events.append(("write", rel))
+            super().write(rel, data)
+
+        def replace(self, src, dst):
+            events.append(("replace", dst))
+            super().replace(src, dst)
+
+    flash.install(Recorder(drive), flash.collect_tree(src2), out=lambda s: None)
+    placed = [rel for op, rel in events if op == "replace"]
+    assert placed[-1] == "code.py" and placed.count("code.py") == 1
+    # every file was staged and read back before the first one went into place
+    first_replace = events.index(("replace", placed[0]))
+    staged = [rel for op, rel in events[:first_replace] if op == "write"]
+    assert set(flash.STAGING + "/" + r for r in placed) <= set(staged)
+    assert not any(op == "write" and rel == "code.py" for op, rel in events)
+
+
+def test_dry_run_changes_nothing(tmp_path, drive):
+    flash_dir(make_source(str(tmp_path), "0.1.0", modules=("app", "old")), drive)
+    before = snapshot(drive)
+    rc, out = flash_dir(make_source(str(tmp_path), "0.2.0"), drive, "--dry-run")
+    assert rc == 0
+    assert snapshot(drive) == before
+    assert "update  code.py" in out and "add     han2x_core/hdlc.py" in out
+    assert "remove  han2x_core/old.py" in out and "Nothing was written" in out
+
+
+class FailingDrive(flash.DirDrive):
+    """A drive whose n-th write (or replace) fails with the given errno."""
+
+    def __init__(self, root, fail_write=None, fail_replace=None, err=errno.ENOSPC):
+        super().__init__(root)
+        self.fail_write, self.fail_replace, self.err = fail_write, fail_replace, err
+        self.writes = self.replaces = 0
+
+    def write(self, rel, data):
+        if rel != flash.PROBE:
+            self.writes += 1
+            if self.writes == self.fail_write:
+                # like a real full drive: part of the file is there, then ENOSPC
+                super().write(rel, data[: len(data) // 2])
+                raise OSError(self.err, os.strerror(self.err))
+        super().write(rel, data)
+
+    def replace(self, src, dst):
+        self.replaces += 1
+        if self.replaces == self.fail_replace:
+            raise OSError(self.err, os.strerror(self.err))
+        super().replace(src, dst)
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 5])
+def test_full_drive_while_copying_leaves_previous_firmware(tmp_path, drive, fail_at):
+    src1 = make_source(str(tmp_path), "0.1.0", modules=("app", "old"))
+    flash_dir(src1, drive)
+    before = contents(drive)
+    src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc", "x", "y"))
+    tree2 = flash.collect_tree(src2)
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(FailingDrive(drive, fail_write=fail_at), tree2, out=lambda s: None)
+    assert e.value.code == flash.EXIT_FULL
+    assert "drive is full" in str(e.value) and "Nothing was changed" in str(e.value)
+    assert contents(drive) == before  # code.py, han2x_core, lib, settings: all as before
+    # once there is space, the same command finishes the job
+    flash.install(flash.DirDrive(drive), tree2, out=lambda s: None)
+    got = contents(drive)
+    assert all(got[r] == d for r, d in tree2.items()) and "han2x_core/old.py" not in got
+
+
+def test_interrupted_while_moving_into_place_keeps_old_code_py_and_recovers(tmp_path, drive):
+    src1 = make_source(str(tmp_path), "0.1.0", modules=("app", "old"))
+    flash_dir(src1, drive)
+    old_code = contents(drive)["code.py"]
+    tree2 = flash.collect_tree(make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc")))
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(FailingDrive(drive, fail_replace=2, err=errno.EIO), tree2,
+                      out=lambda s: None)
+    assert "run flash.py again" in str(e.value)
+    assert contents(drive)["code.py"] == old_code
+    # the manifest still lists the old files, so the re-run removes them
+    assert "han2x_core/old.py" in flash.parse_manifest(contents(drive)[".han2x-manifest"])
+    lines = []
+    flash.install(flash.DirDrive(drive), tree2, out=lines.append)
+    got = contents(drive)
+    assert all(got[r] == d for r, d in tree2.items())
+    assert "han2x_core/old.py" not in got and not any(r.startswith(flash.STAGING) for r in got)
+    assert got["settings.toml"] == SETTINGS
+
+
+def test_space_is_checked_before_writing(tmp_path, drive):
+    flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    before = snapshot(drive)
+
+    class Tiny(flash.DirDrive):
+        def free_bytes(self):
+            return 1000
+
+    tree = flash.collect_tree(make_source(str(tmp_path), "0.2.0", big=20000))
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(Tiny(drive), tree, out=lambda s: None)
+    assert e.value.code == flash.EXIT_FULL and "Nothing was changed" in str(e.value)
+    assert snapshot(drive) == before
+
+
+def test_in_place_mode_still_writes_code_py_last(tmp_path, drive):
+    flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc", "z"))
+    rc, out = flash_dir(src2, drive, "--in-place")
+    assert rc == 0, out
+    assert contents(drive)["code.py"] == flash.collect_tree(src2)["code.py"]
+    assert out.splitlines()[-4].endswith("copy code.py (0.0 KiB)")
+
+
+def test_read_only_drive_says_how_to_switch(tmp_path, drive):
+    tree = flash.collect_tree(make_source(str(tmp_path), "0.1.0"))
+    before = snapshot(drive)
+
+    class ReadOnly(flash.DirDrive):
+        def write(self, rel, data):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(ReadOnly(drive), tree, out=lambda s: None)
+    assert e.value.code == flash.EXIT_READ_ONLY
+    assert "read-only to this computer" in str(e.value) and "docs/update.md" in str(e.value)
+    assert snapshot(drive) == before
+
+
+@pytest.mark.parametrize("err,code,words", [
+    (errno.EBUSY, flash.EXIT_IN_USE, "in use"),
+    (errno.EACCES, flash.EXIT_IN_USE, "Permission denied"),
+    (errno.EIO, flash.EXIT_IO, "stopped answering"),
+])
+def test_clear_errors(tmp_path, drive, err, code, words):
+    flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    before = contents(drive)
+    tree = flash.collect_tree(make_source(str(tmp_path), "0.2.0"))
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(FailingDrive(drive, fail_write=2, err=err), tree, out=lambda s: None)
+    assert e.value.code == code and words in str(e.value)
+    assert contents(drive) == before
+
+
+def test_windows_sharing_violation_is_in_use():
+    e = OSError(errno.EACCES, "The process cannot access the file")
+    e.winerror = 32
+    assert flash._os_error(e, "code.py", True).code == flash.EXIT_IN_USE
+
+
+def test_not_circuitpython_is_refused(tmp_path):
+    src = make_source(str(tmp_path), "0.1.0")
+    plain = tmp_path / "usbstick"
+    plain.mkdir()
+    (plain / "photo.jpg").write_bytes(b"\xff\xd8")
+    rc, out = flash_dir(src, str(plain))
+    assert rc == flash.EXIT_NOT_CP and "not a CircuitPython drive" in out
+    assert sorted(os.listdir(plain)) == ["photo.jpg"]
+    boot = tmp_path / "RPI-RP2"
+    boot.mkdir()
+    (boot / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\n"
+                                       "Board-ID: RPI-RP2\n")
+    rc, out = flash_dir(src, str(boot))
+    assert rc == flash.EXIT_NOT_CP and "--uf2" in out
+
+
+@pytest.mark.parametrize("line,warn", [
+    (b"Adafruit CircuitPython 8.2.10 on 2024-02-14; Adafruit Feather RP2040 with rp2040", True),
+    (b"Adafruit CircuitPython 9.1.4 on 2024-09-17; Adafruit Feather RP2040 with rp2040", True),
+    (b"Adafruit CircuitPython 9.2.8 on 2025-05-28; WIZnet W5500-EVB-Pico with rp2040", False),
+    (b"Adafruit CircuitPython 10.0.3 on 2025-10-17; Adafruit Feather RP2040 with rp2040", False),
+    (b"Adafruit CircuitPython 11.0.0-alpha.1 on 2026-09-01; Raspberry Pi Pico with rp2040", True),
+])
+def test_unsupported_circuitpython_version_warns(tmp_path, drive, line, warn):
+    with open(os.path.join(drive, "boot_out.txt"), "wb") as f:
+        f.write(line + b"\r\nBoard ID:wiznet_w5500_evb_pico\r\n")
+    rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    assert rc == 0
+    assert ("WARNING: the board runs CircuitPython" in out) == warn
+    assert "supports 9.x from 9.2, 10.x from 10.0" in out or not warn
+
+
+def test_parse_boot_out():
+    info = flash.parse_boot_out(BOOT_OUT.decode())
+    assert info == {"version": (9, 2, 1), "version_text": "9.2.1",
+                    "board_id": "adafruit_feather_rp2040"}
+    assert flash.parse_boot_out("garbage")["version"] is None
+
+
+def test_unknown_board_warns(tmp_path, drive):
+    with open(os.path.join(drive, "boot_out.txt"), "wb") as f:
+        f.write(b"Adafruit CircuitPython 9.2.1 on x; Pico with rp2040\nBoard ID:raspberry_pi_pico\n")
+    rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    assert rc == 0 and "board raspberry_pi_pico is not one of the supported" in out
+
+
+def test_no_drive_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(flash, "find_drives", lambda label="CIRCUITPY": [])
+    rc, out = run(["--source", make_source(str(tmp_path), "0.1.0"), "--no-build"])
+    assert rc == flash.EXIT_NO_DRIVE and "No CIRCUITPY drive found" in out
+    monkeypatch.setattr(flash, "find_drives",
+                        lambda label="CIRCUITPY": ["/media/u/RPI-RP2"] if label == "RPI-RP2"
+                        else [])
+    rc, out = run(["--source", make_source(str(tmp_path), "0.1.1"), "--no-build"])
+    assert rc == flash.EXIT_NO_DRIVE and "--uf2" in out
+
+
+def test_two_drives_need_a_choice(tmp_path, monkeypatch):
+    monkeypatch.setattr(flash, "find_drives", lambda label="CIRCUITPY": ["/a", "/b"])
+    rc, out = run(["--source", make_source(str(tmp_path), "0.1.0"), "--no-build"])
+    assert rc == flash.EXIT_NO_DRIVE and "--target" in out
+
+
+def test_find_drives_reads_linux_mounts(tmp_path, monkeypatch):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("linux only")
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\n"
+                      "/dev/sdb1 /media/pat/CIRCUITPY vfat rw,nosuid 0 0\n"
+                      "/dev/sdc1 /run/media/kim/CIRCUITPY1 vfat rw 0 0\n"
+                      "/dev/sdd1 /media/pat/My\\040Disk vfat rw 0 0\n")
+    real_open = open
+
+    def fake_open(path, *a, **k):
+        return real_open(str(mounts) if path == "/proc/mounts" else path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert flash.find_drives("CIRCUITPY") == ["/media/pat/CIRCUITPY", "/run/media/kim/CIRCUITPY1"]
+
+
+# ---------------------------------------------------------------------------- zip
+
+
+def test_zip_matches_the_installed_tree(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    z1, z2 = str(tmp_path / "a.zip"), str(tmp_path / "b.zip")
+    rc, out = run(["--source", src, "--no-build", "--zip", z1])
+    assert rc == 0 and "0.1.0" in out
+    run(["--source", src, "--no-build", "--zip", z2])
+    with open(z1, "rb") as f1, open(z2, "rb") as f2:
+        assert f1.read() == f2.read()  # reproducible
+    flash_dir(src, drive)
+    on_drive = contents(drive)
+    for rel in ("boot_out.txt", "settings.toml", "settings.toml.new", "my_notes.txt"):
+        del on_drive[rel]
+    with zipfile.ZipFile(z1) as z:
+        in_zip = {n: z.read(n) for n in z.namelist()}
+    assert in_zip == on_drive
+    assert not any(flash.is_users_file(n) for n in in_zip)
+
+
+# ---------------------------------------------------------------------------- UF2
+
+
+def uf2(family=flash.RP2040_FAMILY, blocks=2):
+    out = b""
+    for i in range(blocks):
+        head = struct.pack("<IIIIIIII", flash.UF2_MAGIC0, flash.UF2_MAGIC1, 0x2000,
+                           0x10000000 + 256 * i, 256, i, blocks, family)
+        out += head + bytes(476) + struct.pack("<I", flash.UF2_MAGIC_END)
+    return out
+
+
+def test_uf2_goes_onto_the_boot_drive(tmp_path):
+    boot = tmp_path / "RPI-RP2"
+    boot.mkdir()
+    (boot / "INFO_UF2.TXT").write_text("Board-ID: RPI-RP2\n")
+    (tmp_path / "cp.uf2").write_bytes(uf2())
+    rc, out = run(["--uf2", str(tmp_path / "cp.uf2"), "--uf2-target", str(boot), "--uf2-only"])
+    assert rc == 0, out
+    assert (boot / "cp.uf2").read_bytes() == uf2()
+
+
+def test_uf2_checks(tmp_path):
+    boot = tmp_path / "RPI-RP2"
+    boot.mkdir()
+    bad = tmp_path / "x.uf2"
+    bad.write_bytes(uf2(family=0xE48BFF59))  # RP2350
+    rc, out = run(["--uf2", str(bad), "--uf2-target", str(boot), "--uf2-only"])
+    assert rc != 0 and "INFO_UF2.TXT" in out
+    (boot / "INFO_UF2.TXT").write_text("Board-ID: RPI-RP2\n")
+    rc, out = run(["--uf2", str(bad), "--uf2-target", str(boot), "--uf2-only"])
+    assert rc != 0 and "another chip" in out
+    bad.write_bytes(b"hello" * 100)
+    rc, out = run(["--uf2", str(bad), "--uf2-target", str(boot), "--uf2-only"])
+    assert rc != 0 and "not a UF2" in out
+    assert os.listdir(boot) == ["INFO_UF2.TXT"]
+
+
+# ---------------------------------------------------------------------------- real FAT image
+
+
+def make_image(path, kib=1024):
+    subprocess.run([MKFS, "-C", "-F", "12", "-n", "CIRCUITPY", "-S", "512", "-s", "1",
+                    str(path), str(kib)], check=True, capture_output=True)
+    for name, data in (("boot_out.txt", BOOT_OUT), ("settings.toml", SETTINGS),
+                       ("settings.toml.new", SETTINGS_NEW)):
+        tmp = str(path) + "." + name
+        with open(tmp, "wb") as f:
+            f.write(data)
+        subprocess.run(["mcopy", "-i", str(path), tmp, "::/" + name], check=True, env=MENV)
+        os.unlink(tmp)
+    return str(path)
+
+
+def image_contents(image, tmp_path):
+    """Everything in the image, read back by mtools independently of flash.py."""
+    out = tmp_path / ("readback-%d" % len(os.listdir(tmp_path)))
+    out.mkdir()
+    subprocess.run(["mcopy", "-s", "-n", "-i", image, "::/*", str(out)], check=True, env=MENV,
+                   capture_output=True)
+    subprocess.run(["mcopy", "-n", "-i", image, "::/.*", str(out)], env=MENV,
+                   capture_output=True)  # mtools' * skips dot files
+    return contents(str(out))
+
+
+def fsck_ok(image):
+    proc = subprocess.run([FSCK, "-n", image], capture_output=True, text=True)
+    return proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def sha_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@needs_mtools
+def test_fat_image_fresh_install_update_and_dry_run(tmp_path):
+    image = make_image(tmp_path / "circuitpy.img")
+    src1 = make_source(str(tmp_path), "0.1.0", modules=("app", "old"))
+    rc, out = run(["--source", src1, "--no-build", "--image", image])
+    assert rc == 0, out
+    got = image_contents(image, tmp_path)
+    tree1 = flash.collect_tree(src1)
+    assert {r: got[r] for r in tree1} == tree1
+    assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
+    assert fsck_ok(image)[0], fsck_ok(image)[1]
+
+    # dry run: the image file does not change by a single byte
+    src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "new"))
+    digest = sha_file(image)
+    rc, out = run(["--source", src2, "--no-build", "--image", image, "--dry-run"])
+    assert rc == 0 and "remove  han2x_core/old.py" in out
+    assert sha_file(image) == digest
+
+    # update over the older version
+    rc, out = run(["--source", src2, "--no-build", "--image", image])
+    assert rc == 0, out
+    got = image_contents(image, tmp_path)
+    tree2 = flash.collect_tree(src2)
+    assert {r: got[r] for r in tree2} == tree2
+    assert "han2x_core/old.py" not in got
+    assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
+    assert got["boot_out.txt"] == BOOT_OUT
+    assert not any(r.startswith((flash.STAGING, flash.PROBE)) for r in got)
+    assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree2)
+    ok, report = fsck_ok(image)
+    assert ok, report
+
+
+@needs_mtools
+def test_fat_image_really_full_keeps_previous_code_py(tmp_path):
+    # 200 KiB FAT12: 0.1.0 fits; 0.2.0 brings a 120 KiB module that cannot be staged.
+    image = make_image(tmp_path / "small.img", kib=200)
+    src1 = make_source(str(tmp_path), "0.1.0", big=60000)
+    assert run(["--source", src1, "--no-build", "--image", image])[0] == 0
+    before = image_contents(image, tmp_path)
+    tree2 = flash.collect_tree(make_source(str(tmp_path), "0.2.0", big=120000))
+
+    # the pre-check refuses without writing a byte
+    digest = sha_file(image)
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(flash.ImageDrive(image), tree2, out=lambda s: None)
+    assert e.value.code == flash.EXIT_FULL and sha_file(image) == digest
+
+    # without the pre-check, mtools hits the real "Disk full" part-way through staging
+    with pytest.raises(flash.FlashError) as e:
+        flash.install(flash.ImageDrive(image), tree2, out=lambda s: None, check_space=False)
+    assert e.value.code == flash.EXIT_FULL and "Nothing was changed" in str(e.value)
+    after = image_contents(image, tmp_path)
+    assert after == before  # old code.py, old modules, settings: all as they were
+    assert b"0.1.0" in after["code.py"]
+    ok, report = fsck_ok(image)
+    assert ok, report
+
+
+@needs_mtools
+def test_zip_copied_by_hand_into_fat_image_equals_flash_result(tmp_path):
+    """The drag-and-drop path: unzip, copy everything onto the drive (mcopy here)."""
+    src = make_source(str(tmp_path), "0.1.0")
+    zpath = str(tmp_path / "han2x.zip")
+    assert run(["--source", src, "--no-build", "--zip", zpath])[0] == 0
+    unpacked = tmp_path / "unzipped"
+    with zipfile.ZipFile(zpath) as z:
+        z.extractall(unpacked)
+    image = make_image(tmp_path / "hand.img")
+    names = [str(unpacked / n) for n in sorted(os.listdir(unpacked))]
+    subprocess.run(["mcopy", "-s", "-i", image] + names + ["::/"], check=True, env=MENV)
+    rc, out = run(["--source", src, "--no-build", "--image", image, "--dry-run"])
+    assert rc == 0 and "0 to copy, 9 unchanged, 0 to remove" in out
+    got = image_contents(image, tmp_path)
+    assert got["settings.toml"] == SETTINGS
+    assert fsck_ok(image)[0]
