@@ -215,3 +215,23 @@ def test_dhcp_core_ignores_garbage_and_foreign_replies():
     for junk in (b"", b"\x02" * 300, bytes(buf[:n])):
         assert c.receive(bytearray(junk), len(junk), 0) == dhcp_core.EV_NONE
     assert c.state == dhcp_core.SELECTING
+
+
+def test_start_up_budget_on_the_model():
+    """The driver's real sleeps (1 s + chip probes) and our bring-up: a client is answered
+    well within 5 s of creating the Network (board boot and imports come on top; see
+    docs/network.md)."""
+    from w5500_model import install_driver_shims
+
+    install_driver_shims(sleep_scale=1.0)
+    try:
+        start = time.monotonic()
+        model, net = make_network()
+        echo = EchoService(net.pool, 502)
+        net.attach(echo)
+        assert echo_while_polling(model, [net, echo]) == (b"hello", None)
+        elapsed = time.monotonic() - start
+    finally:
+        install_driver_shims()
+    assert 1.0 <= elapsed < 2.0
+    model.close()
