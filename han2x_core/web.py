@@ -1,0 +1,384 @@
+"""Web server shell: dashboard, settings, diagnostics, register map and JSON API.
+
+Requests are parsed by adafruit_httpserver's Request. Connections are driven here, not by
+its Server.poll(), which blocks (1 s socket timeouts, unbounded header growth, a busy loop
+on EAGAIN while sending). Each connection is a small state machine advanced a bounded amount
+per poll(now_ms): fixed buffers, deadlines, size limits. Routes are in webroutes.py.
+"""
+
+from micropython import const
+
+from han2x_core.ticks import ticks_add, ticks_diff
+
+_HEAD_MAX = const(2048)  # request line + headers
+_BODY_MAX = const(1024)  # the settings form is ~500 bytes
+_READ_MS = const(5000)  # the whole request must arrive within this
+_SEND_MS = const(15000)
+_DRAIN_MS = const(1000)
+_CHUNK = const(1024)
+_STEPS = const(4)  # sends per connection per poll
+_READING = const(0)
+_SENDING = const(1)
+_DRAINING = const(2)
+_EAGAIN = const(11)
+_ETIMEDOUT = const(110)
+
+STATUS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
+          403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+          411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
+          422: "Unprocessable Content", 429: "Too Many Requests",
+          431: "Request Header Fields Too Large", 500: "Internal Server Error",
+          503: "Service Unavailable"}
+
+
+def _would_block(e):
+    code = e.args[0] if e.args else None
+    return code in (_EAGAIN, _ETIMEDOUT, 35)  # 35: EAGAIN on BSD/macOS
+
+
+class _Conn:
+    def __init__(self, sock, addr, buf, now_ms):
+        self.sock = sock
+        self.addr = addr
+        self.buf = buf
+        self.n = 0
+        self.t0 = now_ms
+        self.state = _READING
+        self.head_end = -1
+        self.need = 0
+        self.out = b""
+        self.pos = 0
+        self.gen = None
+        self.chunked = False
+        self.unread = False  # the request body was not read (drain before closing)
+        self.head = False  # HEAD: headers only
+
+
+class WebServer:
+    """HTTP service polled by the App. pool: CPython `socket` or a wiznet SocketPool.
+
+    send_timeout_s: None = non-blocking sends (CPython); on the W5500, whose send() with
+    timeout 0 waits forever, pass a small value (0.1) so a stuck client costs at most that.
+    """
+
+    name = "web"
+
+    def __init__(self, pool, app, port=80, max_clients=2, www_path=None, send_timeout_s=None):
+        from han2x_core.webroutes import Routes
+
+        self.pool = pool
+        self.app = app
+        self.host = "0.0.0.0"
+        self.port = port
+        self.debug = False  # read by adafruit_httpserver.Request
+        self.send_timeout_s = send_timeout_s
+        self.read_ms = _READ_MS  # a client must send its whole request within this
+        self._sock = None
+        self._want_port = None
+        self._retry_ms = None
+        self._bufs = [bytearray(_HEAD_MAX + _BODY_MAX) for _ in range(max_clients)]
+        self._conns = [None] * max_clients
+        self.routes = Routes(self, app, www_path)
+        self.requests = 0
+        self.errors = 0
+        self.evicted = 0
+        self.last_error = ""
+        self.uptime_s = 0
+        self._up_ms = 0
+        self._last_ms = None
+
+    # -- service interface ---------------------------------------------------------------
+    def start(self, host="0.0.0.0", port=None):
+        """Listen on host:port (port None = the configured one). Raises OSError on failure."""
+        self.host = host
+        if port is not None:
+            self.port = port
+        pool = self.pool
+        sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
+        try:
+            sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
+        except Exception:
+            pass
+        try:
+            sock.bind((host, self.port))
+            sock.listen(2)
+            sock.settimeout(0)
+        except Exception:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def configure(self, settings):
+        """Apply web_port (re-listen once open connections finish), password, language."""
+        self.routes.configure(settings)
+        port = settings.get("web_port")
+        if port and port != self.port:
+            self._want_port = port
+
+    def stop(self):
+        for i in range(len(self._conns)):
+            self._close(i)
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def poll(self, now_ms):
+        """Bounded, non-blocking: at most one accept, a few reads/sends per connection."""
+        self._tick(now_ms)
+        if self._want_port is not None and not any(self._conns):
+            if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
+                self._relisten(now_ms)
+        if self._sock is not None:
+            self._accept(now_ms)
+        for i in range(len(self._conns)):
+            conn = self._conns[i]
+            if conn is None:
+                continue
+            try:
+                self._service(conn, now_ms)
+            except MemoryError:
+                self._fail(i, "out of memory")
+                import gc
+
+                gc.collect()
+            except Exception as e:
+                self._fail(i, e)
+
+    def _relisten(self, now_ms):
+        port, self._want_port = self._want_port, None
+        if self._sock is None:  # not listening (stopped by the network): start() uses it
+            self.port = port
+            return
+        self._sock.close()
+        self._sock = None
+        old, self.port = self.port, port
+        try:
+            self.start(self.host)
+        except Exception as e:  # port taken: keep trying every 2 s
+            self.errors += 1
+            self.last_error = ("web port %d: %s" % (port, e))[:100]
+            self._want_port = port
+            self._retry_ms = ticks_add(now_ms, 2000)
+            self.port = old
+
+    def _tick(self, now_ms):
+        if self._last_ms is not None:
+            self._up_ms += ticks_diff(now_ms, self._last_ms)
+            if self._up_ms >= 1000:
+                self.uptime_s += self._up_ms // 1000
+                self._up_ms %= 1000
+        self._last_ms = now_ms
+
+    def _fail(self, i, e):
+        self.errors += 1
+        self.last_error = ("%s: %s" % (type(e).__name__, e))[:100] if not isinstance(
+            e, str) else e
+        self._close(i)
+
+    # -- connections ---------------------------------------------------------------------
+    def _accept(self, now_ms):
+        try:
+            sock, addr = self._sock.accept()
+        except OSError as e:
+            if _would_block(e):
+                return
+            raise
+        except RuntimeError as e:  # wiznet: "All sockets in use."
+            self.errors += 1
+            self.last_error = str(e)[:100]
+            return
+        sock.settimeout(0)
+        conns = self._conns
+        slot = -1
+        for i in range(len(conns)):
+            if conns[i] is None:
+                slot = i
+                break
+        if slot < 0:
+            # Full: evict the connection that has waited longest for its request (a slow or
+            # idle client must not lock others out); if all are answering, refuse this one.
+            oldest = -1
+            for i in range(len(conns)):
+                if conns[i].state == _READING and (oldest < 0 or ticks_diff(
+                        conns[oldest].t0, conns[i].t0) > 0):
+                    oldest = i
+            if oldest < 0:
+                try:
+                    sock.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                              b"Content-Length: 0\r\nRetry-After: 1\r\n\r\n")
+                except Exception:
+                    pass
+                sock.close()
+                self.evicted += 1
+                return
+            self._close(oldest)
+            self.evicted += 1
+            slot = oldest
+        conns[slot] = _Conn(sock, addr, self._bufs[slot], now_ms)
+
+    def _close(self, i):
+        conn = self._conns[i]
+        self._conns[i] = None
+        if conn is not None:
+            conn.gen = None
+            try:
+                conn.sock.close()
+            except Exception:
+                pass
+
+    def _recv(self, conn, start):
+        try:
+            return conn.sock.recv_into(memoryview(conn.buf)[start:], len(conn.buf) - start)
+        except OSError as e:
+            if _would_block(e):
+                return -1
+            raise
+
+    def _service(self, conn, now_ms):
+        i = self._conns.index(conn)
+        if conn.state == _READING:
+            if ticks_diff(now_ms, conn.t0) > self.read_ms:
+                if conn.n:
+                    self.respond(conn, 408, "text/plain", "request timeout\n", unread=True)
+                else:
+                    self._close(i)
+                return
+            k = self._recv(conn, conn.n)
+            if k < 0:
+                return
+            if k == 0:
+                self._close(i)
+                return
+            conn.n += k
+            self._parse(conn, now_ms)
+        elif conn.state == _SENDING:
+            if ticks_diff(now_ms, conn.t0) > _SEND_MS:
+                self._fail(i, "send timeout")
+                return
+            for _ in range(_STEPS):
+                if conn.pos >= len(conn.out) and not self._refill(conn):
+                    if conn.unread:
+                        conn.state = _DRAINING
+                        conn.t0 = now_ms
+                    else:
+                        self._close(i)
+                    return
+                if not self._send(conn):
+                    return
+        else:  # _DRAINING: read what the client still sends so that close() is not a RST
+            k = self._recv(conn, 0)
+            if k == 0 or ticks_diff(now_ms, conn.t0) > _DRAIN_MS:
+                self._close(i)
+            elif k > 0:
+                conn.t0 = now_ms
+
+    def _parse(self, conn, now_ms):
+        buf = conn.buf
+        if conn.head_end < 0:
+            end = buf.find(b"\r\n\r\n", 0, conn.n)
+            if end < 0:
+                if conn.n >= _HEAD_MAX:
+                    self.respond(conn, 431, "text/plain", "headers too large\n", unread=True)
+                return
+            conn.head_end = end + 4
+            head = bytes(buf[:end]).lower()  # allocates (once per request)
+            if b"\r\ntransfer-encoding:" in head:
+                self.respond(conn, 411, "text/plain", "length required\n", unread=True)
+                return
+            length = 0
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                try:
+                    length = int(head[at + 17:stop if stop > 0 else len(head)].strip())
+                except ValueError:
+                    length = -1
+            if length < 0:
+                self.respond(conn, 400, "text/plain", "bad content-length\n", unread=True)
+                return
+            if conn.head_end + length > len(buf) or length > _BODY_MAX:
+                self.respond(conn, 413, "text/plain", "body too large\n", unread=True)
+                return
+            conn.need = conn.head_end + length
+        if conn.n < conn.need:
+            return
+        self.requests += 1
+        try:
+            from adafruit_httpserver import Request
+
+            request = Request(self, conn.sock, conn.addr, bytes(buf[:conn.need]))
+        except Exception:
+            self.respond(conn, 400, "text/plain", "malformed request\n")
+            return
+        try:
+            self.routes.handle(conn, request, now_ms)
+        except MemoryError:
+            raise
+        except Exception as e:
+            self.errors += 1
+            self.last_error = ("%s: %s" % (type(e).__name__, e))[:100]
+            if conn.state == _READING:
+                self.respond(conn, 500, "text/plain", "internal error\n")
+
+    # -- responses -----------------------------------------------------------------------
+    def respond(self, conn, status, ctype, body, headers="", unread=False, head_only=False):
+        """Start sending a response. body: str, bytes, or an iterator of str/bytes pieces."""
+        head_only = head_only or conn.head
+        text = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\n" % (
+            status, STATUS.get(status, "Error"), ctype)
+        text += headers
+        if isinstance(body, (str, bytes)):
+            if isinstance(body, str):
+                body = body.encode()
+            text += "Content-Length: %d\r\n\r\n" % len(body)
+            conn.out = text.encode() + (b"" if head_only else body)
+            conn.gen = None
+        else:
+            text += "Transfer-Encoding: chunked\r\n\r\n"
+            conn.out = text.encode()
+            conn.gen = None if head_only else body
+            conn.chunked = not head_only
+        conn.pos = 0
+        conn.unread = unread
+        conn.state = _SENDING
+
+    def _refill(self, conn):
+        """Next piece of the body into conn.out; False when the response is complete."""
+        if conn.gen is None:
+            return False
+        piece = None
+        try:
+            while not piece:
+                piece = next(conn.gen)
+        except StopIteration:
+            conn.gen = None
+            conn.out = b"0\r\n\r\n"
+            conn.pos = 0
+            return True
+        if isinstance(piece, str):
+            piece = piece.encode()
+        conn.out = ("%x\r\n" % len(piece)).encode() + piece + b"\r\n"  # allocates (per piece)
+        conn.pos = 0
+        return True
+
+    def _send(self, conn):
+        """Send some of conn.out; False when the socket cannot take more now."""
+        sock = conn.sock
+        end = min(len(conn.out), conn.pos + _CHUNK)
+        if self.send_timeout_s:
+            sock.settimeout(self.send_timeout_s)
+        try:
+            k = sock.send(memoryview(conn.out)[conn.pos:end])
+        except OSError as e:
+            if _would_block(e):
+                return False
+            raise
+        finally:
+            if self.send_timeout_s:
+                sock.settimeout(0)
+        if not k:
+            return False
+        conn.pos += k
+        return True

@@ -1,0 +1,351 @@
+"""Routes of the web server: access control, CSRF checks, settings saving, dispatch.
+
+Password: a session cookie from the login form, or HTTP Basic (any user name) for scripts.
+Changes only by POST: forms carry a per-boot token and must come from our own origin;
+JSON posts must be application/json (a cross-site form cannot send that without CORS).
+"""
+
+import json
+
+from micropython import const
+
+from han2x_core import webapi
+from han2x_core.i18n import pick_language
+from han2x_core.ticks import ticks_add, ticks_diff
+
+_SESSIONS = const(4)
+_MAX_FAILS = const(5)
+_LOCK_MS = const(60000)
+_JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
+_STATIC = {"/static/app.js": ("app.js", "text/javascript"),
+           "/static/style.css": ("style.css", "text/css")}
+
+
+def _token():
+    import os
+    from binascii import hexlify
+
+    return hexlify(os.urandom(16)).decode()
+
+
+def _equal(a, b):
+    """Compare two strings without stopping at the first difference."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= ord(a[i]) ^ ord(b[i])
+    return diff == 0
+
+
+def _file_chunks(path):
+    with open(path, "rb") as f:
+        while True:
+            piece = f.read(512)
+            if not piece:
+                break
+            yield piece
+
+
+class Ctx:
+    """What a page needs: the app, the server, language, time and whether logged in."""
+
+    def __init__(self, routes, lang, now_ms, authed):
+        self.routes = routes
+        self.web = routes.web
+        self.app = routes.app
+        self.lang = lang
+        self.now_ms = now_ms
+        self.authed = authed
+        self.csrf = routes.csrf
+
+
+class Routes:
+    def __init__(self, web, app, www_path):
+        if www_path is None:
+            www_path = __file__.rsplit("/", 1)[0] + "/www"
+        self.web = web
+        self.app = app
+        self.www = www_path
+        self.csrf = _token()  # per boot
+        self.password = ""
+        self.protect = "settings"
+        self.language = "auto"
+        self.sessions = []
+        self.fails = 0
+        self.locked_until = None
+        self.configure(app.settings)
+
+    def configure(self, settings):
+        password = settings.get("web_password", "") or ""
+        if password != self.password:
+            self.sessions = []  # a new password logs everybody out
+        self.password = password
+        self.protect = settings.get("web_protect", "settings")
+        self.language = settings.get("language", "auto")
+
+    # -- access --------------------------------------------------------------------------
+    def authorised(self, request):
+        if not self.password:
+            return True
+        try:
+            cookie = request.cookies.get("han2x")
+        except Exception:  # a malformed Cookie header
+            cookie = None
+        if cookie:
+            for token in self.sessions:
+                if _equal(cookie, token):
+                    return True
+        auth = request.headers.get("Authorization")
+        if auth and auth[:6] == "Basic ":
+            try:
+                from binascii import a2b_base64
+
+                pair = a2b_base64(auth[6:]).decode()
+            except Exception:
+                return False
+            if ":" in pair:
+                return _equal(pair.split(":", 1)[1], self.password)
+        return False
+
+    def same_origin(self, request):
+        """Origin (or else Referer), when the browser sends one, must be this host."""
+        headers = request.headers
+        host = headers.get("Host")
+        origin = headers.get("Origin")
+        if origin is not None:
+            return host is not None and origin == "http://" + host
+        referer = headers.get("Referer")
+        if referer is not None:
+            base = "http://" + str(host)
+            return host is not None and (referer == base or referer[:len(base) + 1] == base + "/")
+        return True
+
+    def login(self, password, now_ms):
+        """A new session token, or None (wrong password or locked out); counts failures."""
+        if self.locked_until is not None:
+            if ticks_diff(now_ms, self.locked_until) < 0:
+                return None
+            self.locked_until = None
+            self.fails = 0
+        if self.password and _equal(password, self.password):
+            self.fails = 0
+            token = _token()
+            self.sessions.append(token)
+            if len(self.sessions) > _SESSIONS:
+                self.sessions.pop(0)
+            return token
+        self.fails += 1
+        if self.fails >= _MAX_FAILS:
+            self.locked_until = ticks_add(now_ms, _LOCK_MS)
+        return None
+
+    # -- dispatch ------------------------------------------------------------------------
+    def handle(self, conn, request, now_ms):
+        web = self.web
+        method = request.method
+        path = request.path
+        head = method == "HEAD"
+        conn.head = head
+        if method not in ("GET", "HEAD", "POST"):
+            web.respond(conn, 405, "text/plain", "method not allowed\n", "Allow: GET, POST\r\n")
+            return
+        static = _STATIC.get(path)
+        if static is not None and method != "POST":
+            headers = "Cache-Control: max-age=86400\r\n"
+            web.respond(conn, 200, static[1], _file_chunks(self.www + "/" + static[0]), headers,
+                        head_only=head)
+            return
+        lang = pick_language(self.language, request.headers.get("Accept-Language"))
+        authed = self.authorised(request)
+        ctx = Ctx(self, lang, now_ms, authed)
+        api = path[:5] == "/api/"
+        locked = self.password and not authed and (self.protect == "all" or path in (
+            "/settings", "/api/settings", "/logout"))
+        if locked and path != "/login":
+            if api or method == "POST":
+                web.respond(conn, 401, _JSON, '{"error": "password required"}',
+                            'WWW-Authenticate: Basic realm="HAN2X", charset="UTF-8"\r\n')
+            else:
+                web.respond(conn, 303, "text/plain", "", "Location: /login?next=%s\r\n" % path)
+            return
+        handler = (self._post if method == "POST" else self._get).get(path)
+        if handler is None:
+            allowed = path in self._post or path in self._get
+            status = 405 if allowed else 404
+            web.respond(conn, status, "text/plain", STATUS_TEXT[status])
+            return
+        handler(self, conn, request, ctx)
+
+    def page(self, conn, gen, status=200, headers=""):
+        self.web.respond(conn, status, _HTML, gen, "Cache-Control: no-store\r\n" + headers)
+
+    def json(self, conn, data, status=200):
+        self.web.respond(conn, status, _JSON, json.dumps(data), "Cache-Control: no-store\r\n")
+
+    # -- GET -----------------------------------------------------------------------------
+    def _page_dashboard(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        self.page(conn, webpages.dashboard(ctx))
+
+    def _page_diag(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        self.page(conn, webpages.diagnostics(ctx))
+
+    def _page_registers(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        self.page(conn, webpages.register_map(ctx))
+
+    def _page_settings(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        saved = request.query_params.get("saved") is not None
+        self.page(conn, webpages.settings_page(ctx, None, {}, "saved" if saved else None))
+
+    def _page_login(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        self.page(conn, webpages.login(ctx, request.query_params.get("next") or "/", None))
+
+    def _api_status(self, conn, request, ctx):
+        self.json(conn, webapi.status(self.app, self.web, ctx.now_ms))
+
+    def _api_history(self, conn, request, ctx):
+        self.web.respond(conn, 200, _JSON, webapi.history_chunks(self.app, ctx.now_ms),
+                         "Cache-Control: no-store\r\n")
+
+    def _api_registers(self, conn, request, ctx):
+        self.json(conn, {"registers": webapi.registers(self.app)})
+
+    def _api_frame(self, conn, request, ctx):
+        from binascii import hexlify
+
+        age = self.app.data_age_ms(ctx.now_ms)
+        self.json(conn, {"hex": hexlify(self.app.last_frame).decode(),
+                         "age_s": None if age is None else age // 1000})
+
+    def _api_settings(self, conn, request, ctx):
+        self.json(conn, webapi.public_settings(self.app.settings))
+
+    # -- POST ----------------------------------------------------------------------------
+    def _post_login(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        form = self._form(conn, request)
+        if form is None:
+            return
+        target = form.get("next") or "/"
+        if target[:1] != "/" or target[:2] == "//":
+            target = "/"
+        if not (self.same_origin(request) and _equal(form.get("csrf", ""), self.csrf)):
+            self.page(conn, webpages.login(ctx, target, "bad_request"), 403)
+            return
+        was_locked = self.locked_until is not None
+        token = self.login(form.get("password", ""), ctx.now_ms)
+        if token is None:
+            why = "login_wait" if (was_locked or self.locked_until is not None) else "login_bad"
+            self.page(conn, webpages.login(ctx, target, why), 401 if why == "login_bad" else 429)
+            return
+        self.web.respond(conn, 303, "text/plain", "", "Location: %s\r\nSet-Cookie: han2x=%s; "
+                         "Path=/; HttpOnly; SameSite=Strict\r\n" % (target, token))
+
+    def _post_logout(self, conn, request, ctx):
+        form = self._form(conn, request)
+        if form is None:
+            return
+        if self.same_origin(request) and _equal(form.get("csrf", ""), self.csrf):
+            self.sessions = []
+        self.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
+                         "Path=/; Max-Age=0\r\n")
+
+    def _post_settings(self, conn, request, ctx):
+        from han2x_core import webpages
+
+        form = self._form(conn, request)
+        if form is None:
+            return
+        if not self.same_origin(request):
+            self.page(conn, webpages.settings_page(ctx, None, {}, "bad_request"), 403)
+            return
+        changes, errors = webapi.form_changes(form)
+        if not _equal(form.get("csrf", ""), self.csrf):
+            self.page(conn, webpages.settings_page(ctx, form, {}, "expired"), 403)
+            return
+        old = dict(self.app.settings)
+        if errors:
+            errors = webapi.check(self.app, changes, errors)
+        else:
+            errors = self.app.save_settings(changes)
+        if errors:
+            self.page(conn, webpages.settings_page(ctx, form, errors, "not_saved"), 422)
+            return
+        moved = False
+        for key in webapi.NETWORK_KEYS:
+            if old.get(key) != self.app.settings.get(key):
+                moved = True
+        if moved:  # show the new address here: a redirect would go to the old one
+            self.page(conn, webpages.settings_page(ctx, None, {}, "moved"))
+        else:
+            self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n")
+
+    def _post_api_settings(self, conn, request, ctx):
+        ctype = request.headers.get_directive("Content-Type") or ""
+        if ctype != _JSON:
+            self.json(conn, {"error": "send application/json"}, 415)
+            return
+        if not self.same_origin(request):
+            self.json(conn, {"error": "cross-origin request refused"}, 403)
+            return
+        try:
+            data = json.loads(request.body)
+        except Exception:
+            data = None
+        if not isinstance(data, dict):
+            self.json(conn, {"error": "body must be a JSON object"}, 400)
+            return
+        changes, errors = webapi.json_changes(data)
+        for key in errors:
+            errors[key] = "not a whole number" if errors[key] == "int" else "unknown setting"
+        errors = webapi.check(self.app, changes, errors) if errors else \
+            self.app.save_settings(changes)
+        if errors:
+            self.json(conn, {"saved": False, "errors": errors}, 422)
+            return
+        self.json(conn, {"saved": True, "settings": webapi.public_settings(self.app.settings)})
+
+    def _form(self, conn, request):
+        ctype = request.headers.get_directive("Content-Type") or ""
+        if ctype != "application/x-www-form-urlencoded":
+            self.web.respond(conn, 415, "text/plain", "send a form\n")
+            return None
+        try:
+            return webapi.parse_form(request.body)
+        except Exception:
+            self.web.respond(conn, 400, "text/plain", "malformed form\n")
+            return None
+
+    _get = {
+        "/": _page_dashboard,
+        "/settings": _page_settings,
+        "/diagnostics": _page_diag,
+        "/registers": _page_registers,
+        "/login": _page_login,
+        "/api/status": _api_status,
+        "/api/history": _api_history,
+        "/api/registers": _api_registers,
+        "/api/frame": _api_frame,
+        "/api/settings": _api_settings,
+    }
+    _post = {
+        "/login": _post_login,
+        "/logout": _post_logout,
+        "/settings": _post_settings,
+        "/api/settings": _post_api_settings,
+    }
+
+
+STATUS_TEXT = {404: "not found\n", 405: "method not allowed\n"}
