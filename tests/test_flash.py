@@ -8,7 +8,6 @@ test_build_lib.py builds the real lib/.
 
 import errno
 import hashlib
-import io
 import os
 import shutil
 import struct
@@ -24,7 +23,8 @@ import flash  # noqa: E402
 
 BOOT_OUT = (b"Adafruit CircuitPython 9.2.1 on 2024-11-20; Adafruit Feather RP2040 with rp2040\r\n"
             b"Board ID:adafruit_feather_rp2040\r\nUUID:DE6270B0D7457B2E\r\n")
-SETTINGS = b'# my settings\r\ndhcp = false\r\nip = "10.0.0.7"\r\nweb_password = "s3cr\xc3\xa6t"\r\n'
+SETTINGS = (b'# my settings\r\ndhcp = false\r\nip = "10.0.0.7"\r\n'
+            b'web_password = "s3cr\xc3\xa6t"\r\n')
 SETTINGS_NEW = b'ip = "10.0.0.8"\n# han2x-end 15 12345678\n'
 MKFS = shutil.which("mkfs.fat") or "/usr/sbin/mkfs.fat"
 FSCK = shutil.which("fsck.fat") or "/usr/sbin/fsck.fat"
@@ -113,7 +113,8 @@ def test_tree_has_only_firmware_files(tmp_path):
     tree = flash.collect_tree(src)
     assert sorted(tree) == [
         "boot.py", "code.py", "han2x_core/__init__.py", "han2x_core/app.py",
-        "han2x_core/hdlc.py", "han2x_core/www/style.css", "lib/adafruit_fake/__init__.py", "lib/adafruit_fake/core.py",
+        "han2x_core/hdlc.py", "han2x_core/www/style.css", "lib/adafruit_fake/__init__.py",
+        "lib/adafruit_fake/core.py",
         "lib/adafruit_single.py",
     ]
     assert flash.tree_version(tree) == "0.1.0"
@@ -352,7 +353,7 @@ def test_clear_errors(tmp_path, drive, err, code, words):
 def test_windows_sharing_violation_is_in_use():
     e = OSError(errno.EACCES, "The process cannot access the file")
     e.winerror = 32
-    assert flash._os_error(e, "code.py", True).code == flash.EXIT_IN_USE
+    assert flash._os_error(e, "code.py", "staging").code == flash.EXIT_IN_USE
 
 
 def test_not_circuitpython_is_refused(tmp_path):
@@ -396,7 +397,8 @@ def test_parse_boot_out():
 
 def test_unknown_board_warns(tmp_path, drive):
     with open(os.path.join(drive, "boot_out.txt"), "wb") as f:
-        f.write(b"Adafruit CircuitPython 9.2.1 on x; Pico with rp2040\nBoard ID:raspberry_pi_pico\n")
+        f.write(b"Adafruit CircuitPython 9.2.1 on x; Pico with rp2040\n"
+                b"Board ID:raspberry_pi_pico\n")
     rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
     assert rc == 0 and "board raspberry_pi_pico is not one of the supported" in out
 

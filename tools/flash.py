@@ -24,7 +24,6 @@ What it guarantees (docs/update.md says the same for users):
 import argparse
 import errno
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -501,12 +500,19 @@ def _kib(n):
     return "%.1f KiB" % (n / 1024.0)
 
 
-def _os_error(e, rel, staged):
+# How far an install got when it failed: what the user still has on the drive.
+_KEPT = {
+    "staging": "Nothing was changed in the running firmware (code.py and its files are the "
+               "previous version).",
+    "placing": "code.py is still the previous version; run flash.py again to finish.",
+    "cleanup": "The new firmware is in place; run flash.py again to finish the clean-up.",
+}
+
+
+def _os_error(e, rel, phase):
     """Turn an OSError while writing rel into a FlashError the user can act on."""
     code = e.errno
-    kept = ("Nothing was changed in the running firmware (code.py and its files are the "
-            "previous version)." if staged else
-            "code.py is still the previous version; run flash.py again to finish.")
+    kept = _KEPT[phase]
     winerr = getattr(e, "winerror", None)
     if code == errno.ENOSPC:
         return FlashError("The drive is full (while writing %s). %s Free some space (delete "
@@ -534,7 +540,7 @@ def _probe_writable(drive):
     except OSError as e:
         if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise FlashError(READ_ONLY_HELP, EXIT_READ_ONLY) from e
-        raise _os_error(e, PROBE, True) from e
+        raise _os_error(e, PROBE, "staging") from e
 
 
 def _space_needed(plan, tree, cluster, staged):
@@ -562,14 +568,17 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
         return plan
     if not plan.copy and not plan.remove:
         if parse_manifest(drive.read(MANIFEST)) != {r: sha256(d) for r, d in tree.items()}:
-            _write_manifest(drive, tree, version)
+            try:
+                _write_manifest(drive, tree, version)
+            except OSError as e:
+                out("Note: could not update %s (%s)." % (MANIFEST, e))
         out("Already up to date: %d files checked, nothing to copy." % len(plan.same))
         return plan
 
     try:  # left-overs of an interrupted run (ours; not part of the running firmware)
         drive.remove_tree(STAGING)
     except OSError as e:
-        raise _os_error(e, STAGING, True) from e
+        raise _os_error(e, STAGING, "staging") from e
     if check_space:  # before any other write, so a refusal changes nothing at all
         need = _space_needed(plan, tree, drive.cluster_bytes(), not in_place)
         free = drive.free_bytes()
@@ -584,7 +593,10 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
     _probe_writable(drive)
     total = len(plan.copy)
     if in_place:
-        _write_manifest(drive, tree, version, extra=plan.old_manifest)
+        try:
+            _write_manifest(drive, tree, version, extra=plan.old_manifest)
+        except OSError as e:
+            raise _os_error(e, MANIFEST, "staging") from e
     for i, rel in enumerate(plan.copy, 1):
         staged = STAGING + "/" + rel
         out("[%d/%d] copy %s (%s)" % (i, total, rel, _kib(len(tree[rel]))))
@@ -598,7 +610,7 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
                 _verify(drive, rel, tree[rel])
         except OSError as e:
             _cleanup(drive)
-            raise _os_error(e, rel, not in_place) from e
+            raise _os_error(e, rel, "placing" if in_place else "staging") from e
         except FlashError:
             _cleanup(drive)
             raise
@@ -613,18 +625,21 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
                 drive.replace(STAGING + "/" + current, current)
                 _verify(drive, current, tree[current])
         except OSError as e:
-            raise _os_error(e, current, False) from e
+            raise _os_error(e, current, "placing") from e
 
-    for rel in plan.remove:
-        out("remove %s (no longer shipped)" % rel)
-        try:
-            drive.remove(rel)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise _os_error(e, rel, False) from e
-        _prune_dirs(drive, rel)
-    _write_manifest(drive, tree, version)
+    rel = MANIFEST
+    try:
+        for rel in plan.remove:
+            out("remove %s (no longer shipped)" % rel)
+            try:
+                drive.remove(rel)
+            except FileNotFoundError:
+                pass
+            _prune_dirs(drive, rel)
+        rel = MANIFEST
+        _write_manifest(drive, tree, version)
+    except OSError as e:
+        raise _os_error(e, rel, "cleanup") from e
     _cleanup(drive)
     drive.sync()
     out("Installed HAN2X firmware %s: %d copied, %d unchanged, %d removed. All files verified."
@@ -766,7 +781,8 @@ def main(argv=None, out=print):
     ap.add_argument("--uf2", metavar="FILE", help="install this CircuitPython UF2 first")
     ap.add_argument("--uf2-target", help="the RPI-RP2 boot drive (default: find it)")
     ap.add_argument("--uf2-only", action="store_true", help="with --uf2: stop after CircuitPython")
-    ap.add_argument("--wait", type=int, default=60, help="seconds to wait for CIRCUITPY after --uf2")
+    ap.add_argument("--wait", type=int, default=60,
+                    help="seconds to wait for CIRCUITPY after --uf2 (default: %(default)s)")
     ap.add_argument("--source", default=ROOT, help="firmware source tree (default: this repo)")
     ap.add_argument("--lib", help="built lib folder (default: SOURCE/lib)")
     ap.add_argument("--no-build", action="store_true", help="use lib/ as it is (no rebuild)")
