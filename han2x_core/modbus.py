@@ -1,0 +1,410 @@
+"""Modbus server protocol, sans-I/O: MBAP (Modbus TCP) and RTU frames over TCP.
+
+Governed by the Modbus Application Protocol 1.1b3 and Modbus Messaging on TCP/IP 1.0b;
+RTU framing and CRC from Modbus over Serial Line 1.02. One ModbusConnection per client
+detects the framing from its first frame; a shared ModbusHandler executes requests
+against a Registers image and keeps the counters. No allocation on the read path.
+"""
+
+import struct
+from array import array
+
+from micropython import const
+
+ADU_SIZE = const(260)  # MBAP: 7 + 253; RTU: 256
+
+MODE_UNKNOWN = const(0)
+MODE_MBAP = const(1)
+MODE_RTU = const(2)
+
+CLOSE = const(-1)  # respond() result: a framing error, the server closes the connection
+
+_MAX_READ = const(125)
+_MAX_WRITE = const(123)
+_RTU_MAX = const(256)
+
+EX_ILLEGAL_FUNCTION = const(1)
+EX_ILLEGAL_ADDRESS = const(2)
+EX_ILLEGAL_VALUE = const(3)
+EX_DEVICE_FAILURE = const(4)
+
+
+def _make_crc_table():
+    table = array("H", [0] * 256)
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table[i] = crc
+    return table
+
+
+_CRC_TABLE = _make_crc_table()
+
+
+def crc16(buf, start, end):
+    """Modbus RTU CRC-16 of buf[start:end] (poly 0xA001 reflected, init 0xFFFF)."""
+    crc = 0xFFFF
+    table = _CRC_TABLE
+    for i in range(start, end):
+        crc = (crc >> 8) ^ table[(crc ^ buf[i]) & 0xFF]
+    return crc
+
+
+def _rtu_length(buf, k, n):
+    """Length of an RTU request at buf[k:n]: 0 for an unknown function, -1 = not known yet."""
+    if n - k < 2:
+        return -1
+    fc = buf[k + 1]
+    if 1 <= fc <= 6:
+        return 8
+    if fc == 0x0F or fc == 0x10:
+        return 9 + buf[k + 6] if n - k >= 7 else -1
+    if fc == 0x16:
+        return 10
+    if fc == 0x17:
+        return 13 + buf[k + 10] if n - k >= 11 else -1
+    if fc == 0x2B:
+        return 7
+    if fc == 7 or fc == 0x0B or fc == 0x0C or fc == 0x11:
+        return 4
+    return 0
+
+
+def _rtu_ok(buf, k, length):
+    crc = crc16(buf, k, k + length - 2)
+    end = k + length
+    return buf[end - 2] == crc & 0xFF and buf[end - 1] == crc >> 8
+
+
+class ModbusHandler:
+    """Executes request PDUs against the registers; shared by all connections.
+
+    unit_id: 0 answers any unit id; 1..255 answers only that one (others are dropped).
+    ident: (vendor, product_code, revision, vendor_url, product_name, model_name) as bytes.
+    """
+
+    def __init__(self, regs, unit_id=0, ident=None):
+        self.regs = regs
+        self.unit_id = unit_id
+        if ident is None:
+            from han2x_core import __version__
+
+            ident = (b"HAN2X open firmware", b"HAN2X", __version__.encode(),
+                     b"https://github.com/han2x-open", b"HAN2X open firmware",
+                     b"HAN2X AMS HAN to Modbus TCP", b"han2x")
+        self.ident = ident
+        self.requests = 0  # complete frames executed (answered or exception)
+        self.exceptions = 0  # exception responses sent
+        self.malformed = 0  # framing errors: connection closed or bytes discarded
+        self.crc_errors = 0  # RTU frames dropped for a bad CRC
+        self.ignored = 0  # frames for another unit id (restricted mode): no answer
+
+    def accepts(self, unit):
+        return self.unit_id == 0 or unit == self.unit_id
+
+    def execute(self, req, off, n, out, o):
+        """Run the request PDU req[off:off+n]; write the response PDU at out[o:]; its length."""
+        self.requests += 1
+        fc = req[off]
+        if fc == 3 or fc == 4:
+            code = self._read(req, off, n, out, o)
+        elif fc == 6:
+            code = self._write_single(req, off, n, out, o)
+        elif fc == 0x10:
+            code = self._write_multiple(req, off, n, out, o)
+        elif fc == 0x16:
+            code = self._mask_write(req, off, n, out, o)
+        elif fc == 0x2B:
+            code = self._device_id(req, off, n, out, o)
+        else:
+            code = EX_ILLEGAL_FUNCTION
+        if code > 0:
+            return self._exception(fc, code, out, o)
+        return -code
+
+    # Each function returns -length of the response PDU, or a positive exception code.
+
+    def _exception(self, fc, code, out, o):
+        self.exceptions += 1
+        out[o] = (fc | 0x80) & 0xFF
+        out[o + 1] = code
+        return 2
+
+    def _read(self, req, off, n, out, o):
+        if n != 5:
+            return EX_ILLEGAL_VALUE
+        start = (req[off + 1] << 8) | req[off + 2]
+        count = (req[off + 3] << 8) | req[off + 4]
+        if count < 1 or count > _MAX_READ:
+            return EX_ILLEGAL_VALUE
+        code = self.regs.read(start, count, out, o + 2)
+        if code:
+            return code
+        out[o] = req[off]
+        out[o + 1] = 2 * count
+        return -(2 + 2 * count)
+
+    def _write_single(self, req, off, n, out, o):
+        if n != 5:
+            return EX_ILLEGAL_VALUE
+        start = (req[off + 1] << 8) | req[off + 2]
+        code = self.regs.write(start, req, off + 3, 1)
+        if code:
+            return code
+        for i in range(5):
+            out[o + i] = req[off + i]
+        return -5
+
+    def _write_multiple(self, req, off, n, out, o):
+        if n < 6:
+            return EX_ILLEGAL_VALUE
+        start = (req[off + 1] << 8) | req[off + 2]
+        count = (req[off + 3] << 8) | req[off + 4]
+        nbytes = req[off + 5]
+        if count < 1 or count > _MAX_WRITE or nbytes != 2 * count or n != 6 + nbytes:
+            return EX_ILLEGAL_VALUE
+        code = self.regs.write(start, req, off + 6, count)
+        if code:
+            return code
+        for i in range(5):
+            out[o + i] = req[off + i]
+        return -5
+
+    def _mask_write(self, req, off, n, out, o):
+        if n != 7:
+            return EX_ILLEGAL_VALUE
+        start = (req[off + 1] << 8) | req[off + 2]
+        and_mask = (req[off + 3] << 8) | req[off + 4]
+        or_mask = (req[off + 5] << 8) | req[off + 6]
+        # Read the current value into the response area, then write the result from there.
+        code = self.regs.read(start, 1, out, o)
+        if code:
+            return code
+        current = (out[o] << 8) | out[o + 1]
+        result = (current & and_mask) | (or_mask & (~and_mask & 0xFFFF))
+        struct.pack_into(">H", out, o, result)
+        code = self.regs.write(start, out, o, 1)
+        if code:
+            return code
+        for i in range(7):
+            out[o + i] = req[off + i]
+        return -7
+
+    def _device_id(self, req, off, n, out, o):
+        # Read Device Identification (MEI type 0x0E), conformity level 0x82:
+        # basic + regular objects, stream and individual access.
+        if n < 2:
+            return EX_ILLEGAL_VALUE
+        if req[off + 1] != 0x0E:
+            return EX_ILLEGAL_FUNCTION  # other MEI types (CANopen) are not served
+        if n != 4:
+            return EX_ILLEGAL_VALUE
+        code = req[off + 2]
+        obj = req[off + 3]
+        ident = self.ident
+        last = len(ident) - 1
+        if code < 1 or code > 4:
+            return EX_ILLEGAL_VALUE
+        if code == 4:
+            if obj > last:
+                return EX_ILLEGAL_ADDRESS
+            first, end = obj, obj
+        else:
+            end = 2 if code == 1 else last
+            first = obj if obj <= end else 0
+        out[o] = 0x2B
+        out[o + 1] = 0x0E
+        out[o + 2] = code
+        out[o + 3] = 0x82
+        out[o + 4] = 0  # more follows: everything fits in one response
+        out[o + 5] = 0
+        p = o + 7
+        count = 0
+        for i in range(first, end + 1):
+            value = ident[i]
+            out[p] = i
+            out[p + 1] = len(value)
+            for k in range(len(value)):
+                out[p + 2 + k] = value[k]
+            p += 2 + len(value)
+            count += 1
+        out[o + 6] = count
+        return -(p - o)
+
+
+class ModbusConnection:
+    """One client's byte stream: framing detection, partial and pipelined frames.
+
+    The server receives into rx (rx_len bytes valid) directly when it is empty, else through
+    feed(); respond(out) writes one response ADU into out and returns its length, 0 when it
+    needs more bytes, or CLOSE when the stream cannot be trusted any more.
+    """
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.rx = bytearray(ADU_SIZE)
+        self.rx_len = 0
+        self.mode = MODE_UNKNOWN
+        self._waiting = False
+
+    def reset(self):
+        """Forget the previous client (slots are reused; nothing is allocated)."""
+        self.rx_len = 0
+        self.mode = MODE_UNKNOWN
+        self._waiting = False
+
+    def room(self):
+        return ADU_SIZE - self.rx_len
+
+    def feed(self, buf, n):
+        """Append buf[0:n]; returns how many bytes fitted."""
+        take = ADU_SIZE - self.rx_len
+        if n < take:
+            take = n
+        rx = self.rx
+        p = self.rx_len
+        for i in range(take):
+            rx[p + i] = buf[i]
+        self.rx_len = p + take
+        return take
+
+    def _consume(self, length):
+        rest = self.rx_len - length
+        if rest > 0:
+            rx = self.rx
+            for i in range(rest):
+                rx[i] = rx[length + i]
+        self.rx_len = rest if rest > 0 else 0
+
+    def respond(self, out):
+        """Handle the next complete frame in rx. Returns response length, 0 or CLOSE."""
+        while self.rx_len:
+            if self.mode == MODE_UNKNOWN:
+                mode = self._detect()
+                if mode <= 0:
+                    return mode
+                self.mode = mode
+            if self.mode == MODE_MBAP:
+                m = self._mbap(out)
+            else:
+                m = self._rtu(out)
+            if m != 0:
+                return m
+            # m == 0 after consuming a frame that gets no answer: try the next one.
+            if self._waiting:
+                return 0
+        return 0
+
+    def _detect(self):
+        """MODE_MBAP or MODE_RTU once the first frame is recognisable; 0 = wait; CLOSE."""
+        rx = self.rx
+        n = self.rx_len
+        rtu = _rtu_length(rx, 0, n)
+        rtu_done = False
+        if rtu > 0 and rtu <= n and rtu <= _RTU_MAX:
+            rtu_done = _rtu_ok(rx, 0, rtu)
+        elif rtu == 0 and n >= 4:
+            rtu_done = _rtu_ok(rx, 0, n)
+            rtu = n
+        mbap = n < 6 or (rx[2] == 0 and rx[3] == 0 and rx[4] == 0 and 2 <= rx[5] <= 254)
+        if n >= 4 and (rx[2] or rx[3]):
+            mbap = False
+        mbap_done = mbap and n >= 6 and n >= 6 + rx[5]
+        if rtu_done and mbap_done:
+            # Both readings fit: prefer the one that explains the whole segment.
+            return MODE_MBAP if n == 6 + rx[5] and rtu != n else MODE_RTU
+        if rtu_done:
+            return MODE_RTU
+        if mbap_done:
+            return MODE_MBAP
+        if mbap or (rtu < 0) or (rtu > n and rtu <= _RTU_MAX) or (rtu == n and n < 8):
+            if n < ADU_SIZE:
+                return 0
+        self.handler.malformed += 1
+        return CLOSE
+
+    def _mbap(self, out):
+        self._waiting = False
+        rx = self.rx
+        n = self.rx_len
+        if n < 7:
+            self._waiting = True
+            return 0
+        length = (rx[4] << 8) | rx[5]
+        if rx[2] or rx[3] or length < 2 or length > 254:
+            self.handler.malformed += 1  # protocol id or length field wrong: cannot resync
+            return CLOSE
+        total = 6 + length
+        if n < total:
+            self._waiting = True
+            return 0
+        h = self.handler
+        if not h.accepts(rx[6]):
+            h.ignored += 1
+            self._consume(total)
+            return 0
+        m = h.execute(rx, 7, length - 1, out, 7)
+        for i in range(4):  # transaction id and protocol id
+            out[i] = rx[i]
+        struct.pack_into(">HB", out, 4, m + 1, rx[6])
+        self._consume(total)
+        return 7 + m
+
+    def _rtu(self, out):
+        self._waiting = False
+        rx = self.rx
+        n = self.rx_len
+        h = self.handler
+        length = _rtu_length(rx, 0, n)
+        if length < 0:
+            self._waiting = True
+            return 0
+        if length == 0:
+            # Unknown function: the frame ends where the CRC matches (then exception 01).
+            if n >= 4 and _rtu_ok(rx, 0, n):
+                length = n
+            elif n >= 8:
+                h.malformed += 1
+                self._resync()
+                return 0
+            else:
+                self._waiting = True
+                return 0
+        if length > _RTU_MAX:
+            h.malformed += 1
+            self._resync()
+            return 0
+        if n < length:
+            self._waiting = True
+            return 0
+        if not _rtu_ok(rx, 0, length):
+            # A serial slave drops a bad frame silently; find where the next one starts.
+            h.crc_errors += 1
+            self._resync()
+            return 0
+        if not h.accepts(rx[0]):
+            h.ignored += 1
+            self._consume(length)
+            return 0
+        m = h.execute(rx, 1, length - 3, out, 1)
+        out[0] = rx[0]
+        crc = crc16(out, 0, 1 + m)
+        out[1 + m] = crc & 0xFF
+        out[2 + m] = crc >> 8
+        self._consume(length)
+        return 3 + m
+
+    def _resync(self):
+        """Drop bytes up to the next place where a known request could start (RTU mode)."""
+        rx = self.rx
+        n = self.rx_len
+        for k in range(1, n):
+            length = _rtu_length(rx, k, n)
+            if length < 0 or (0 < length <= _RTU_MAX and k + length > n):
+                self._consume(k)  # a frame may start here: wait for the rest
+                return
+            if 0 < length <= _RTU_MAX and _rtu_ok(rx, k, length):
+                self._consume(k)
+                return
+        self.rx_len = 0
