@@ -66,20 +66,23 @@ class Network:
     spi, cs, reset: busio.SPI and DigitalInOut pins (reset adds ~5 s to start-up: avoid).
     mac: 6 bytes, or None to derive one from uid (bytes of microcontroller.cpu.uid).
     settings: optional settings dict applied at once (else defaults until configure()).
-    wiznet: the driver class, for tests; default adafruit_wiznet5k's WIZNET5K.
+    wiznet, socket_pool: the driver classes (for tests); default adafruit_wiznet5k's
+    WIZNET5K and SocketPool.
     """
 
     def __init__(self, spi, cs, reset=None, mac=None, uid=None, settings=None, log=print,
-                 dhcp_retry_ms=4000, apply_delay_ms=_APPLY_DELAY_MS, wiznet=None):
+                 dhcp_retry_ms=4000, apply_delay_ms=_APPLY_DELAY_MS, wiznet=None,
+                 socket_pool=None):
         if wiznet is None:
             from adafruit_wiznet5k.adafruit_wiznet5k import WIZNET5K as wiznet
-        from adafruit_wiznet5k.adafruit_wiznet5k_socketpool import SocketPool
+        if socket_pool is None:
+            from adafruit_wiznet5k.adafruit_wiznet5k_socketpool import SocketPool as socket_pool
 
         self.mac = bytes(mac) if mac else mac_from_uid(uid)
         self._log = log
         # Blocking, at boot only: 1 s sleep, chip reset, then up to 5 s waiting for link.
         self.eth = wiznet(spi, cs, reset=reset, is_dhcp=False, mac=self.mac)
-        self.pool = SocketPool(self.eth)
+        self.pool = socket_pool(self.eth)
         self.link_up = bool(self.eth.link_status)
         self.hostname = default_hostname(self.mac)
         self.dhcp = _dhcp.DhcpClient(self.mac, self.hostname, dhcp_retry_ms)
