@@ -610,3 +610,58 @@ def test_zip_copied_by_hand_into_fat_image_equals_flash_result(tmp_path):
     got = image_contents(image, tmp_path)
     assert got["settings.toml"] == SETTINGS
     assert fsck_ok(image)[0]
+
+
+@pytest.fixture(scope="module")
+def real_lib(tmp_path_factory):
+    """lib/ built from the real pins (download cache, else PyPI), in a temporary folder."""
+    import build_lib
+
+    lib = tmp_path_factory.mktemp("reallib")
+    reqs = os.path.join(ROOT, "lib", "requirements.txt")
+    shutil.copy(reqs, str(lib / "requirements.txt"))
+    cache = os.path.join(ROOT, "build", "lib-cache")
+    pins = build_lib.parse_requirements(reqs)[0]
+    offline = all(build_lib.find_cached(cache, p) for p in pins)
+    try:
+        build_lib.build(str(lib), str(lib / "requirements.txt"), cache, offline=offline,
+                        log=lambda s: None)
+    except build_lib.BuildError as e:
+        pytest.skip("pins not cached and PyPI not reachable: %s" % str(e)[:200])
+    return str(lib)
+
+
+@needs_mtools
+def test_real_firmware_fits_a_1mb_drive_and_updates_staged(tmp_path, real_lib):
+    """The whole real firmware (han2x_core + pinned lib/) onto a 1 MiB FAT12 image, the size of
+    CIRCUITPY on the W5500-EVB-Pico (2 MB flash), then an update that changes every
+    han2x_core file: it must still fit through the staging folder."""
+    src = tmp_path / "repo"
+    shutil.copytree(os.path.join(ROOT, "han2x_core"), str(src / "han2x_core"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in flash.ROOT_FILES:
+        if os.path.isfile(os.path.join(ROOT, name)):
+            shutil.copy(os.path.join(ROOT, name), str(src / name))
+    if not (src / "code.py").exists():
+        (src / "code.py").write_text("import han2x_core\n")
+    (src / "lib").mkdir()
+    shutil.copy(os.path.join(ROOT, "lib", "requirements.txt"), str(src / "lib"))
+    image = make_image(tmp_path / "evb-pico.img", kib=1024)
+    rc, out = run(["--source", str(src), "--lib", real_lib, "--no-build", "--image", image])
+    assert rc == 0, out
+    tree = flash.collect_tree(str(src), real_lib)
+    got = image_contents(image, tmp_path)
+    assert {r: got[r] for r in tree} == tree
+    assert "lib/adafruit_wiznet5k/adafruit_wiznet5k.py" in got
+    for dirpath, _dirs, files in os.walk(str(src / "han2x_core")):
+        for n in files:
+            if n.endswith(".py"):
+                with open(os.path.join(dirpath, n), "a") as f:
+                    f.write("# next version\n")
+    rc, out = run(["--source", str(src), "--lib", real_lib, "--no-build", "--image", image])
+    assert rc == 0, out
+    got = image_contents(image, tmp_path)
+    assert got["han2x_core/__init__.py"].endswith(b"# next version\n")
+    assert got["settings.toml"] == SETTINGS
+    ok, report = fsck_ok(image)
+    assert ok, report
