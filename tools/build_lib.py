@@ -165,14 +165,21 @@ def fetch(pins, cache_dir, offline=False, python=None, log=print):
     if missing:
         os.makedirs(cache_dir, exist_ok=True)
         log("Downloading from PyPI: %s" % ", ".join(map(repr, missing)))
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
-            req.write("\n".join(p.line for p in missing) + "\n")
+        # Download into a private folder, then move in: parallel builds (pytest -n) never
+        # see a half-written file in the cache.
+        tmp = tempfile.mkdtemp(prefix=".dl-", dir=cache_dir)
         try:
+            req = os.path.join(tmp, "requirements.txt")
+            with open(req, "w", encoding="utf-8") as f:
+                f.write("\n".join(p.line for p in missing) + "\n")
             cmd = [python or sys.executable, "-m", "pip", "download", "--no-deps",
-                   "--disable-pip-version-check", "--quiet", "--dest", cache_dir, "-r", req.name]
+                   "--disable-pip-version-check", "--quiet", "--dest", tmp, "-r", req]
             proc = subprocess.run(cmd, capture_output=True, text=True)
+            for name in os.listdir(tmp):
+                if name != "requirements.txt":
+                    os.replace(os.path.join(tmp, name), os.path.join(cache_dir, name))
         finally:
-            os.unlink(req.name)
+            shutil.rmtree(tmp, ignore_errors=True)
         if proc.returncode != 0:
             raise BuildError(
                 "pip download failed (no network? a pin or hash changed on PyPI?):\n"
