@@ -496,6 +496,30 @@ def test_uf2_checks(tmp_path):
     assert os.listdir(boot) == ["INFO_UF2.TXT"]
 
 
+def test_blank_board_to_firmware_in_one_command(tmp_path, drive, monkeypatch):
+    """--uf2: CircuitPython onto RPI-RP2, wait for CIRCUITPY to appear, install the firmware."""
+    boot = tmp_path / "RPI-RP2"
+    boot.mkdir()
+    (boot / "INFO_UF2.TXT").write_text("Board-ID: RPI-RP2\n")
+    (tmp_path / "cp.uf2").write_bytes(uf2())
+    polls = []
+
+    def fake_find(label="CIRCUITPY"):
+        if label == "RPI-RP2":
+            return [str(boot)]
+        polls.append(1)
+        return [drive] if len(polls) >= 3 else []  # the board takes a moment to restart
+
+    monkeypatch.setattr(flash, "find_drives", fake_find)
+    monkeypatch.setattr(flash.time, "sleep", lambda s: None)
+    src = make_source(str(tmp_path), "0.1.0")
+    rc, out = run(["--uf2", str(tmp_path / "cp.uf2"), "--source", src, "--no-build"])
+    assert rc == 0, out
+    assert (boot / "cp.uf2").read_bytes() == uf2()
+    assert contents(drive)["code.py"] == flash.collect_tree(src)["code.py"]
+    assert "Installed HAN2X firmware 0.1.0" in out
+
+
 # ---------------------------------------------------------------------------- real FAT image
 
 
