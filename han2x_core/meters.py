@@ -333,7 +333,10 @@ def decode_frame(frame):
             elif r["list_version"] is not None:
                 list_no = 3 if _has_energy(r) else 2
     elif tag == T_STRUCTURE and count and (_is_obis(frame, q) or (
-            _is_string(frame[q]) and count > 1 and _is_obis(frame, item_end(frame, q, end)))):
+            frame[q] == T_VISIBLE_STRING and count > 1
+            and _is_obis(frame, item_end(frame, q, end)))):
+        # OBIS/value pairs, optionally after a bare visible-string list version (Kamstrup).
+        # Kaifa's positional lists start with an octet-string version: not matched here.
         leading_version = not _is_obis(frame, q)
         unknown = _pairs(r, frame, q, count, end)
         vendor = _vendor_of(r["list_version"])
