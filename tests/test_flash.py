@@ -403,6 +403,14 @@ def test_unknown_board_warns(tmp_path, drive):
     assert rc == 0 and "board raspberry_pi_pico is not one of the supported" in out
 
 
+def test_code_txt_shadowing_code_py_warns(tmp_path, drive):
+    with open(os.path.join(drive, "code.txt"), "w") as f:
+        f.write("hello")
+    rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    assert rc == 0 and "code.txt on the drive runs instead of code.py" in out
+    assert contents(drive)["code.txt"] == b"hello"  # not ours: left alone
+
+
 def test_no_drive_found(tmp_path, monkeypatch):
     monkeypatch.setattr(flash, "find_drives", lambda label="CIRCUITPY": [])
     rc, out = run(["--source", make_source(str(tmp_path), "0.1.0"), "--no-build"])
@@ -456,6 +464,8 @@ def test_zip_matches_the_installed_tree(tmp_path, drive):
         in_zip = {n: z.read(n) for n in z.namelist()}
     assert in_zip == on_drive
     assert not any(flash.is_users_file(n) for n in in_zip)
+    rc, out = run(["--source", src, "--no-build", "--zip", str(tmp_path / "dist") + "/"])
+    assert rc == 0 and os.path.isfile(tmp_path / "dist" / "han2x-0.1.0.zip")
 
 
 # ---------------------------------------------------------------------------- UF2

@@ -180,6 +180,15 @@ def build_zip(tree, path, version=None):
 # Drives: a mounted folder, or a FAT image through mtools (tests, factory images)
 
 
+def _drop_cache(f):
+    """Forget the file's cached pages (Linux), so a read-back comes from the drive itself."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
 class DirDrive:
     """The CIRCUITPY drive as a mounted folder (or any folder laid out like one)."""
 
@@ -197,10 +206,10 @@ class DirDrive:
 
     def read(self, rel):
         try:
-            return _read(self._path(rel))
-        except FileNotFoundError:
-            return None
-        except IsADirectoryError:
+            with open(self._path(rel), "rb") as f:
+                _drop_cache(f)
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
     def write(self, rel, data):
@@ -210,6 +219,7 @@ class DirDrive:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            _drop_cache(f)
 
     def replace(self, src, dst):
         path = self._path(dst)
@@ -460,6 +470,11 @@ def check_board(drive, supported, out):
         out("WARNING: the board runs CircuitPython %s; this firmware supports %s. "
             "Install a supported CircuitPython (docs/install.md) if the board misbehaves."
             % (info["version_text"] or "(unknown version)", wanted))
+    for shadow in ("code.txt",):
+        if drive.exists(shadow):
+            out("WARNING: %s on the drive runs instead of code.py (CircuitPython looks for "
+                "code.txt first). Rename or delete it, or the firmware will not start."
+                % shadow)
     if info["board_id"] and info["board_id"] not in BOARD_IDS:
         out("WARNING: board %s is not one of the supported boards (%s)."
             % (info["board_id"], ", ".join(BOARD_IDS)))
@@ -777,7 +792,8 @@ def main(argv=None, out=print):
     ap.add_argument("--target", help="the CIRCUITPY drive or a folder (default: find it)")
     ap.add_argument("--image", help="a FAT image file to write with mtools instead of a drive")
     ap.add_argument("--dry-run", action="store_true", help="list what would change, write nothing")
-    ap.add_argument("--zip", metavar="OUT", help="build a release zip instead of flashing")
+    ap.add_argument("--zip", metavar="OUT",
+                    help="build a release zip instead of flashing (a folder: han2x-VERSION.zip)")
     ap.add_argument("--uf2", metavar="FILE", help="install this CircuitPython UF2 first")
     ap.add_argument("--uf2-target", help="the RPI-RP2 boot drive (default: find it)")
     ap.add_argument("--uf2-only", action="store_true", help="with --uf2: stop after CircuitPython")
@@ -833,6 +849,10 @@ def _main(args, out):
     tree = collect_tree(args.source, lib_dir)
     version = tree_version(tree)
     if args.zip:
+        if args.zip.endswith(("/", os.sep)) or os.path.isdir(args.zip):
+            major = (build_lib.read_stamp(lib_dir) or {}).get("mpy_major")
+            args.zip = os.path.join(args.zip, "han2x-%s%s.zip" % (
+                version, "-circuitpython%d-mpy" % major if major else ""))
         names = build_zip(tree, args.zip, version)
         out("Wrote %s: HAN2X firmware %s, %d files, laid out as the CIRCUITPY drive (no "
             "settings). Copy its contents onto the drive as docs/update.md says."
