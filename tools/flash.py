@@ -3,14 +3,15 @@
 
 Host-only tool (CPython 3.11, standard library; mtools only for --image).
 
-    python tools/flash.py                     # find CIRCUITPY, show the plan, install
+    python tools/flash.py                     # find CIRCUITPY, install what changed
     python tools/flash.py --dry-run           # only list what would change
     python tools/flash.py --target /path      # a drive (or any folder) given by hand
     python tools/flash.py --zip han2x.zip     # release zip for drag-and-drop by hand
     python tools/flash.py --uf2 cp.uf2        # put CircuitPython on an RPI-RP2 boot drive first
 
 What it guarantees (docs/update.md says the same for users):
-- Only our files are written: code.py, boot.py, safemode.py, han2x_core/*.py and lib/.
+- Only our files are written: code.py, boot.py, safemode.py, han2x_core/ (.py files and
+  the web assets in www/), lib/ and the manifest.
   The user's settings (settings.toml and any other settings* file) are never written,
   renamed or removed.
 - Changed files are first written to a staging folder (.han2x-new/) on the drive and read
