@@ -105,3 +105,125 @@ class EchoService:
             else:
                 self.clients.remove(c)
                 c.close()
+
+
+class Device:
+    """The firmware wired as code.py wires it (App + Network + ModbusServer + WebServer),
+    on the W5500 model, its loop in a thread. Use as a context manager. Test code runs in
+    the loop thread through call(fn), so nothing races with app.step()."""
+
+    def __init__(self, settings=None, web=True, max_s=90.0, **net_kw):
+        import threading
+
+        from han2x_core import FIRMWARE_VERSION
+        from han2x_core.app import App
+        from han2x_core.modbus_server import ModbusServer
+        from han2x_core.registers import Registers
+        from han2x_core.settings import DEFAULTS
+        from util import free_port
+
+        self.settings = dict(DEFAULTS)
+        self.settings.update(settings or {})
+        s = self.settings
+        ports = {p: free_port() for p in (502, 80, 1502, 8080, s["modbus_port"], s["web_port"])}
+        self.model = W5500Model(port_map=ports)
+        self.model, self.net = make_network(self.model, settings=s, **net_kw)
+        self.app = App(None, Registers(firmware_version=FIRMWARE_VERSION), now_ms(),
+                       settings=s)
+        self.app.add(self.net)
+        self.modbus = ModbusServer(self.net.pool, self.app.registers, port=s["modbus_port"],
+                                   max_clients=s["modbus_max_clients"],
+                                   idle_timeout_ms=s["modbus_idle_timeout_s"] * 1000,
+                                   unit_id=s["modbus_unit_id"])
+        self.net.attach(self.modbus)
+        self.app.add(self.modbus)
+        self.web = None
+        if web:
+            from han2x_core.web import WebServer
+
+            self.web = WebServer(self.net.pool, self.app, port=s["web_port"], max_clients=1,
+                                 send_timeout_s=0.1)
+            self.net.attach(self.web)
+            self.app.add(self.web)
+        self._calls = []
+        self._stop = False
+        self._max_s = max_s
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.loops = 0
+        self.max_step_s = 0.0
+
+    def port(self, device_port):
+        return self.model.host_port(device_port)
+
+    def _loop(self):
+        deadline = time.monotonic() + self._max_s
+        while not self._stop and time.monotonic() < deadline:
+            while self._calls:
+                fn, box = self._calls.pop(0)
+                try:
+                    box.append((True, fn()))
+                except Exception as e:  # handed back to the caller
+                    box.append((False, e))
+            t = time.monotonic()
+            self.app.step(now_ms())
+            self.max_step_s = max(self.max_step_s, time.monotonic() - t)
+            self.loops += 1
+            time.sleep(0.0002)
+
+    def call(self, fn, timeout=5.0):
+        """Run fn() in the device loop thread; return its result or raise its error."""
+        box = []
+        self._calls.append((fn, box))
+        deadline = time.monotonic() + timeout
+        while not box and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if not box:
+            raise TimeoutError("device loop did not run the call")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._thread.join(5.0)
+        self.model.close()
+
+    def sockets_in_use(self):
+        """Hardware sockets reserved in the driver and their chip states (run in loop)."""
+        from adafruit_wiznet5k.adafruit_wiznet5k import WIZNET5K
+
+        return self.call(lambda: (sum(WIZNET5K._sockets_reserved),
+                                  [self.model.status(n) for n in range(8)]))
+
+
+def modbus_read(port, start=0, count=2, unit=1, tid=1, timeout=3.0, sock=None):
+    """One FC03 request over a fresh (or given) connection; returns the register words."""
+    import socket
+    import struct
+
+    own = sock is None
+    if own:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, start, count))
+        want = 9 + 2 * count
+        data = b""
+        while len(data) < want:
+            chunk = sock.recv(want - len(data))
+            if not chunk:
+                raise ConnectionError("closed after %d bytes" % len(data))
+            data += chunk
+            if len(data) >= 9 and data[7] & 0x80:
+                raise ValueError("Modbus exception %d" % data[8])
+        t, _, _, _, fc, n = struct.unpack(">HHHBBB", data[:9])
+        if t != tid or fc != 3 or n != 2 * count:
+            raise ValueError("bad response %r" % data)
+        return list(struct.unpack(">%dH" % count, data[9:]))
+    finally:
+        if own:
+            sock.close()
