@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""The whole HAN2X device on a PC: a HAN source -> App (decode, registers) -> Modbus TCP.
+
+Usage: tools/simulate.py [--modbus-port 5020] [--host 127.0.0.1]
+                         [--meter aidon|kaifa|kamstrup] [--phases 3] [--speed 1]
+                         [--replay FILE [--interval 2]] [--serial PORT [--line 8E1]]
+The HAN source is a simulated meter (default), a capture replayed in a loop (--replay: hex
+text or raw binary, as tools/decode.py reads), or a USB M-Bus adapter (--serial, 2400 baud).
+--speed makes the meter (or the replay) run faster than real time; the device's own clock
+(estimation, timeouts) stays real. Prints where it listens and one line per telegram.
+Ctrl-C or SIGTERM stops it cleanly.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+try:
+    from micropython import const  # noqa: F401
+except ImportError:  # CPython: the cores import const from micropython
+    import types
+
+    _m = types.ModuleType("micropython")
+    _m.const = lambda x: x
+    sys.modules["micropython"] = _m
+
+from han2x_core import FIRMWARE_VERSION, __version__  # noqa: E402
+from han2x_core.app import App  # noqa: E402
+from han2x_core.modbus_server import ModbusServer  # noqa: E402
+from han2x_core.registers import Registers  # noqa: E402
+from han2x_core.settings import DEFAULTS, validate  # noqa: E402
+
+_MASK = (1 << 29) - 1
+LOOP_SLEEP_S = 0.001  # the PC loop idles this long between steps (the board does not)
+
+
+def now_ms():
+    """The device clock: wrapping milliseconds, like supervisor.ticks_ms()."""
+    return time.monotonic_ns() // 1_000_000 & _MASK
+
+
+# ---- HAN sources: readinto(buf) -> n, never blocking ---------------------------------------------
+
+class _FrameFeed:
+    """Hands out queued frame bytes through readinto()."""
+
+    def __init__(self):
+        self._pending = bytearray()
+
+    def _queue(self, frame):
+        self._pending += frame
+
+    def _due(self):
+        """Queue whatever frames are due now (subclasses)."""
+
+    def readinto(self, buf):
+        self._due()
+        n = min(len(buf), len(self._pending))
+        if n:
+            buf[:n] = self._pending[:n]
+            del self._pending[:n]
+        return n
+
+
+class SimulatedHan(_FrameFeed):
+    """tools/metersim.py's meter at its real cadence, `speed` times faster."""
+
+    def __init__(self, meter="aidon", phases=3, speed=1.0, seed=1, start=None,
+                 monotonic=time.monotonic):
+        super().__init__()
+        from tools.metersim import MeterSimulator
+
+        kwargs = {"vendor": meter, "phases": phases, "seed": seed}
+        if start is not None:
+            kwargs["start"] = start
+        self.describe = "simulated %s meter, %d phase%s" % (meter, phases,
+                                                           "" if phases == 1 else "s")
+        self._telegrams = MeterSimulator(**kwargs).telegrams()
+        self._speed = speed
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+        self._next = next(self._telegrams)
+
+    def _due(self):
+        elapsed = (self._monotonic() - self._t0) * self._speed
+        while self._next[0] <= elapsed:
+            self._queue(self._next[1])
+            self._next = next(self._telegrams)
+
+
+class ReplayHan(_FrameFeed):
+    """Captured frames, in order, one every `interval` seconds (divided by speed), looping."""
+
+    def __init__(self, frames, interval=2.0, speed=1.0, monotonic=time.monotonic):
+        super().__init__()
+        if not frames:
+            raise ValueError("no frames to replay")
+        self.frames = frames
+        self.describe = "replay of %d frames, one every %gs" % (len(frames), interval)
+        self._period = interval / speed
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+        self._sent = 0
+
+    def _due(self):
+        due = int((self._monotonic() - self._t0) / self._period) + 1 if self._period > 0 else 1
+        while self._sent < due:
+            self._queue(self.frames[self._sent % len(self.frames)])
+            self._sent += 1
+
+
+class SerialHan:
+    """A USB M-Bus adapter through pyserial: 2400 baud, 8E1 or 8N1, non-blocking reads."""
+
+    def __init__(self, port, line="8E1"):
+        import serial
+
+        parity = serial.PARITY_EVEN if line.upper() == "8E1" else serial.PARITY_NONE
+        self.describe = "serial %s, 2400 %s" % (port, line.upper())
+        self.serial = serial.Serial(port, 2400, bytesize=8, parity=parity, stopbits=1,
+                                    timeout=0)
+
+    def readinto(self, buf):
+        waiting = self.serial.in_waiting
+        if not waiting:
+            return 0
+        data = self.serial.read(min(waiting, len(buf)))
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        self.serial.close()
+
+
+def load_frames(path):
+    from tools.decode import read_capture
+
+    with open(path, "rb") as f:
+        return read_capture(f.read())
+
+
+# ---- the device ----------------------------------------------------------------------------
+
+class Device:
+    """What build_device returns: the app and the parts later flags hook into."""
+
+    def __init__(self, app, registers, han, modbus, settings):
+        self.app = app
+        self.registers = registers
+        self.han = han
+        self.modbus = modbus
+        self.settings = settings
+        self.services = {"modbus": modbus}
+
+    def step(self):
+        self.app.step(now_ms())
+
+    def close(self):
+        for service in self.services.values():
+            stop = getattr(service, "stop", None)
+            if stop is not None:
+                stop()
+        close = getattr(self.han, "close", None)
+        if close is not None:
+            close()
+
+
+def build_settings(args, base=None):
+    """Settings from the defaults (or a loaded file) with the command line's overrides."""
+    settings = dict(base if base is not None else DEFAULTS)
+    settings["modbus_port"] = args.modbus_port
+    clean, errors = validate(settings)
+    if errors:
+        raise SystemExit("bad settings: %s" % errors)
+    return clean
+
+
+def build_han(args):
+    if args.replay:
+        return ReplayHan(load_frames(args.replay), args.interval, args.speed)
+    if args.serial:
+        return SerialHan(args.serial, args.line)
+    return SimulatedHan(args.meter, args.phases, args.speed, seed=args.seed)
+
+
+def build_device(args, on_frame=None, store=None, settings=None):
+    """Wire the device: HAN source -> App -> Registers -> Modbus server (started)."""
+    settings = settings if settings is not None else build_settings(args)
+    registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
+    modbus = ModbusServer(socket, registers, port=settings["modbus_port"],
+                          max_clients=settings["modbus_max_clients"],
+                          idle_timeout_ms=settings["modbus_idle_timeout_s"] * 1000,
+                          unit_id=settings["modbus_unit_id"])
+    han = build_han(args)
+    app = App(han, registers, now_ms(), services=[modbus], on_frame=on_frame,
+              settings=settings, store=store)
+
+    def scaling_changed(value):
+        errors = app.save_settings({"scaling_factor": value})
+        if errors:
+            print("scaling factor %d not saved: %s" % (value, errors), flush=True)
+
+    registers.on_scaling_change = scaling_changed
+    modbus.start(args.host)
+    return Device(app, registers, han, modbus, settings)
+
+
+def format_reading(reading, now):
+    """One line per telegram for the console."""
+    parts = ["%s list %s" % (reading.get("meter"), reading.get("list"))]
+    p_in = reading.get("active_power_import_w")
+    if p_in is not None:
+        parts.append("P+ %d W" % p_in)
+    p_out = reading.get("active_power_export_w")
+    if p_out:
+        parts.append("P- %d W" % p_out)
+    volts = [reading.get(k) for k in ("voltage_l1_dv", "voltage_l2_dv", "voltage_l3_dv")]
+    if any(v is not None for v in volts):
+        parts.append("U " + "/".join("-" if v is None else "%.1f" % (v / 10) for v in volts))
+    amps = [reading.get(k) for k in ("current_l1_ma", "current_l2_ma", "current_l3_ma")]
+    if any(a is not None for a in amps):
+        parts.append("I " + "/".join("-" if a is None else "%.2f" % (a / 1000) for a in amps))
+    energy = reading.get("active_energy_import_wh")
+    if energy is not None:
+        parts.append("E+ %.3f kWh" % (energy / 1000))
+    clock = reading.get("meter_clock")
+    if clock:
+        parts.append("%04d-%02d-%02d %02d:%02d:%02d" % tuple(
+            clock[k] for k in ("year", "month", "day", "hour", "minute", "second")))
+    return time.strftime("%H:%M:%S ", time.localtime(now)) + "  ".join(parts)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--modbus-port", type=int, default=5020, help="Modbus TCP port (5020)")
+    p.add_argument("--meter", choices=("aidon", "kaifa", "kamstrup"), default="aidon",
+                   help="simulated meter's layout")
+    p.add_argument("--phases", type=int, choices=(1, 3), default=3)
+    p.add_argument("--seed", type=int, default=1, help="simulated meter's random seed")
+    p.add_argument("--speed", type=float, default=1.0, help="meter runs this many times "
+                   "faster than real time")
+    p.add_argument("--replay", metavar="FILE", help="replay captured frames in a loop")
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="seconds between replayed frames (2)")
+    p.add_argument("--serial", metavar="PORT", help="read a USB M-Bus adapter (pyserial)")
+    p.add_argument("--line", choices=("8E1", "8N1", "8e1", "8n1"), default="8E1",
+                   help="serial line format (8E1)")
+    p.add_argument("--quiet", action="store_true", help="no line per telegram")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.replay and args.serial:
+        raise SystemExit("--replay and --serial exclude each other")
+    if args.speed <= 0 or args.interval <= 0:
+        raise SystemExit("--speed and --interval must be positive")
+
+    def on_frame(reading, now):
+        if not args.quiet:
+            print(format_reading(reading, time.time()), flush=True)
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    try:
+        device = build_device(args, on_frame=on_frame)
+    except OSError as e:
+        print("cannot listen on %s:%d: %s" % (args.host, args.modbus_port, e), file=sys.stderr)
+        return 1
+    print("HAN2X open firmware %s (register 40043 = %d) on the PC" % (__version__,
+                                                                      FIRMWARE_VERSION))
+    print("HAN source: %s" % device.han.describe)
+    print("Modbus TCP (MBAP and RTU-over-TCP) listening on %s:%d" % (
+        args.host, device.modbus.bound_port), flush=True)
+    try:
+        while not stopping:
+            device.step()
+            time.sleep(LOOP_SLEEP_S)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        device.close()
+        app = device.app
+        print("stopped: %d telegrams, %d Modbus requests, %d decode errors" % (
+            device.registers.telegrams, device.modbus.requests, app.decode_errors), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
