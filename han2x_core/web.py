@@ -9,51 +9,16 @@ per poll(now_ms): fixed buffers, deadlines, size limits. Routes are in webroutes
 from micropython import const
 
 from han2x_core.ticks import ticks_add, ticks_diff
+from han2x_core.webconn import DRAINING, READING, SENDING, Conn, peer_gone, would_block
 
 _HEAD_MAX = const(2048)  # request line + headers
 _BODY_MAX = const(1024)  # the settings form is ~500 bytes
 _READ_MS = const(5000)  # the whole request must arrive within this
 _SEND_MS = const(15000)
 _DRAIN_MS = const(1000)
-_CHUNK = const(1024)
+_BACKLOG = const(4)  # CPython; the W5500 has one listening socket whatever this says
+_ACCEPTS = const(2)  # connections taken per poll
 _STEPS = const(4)  # sends per connection per poll
-_READING = const(0)
-_SENDING = const(1)
-_DRAINING = const(2)
-_EAGAIN = const(11)
-_ETIMEDOUT = const(110)
-
-STATUS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
-          403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-          411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-          422: "Unprocessable Content", 429: "Too Many Requests",
-          431: "Request Header Fields Too Large", 500: "Internal Server Error",
-          503: "Service Unavailable"}
-
-
-def _would_block(e):
-    code = e.args[0] if e.args else None
-    return code in (_EAGAIN, _ETIMEDOUT, 35)  # 35: EAGAIN on BSD/macOS
-
-
-class _Conn:
-    def __init__(self, sock, addr, buf, now_ms):
-        self.sock = sock
-        self.addr = addr
-        self.buf = buf
-        self.n = 0
-        self.t0 = now_ms
-        self.state = _READING
-        self.head_end = -1
-        self.need = 0
-        self.out = b""
-        self.pos = 0
-        self.gen = None
-        self.chunked = False
-        self.unread = False  # the request body was not read (drain before closing)
-        self.head = False  # HEAD: headers only
-
-
 class WebServer:
     """HTTP service polled by the App. pool: CPython `socket` or a wiznet SocketPool.
 
@@ -82,6 +47,7 @@ class WebServer:
         self.requests = 0
         self.errors = 0
         self.evicted = 0
+        self.resets = 0  # connections the client reset or closed mid-answer
         self.last_error = ""
         self.uptime_s = 0
         self._up_ms = 0
@@ -101,7 +67,7 @@ class WebServer:
             pass
         try:
             sock.bind((host, self.port))
-            sock.listen(2)
+            sock.listen(_BACKLOG)
             sock.settimeout(0)
         except Exception:
             sock.close()
@@ -131,7 +97,9 @@ class WebServer:
             if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
                 self._relisten(now_ms)
         if self._sock is not None:
-            self._accept(now_ms)
+            for _ in range(_ACCEPTS):
+                if not self._accept(now_ms):
+                    break
         for i in range(len(self._conns)):
             conn = self._conns[i]
             if conn is None:
@@ -143,6 +111,12 @@ class WebServer:
                 import gc
 
                 gc.collect()
+            except OSError as e:
+                if peer_gone(e):  # the client hung up: normal, not an error
+                    self.resets += 1
+                    self._close(i)
+                else:
+                    self._fail(i, e)
             except Exception as e:
                 self._fail(i, e)
 
@@ -182,13 +156,13 @@ class WebServer:
         try:
             sock, addr = self._sock.accept()
         except OSError as e:
-            if _would_block(e):
-                return
+            if would_block(e):
+                return False
             raise
         except RuntimeError as e:  # wiznet: "All sockets in use."
             self.errors += 1
             self.last_error = str(e)[:100]
-            return
+            return False
         sock.settimeout(0)
         conns = self._conns
         slot = -1
@@ -197,26 +171,33 @@ class WebServer:
                 slot = i
                 break
         if slot < 0:
-            # Full: evict the connection that has waited longest for its request (a slow or
-            # idle client must not lock others out); if all are answering, refuse this one.
+            # Full: evict a connection that is only draining, else the one that has waited
+            # longest for its request (a slow or idle client must not lock others out); if
+            # all are answering, refuse this one.
             oldest = -1
             for i in range(len(conns)):
-                if conns[i].state == _READING and (oldest < 0 or ticks_diff(
-                        conns[oldest].t0, conns[i].t0) > 0):
+                c = conns[i]
+                if c.state == DRAINING:
+                    oldest = i
+                    break
+                if c.state == READING and (oldest < 0 or ticks_diff(
+                        conns[oldest].t0, c.t0) > 0):
                     oldest = i
             if oldest < 0:
                 try:
+                    sock.settimeout(self.send_timeout_s or 0)
                     sock.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
                               b"Content-Length: 0\r\nRetry-After: 1\r\n\r\n")
                 except Exception:
                     pass
                 sock.close()
                 self.evicted += 1
-                return
+                return True
             self._close(oldest)
             self.evicted += 1
             slot = oldest
-        conns[slot] = _Conn(sock, addr, self._bufs[slot], now_ms)
+        conns[slot] = Conn(sock, addr, self._bufs[slot], now_ms)
+        return True
 
     def _close(self, i):
         conn = self._conns[i]
@@ -232,13 +213,13 @@ class WebServer:
         try:
             return conn.sock.recv_into(memoryview(conn.buf)[start:], len(conn.buf) - start)
         except OSError as e:
-            if _would_block(e):
+            if would_block(e):
                 return -1
             raise
 
     def _service(self, conn, now_ms):
         i = self._conns.index(conn)
-        if conn.state == _READING:
+        if conn.state == READING:
             if ticks_diff(now_ms, conn.t0) > self.read_ms:
                 if conn.n:
                     self.respond(conn, 408, "text/plain", "request timeout\n", unread=True)
@@ -253,19 +234,25 @@ class WebServer:
                 return
             conn.n += k
             self._parse(conn, now_ms)
-        elif conn.state == _SENDING:
+        elif conn.state == SENDING:
             if ticks_diff(now_ms, conn.t0) > _SEND_MS:
                 self._fail(i, "send timeout")
                 return
             for _ in range(_STEPS):
-                if conn.pos >= len(conn.out) and not self._refill(conn):
+                if conn.pos >= len(conn.out) and not conn.refill():
                     if conn.unread:
-                        conn.state = _DRAINING
+                        conn.state = DRAINING
                         conn.t0 = now_ms
+                        shutdown = getattr(conn.sock, "shutdown", None)
+                        if shutdown is not None:  # EOF to the client: it closes, we see 0
+                            try:
+                                shutdown(1)
+                            except OSError:
+                                pass
                     else:
                         self._close(i)
                     return
-                if not self._send(conn):
+                if not conn.send(self.send_timeout_s):
                     return
         else:  # _DRAINING: read what the client still sends so that close() is not a RST
             k = self._recv(conn, 0)
@@ -319,66 +306,9 @@ class WebServer:
         except Exception as e:
             self.errors += 1
             self.last_error = ("%s: %s" % (type(e).__name__, e))[:100]
-            if conn.state == _READING:
+            if conn.state == READING:
                 self.respond(conn, 500, "text/plain", "internal error\n")
 
-    # -- responses -----------------------------------------------------------------------
-    def respond(self, conn, status, ctype, body, headers="", unread=False, head_only=False):
-        """Start sending a response. body: str, bytes, or an iterator of str/bytes pieces."""
-        head_only = head_only or conn.head
-        text = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\n" % (
-            status, STATUS.get(status, "Error"), ctype)
-        text += headers
-        if isinstance(body, (str, bytes)):
-            if isinstance(body, str):
-                body = body.encode()
-            text += "Content-Length: %d\r\n\r\n" % len(body)
-            conn.out = text.encode() + (b"" if head_only else body)
-            conn.gen = None
-        else:
-            text += "Transfer-Encoding: chunked\r\n\r\n"
-            conn.out = text.encode()
-            conn.gen = None if head_only else body
-            conn.chunked = not head_only
-        conn.pos = 0
-        conn.unread = unread
-        conn.state = _SENDING
-
-    def _refill(self, conn):
-        """Next piece of the body into conn.out; False when the response is complete."""
-        if conn.gen is None:
-            return False
-        piece = None
-        try:
-            while not piece:
-                piece = next(conn.gen)
-        except StopIteration:
-            conn.gen = None
-            conn.out = b"0\r\n\r\n"
-            conn.pos = 0
-            return True
-        if isinstance(piece, str):
-            piece = piece.encode()
-        conn.out = ("%x\r\n" % len(piece)).encode() + piece + b"\r\n"  # allocates (per piece)
-        conn.pos = 0
-        return True
-
-    def _send(self, conn):
-        """Send some of conn.out; False when the socket cannot take more now."""
-        sock = conn.sock
-        end = min(len(conn.out), conn.pos + _CHUNK)
-        if self.send_timeout_s:
-            sock.settimeout(self.send_timeout_s)
-        try:
-            k = sock.send(memoryview(conn.out)[conn.pos:end])
-        except OSError as e:
-            if _would_block(e):
-                return False
-            raise
-        finally:
-            if self.send_timeout_s:
-                sock.settimeout(0)
-        if not k:
-            return False
-        conn.pos += k
-        return True
+    def respond(self, conn, status, ctype, body, headers="", unread=False):
+        """Start sending a response on conn (see Conn.respond)."""
+        conn.respond(status, ctype, body, headers, unread)

@@ -11,7 +11,6 @@ from micropython import const
 from han2x_core import __version__, FIRMWARE_VERSION
 
 _T_OFFSET = const(43)  # 40044 board temperature, degC x100
-_MAX_FIELDS = const(40)
 
 # (offset, words, English name, Norwegian name, unit): the original HAN2X map (han2x-spec).
 REGISTERS = (
@@ -65,34 +64,6 @@ REGISTERS = (
     (75, 2, "Reactive energy export, estimated", "Reaktiv energi eksport, estimert", "VArh"),
 )
 _SIGNED = const(59)  # the one int32 register pair
-
-# Settings form: (group, ((key, kind, choices), ...)); kind b=bool i=int s=str p=password c=choice
-FIELDS = (
-    ("net", (("dhcp", "b", None), ("ip", "s", None), ("netmask", "s", None),
-             ("gateway", "s", None), ("dns", "s", None), ("hostname", "s", None))),
-    ("modbus", (("modbus_port", "i", None), ("modbus_max_clients", "i", None),
-                ("modbus_idle_timeout_s", "i", None), ("modbus_unit_id", "i", None),
-                ("scaling_factor", "i", None))),
-    ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
-             ("han_polarity", "c", ("auto", "normal", "inverted")),
-             ("han_input", "c", ("pio", "uart")))),
-    ("web", (("web_port", "i", None), ("web_password", "p", None),
-             ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
-)
-
-# Which Norwegian message explains an invalid value of each key.
-_NB_ERROR = {"ip": "e_ip", "netmask": "e_ip", "gateway": "e_ip", "dns": "e_ip",
-             "modbus_port": "e_port", "web_port": "e_port", "han_line": "e_choice",
-             "han_polarity": "e_choice", "han_input": "e_choice", "web_protect": "e_choice",
-             "language": "e_choice"}
-
-NETWORK_KEYS = ("dhcp", "ip", "netmask", "gateway", "web_port", "hostname")
-
-
-def error_key(key):
-    """The i18n key of the Norwegian message for an invalid value of settings key."""
-    return _NB_ERROR.get(key, "e_" + key)
-
 
 def read_register(regs, offset, words, buf):
     """One register value (1 or 2 words, big-endian) as Modbus reads it, or None."""
@@ -210,120 +181,4 @@ def public_settings(settings):
     for key in settings:
         out[key] = settings[key]
     out["web_password"] = bool(settings.get("web_password"))
-    return out
-
-
-def url_decode(text):
-    """Decode application/x-www-form-urlencoded text (+ and %XX). Raises ValueError."""
-    text = text.replace("+", " ")
-    if "%" not in text:
-        return text
-    parts = text.split("%")
-    out = bytearray(parts[0].encode())
-    for part in parts[1:]:
-        if len(part) < 2:
-            raise ValueError("bad escape")
-        out.append(int(part[:2], 16))
-        out.extend(part[2:].encode())
-    return bytes(out).decode("utf-8")
-
-
-def parse_form(body):
-    """A urlencoded body -> {name: value} (first value wins). Raises ValueError."""
-    form = {}
-    text = bytes(body).decode("utf-8")
-    count = 0
-    for pair in text.split("&"):
-        if not pair:
-            continue
-        count += 1
-        if count > _MAX_FIELDS:
-            raise ValueError("too many fields")
-        if "=" in pair:
-            name, value = pair.split("=", 1)
-        else:
-            name, value = pair, ""
-        name = url_decode(name)
-        if name not in form:
-            form[name] = url_decode(value)
-    return form
-
-
-def _to_int(text):
-    text = text.strip()
-    digits = text[1:] if text[:1] in ("-", "+") else text
-    if not digits or not digits.isdigit():
-        raise ValueError(text)
-    return int(text)
-
-
-def form_changes(form):
-    """Typed settings changes from a submitted form, and {key: "int"} for non-numbers.
-
-    A checkbox that is absent means False; an empty password keeps the current one unless
-    "web_password_clear" is ticked.
-    """
-    changes = {}
-    errors = {}
-    for group in FIELDS:
-        for key, kind, _choices in group[1]:
-            if kind == "b":
-                changes[key] = key in form
-                continue
-            if key == "web_password":
-                if form.get("web_password_clear"):
-                    changes[key] = ""
-                elif form.get(key):
-                    changes[key] = form[key]
-                continue
-            value = form.get(key)
-            if value is None:
-                continue
-            if kind == "i":
-                try:
-                    changes[key] = _to_int(value)
-                except ValueError:
-                    errors[key] = "int"
-            else:
-                changes[key] = value.strip()
-    return changes, errors
-
-
-def json_changes(data):
-    """Settings changes from a JSON object (POST /api/settings); {key: "int"} for bad ints."""
-    changes = {}
-    errors = {}
-    kinds = {}
-    for group in FIELDS:
-        for key, kind, _choices in group[1]:
-            kinds[key] = kind
-    for key in data:
-        kind = kinds.get(key)
-        if kind is None:
-            errors[key] = "unknown"
-            continue
-        value = data[key]
-        if kind == "i" and isinstance(value, str):
-            try:
-                value = _to_int(value)
-            except ValueError:
-                errors[key] = "int"
-                continue
-        changes[key] = value
-    return changes, errors
-
-
-def check(app, changes, errors):
-    """Validate changes on top of the current settings without saving; merged errors."""
-    merged = dict(app.settings)
-    for key in changes:
-        if key not in errors:
-            merged[key] = changes[key]
-    try:
-        from han2x_core.settings import validate
-    except ImportError:
-        return errors
-    _clean, more = validate(merged)
-    out = dict(more)
-    out.update(errors)
     return out

@@ -188,12 +188,14 @@ def settings_page(ctx, form, errors, notice):
 
 
 def _error_text(key, message, lang):
-    if message == "int":
-        return tr("int_err", lang)
-    return tr(webapi.error_key(key), lang) if lang == "nb" else message
+    from han2x_core import webforms
+
+    return tr(webforms.error_key(key), lang) if lang == "nb" else message
 
 
 def _settings(ctx, form, errors, notice):
+    from han2x_core import webforms
+
     lang = ctx.lang
     app = ctx.app
     current = app.settings
@@ -217,7 +219,7 @@ def _settings(ctx, form, errors, notice):
             esc(tr("store_err", lang)), esc(errors.get("_store") or app.settings_warning))
     yield '<form method="post" action="/settings" id="settings" novalidate>'
     yield '<input type="hidden" name="csrf" value="%s">' % ctx.csrf
-    for group, fields in webapi.FIELDS:
+    for group, fields in webforms.FIELDS:
         yield '<fieldset><legend>%s</legend>' % esc(tr(group, lang))
         for key, kind, choices in fields:
             if form is not None and kind != "b":

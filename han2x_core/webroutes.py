@@ -18,6 +18,7 @@ _MAX_FAILS = const(5)
 _LOCK_MS = const(60000)
 _JSON = "application/json"
 _HTML = "text/html; charset=utf-8"
+_POST_PATHS = ("/login", "/logout", "/settings", "/api/settings")
 _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
            "/static/style.css": ("style.css", "text/css")}
 
@@ -29,7 +30,7 @@ def _token():
     return hexlify(os.urandom(16)).decode()
 
 
-def _equal(a, b):
+def equal(a, b):
     """Compare two strings without stopping at the first difference."""
     if len(a) != len(b):
         return False
@@ -95,7 +96,7 @@ class Routes:
             cookie = None
         if cookie:
             for token in self.sessions:
-                if _equal(cookie, token):
+                if equal(cookie, token):
                     return True
         auth = request.headers.get("Authorization")
         if auth and auth[:6] == "Basic ":
@@ -106,7 +107,7 @@ class Routes:
             except Exception:
                 return False
             if ":" in pair:
-                return _equal(pair.split(":", 1)[1], self.password)
+                return equal(pair.split(":", 1)[1], self.password)
         return False
 
     def same_origin(self, request):
@@ -122,14 +123,19 @@ class Routes:
             return host is not None and (referer == base or referer[:len(base) + 1] == base + "/")
         return True
 
+    def locked(self, now_ms):
+        """True while logins are refused after too many wrong passwords."""
+        if self.locked_until is None:
+            return False
+        if ticks_diff(now_ms, self.locked_until) < 0:
+            return True
+        self.locked_until = None
+        self.fails = 0
+        return False
+
     def login(self, password, now_ms):
-        """A new session token, or None (wrong password or locked out); counts failures."""
-        if self.locked_until is not None:
-            if ticks_diff(now_ms, self.locked_until) < 0:
-                return None
-            self.locked_until = None
-            self.fails = 0
-        if self.password and _equal(password, self.password):
+        """A new session token, or None for a wrong password (counted)."""
+        if self.password and equal(password, self.password):
             self.fails = 0
             token = _token()
             self.sessions.append(token)
@@ -154,8 +160,7 @@ class Routes:
         static = _STATIC.get(path)
         if static is not None and method != "POST":
             headers = "Cache-Control: max-age=86400\r\n"
-            web.respond(conn, 200, static[1], _file_chunks(self.www + "/" + static[0]), headers,
-                        head_only=head)
+            web.respond(conn, 200, static[1], _file_chunks(self.www + "/" + static[0]), headers)
             return
         lang = pick_language(self.language, request.headers.get("Accept-Language"))
         authed = self.authorised(request)
@@ -170,9 +175,14 @@ class Routes:
             else:
                 web.respond(conn, 303, "text/plain", "", "Location: /login?next=%s\r\n" % path)
             return
-        handler = (self._post if method == "POST" else self._get).get(path)
+        if method == "POST" and path in _POST_PATHS:
+            from han2x_core.webforms import POST
+
+            POST[path](self, conn, request, ctx)
+            return
+        handler = None if method == "POST" else self._get.get(path)
         if handler is None:
-            allowed = path in self._post or path in self._get
+            allowed = path in _POST_PATHS or path in self._get
             status = 405 if allowed else 404
             web.respond(conn, status, "text/plain", STATUS_TEXT[status])
             return
@@ -231,103 +241,6 @@ class Routes:
     def _api_settings(self, conn, request, ctx):
         self.json(conn, webapi.public_settings(self.app.settings))
 
-    # -- POST ----------------------------------------------------------------------------
-    def _post_login(self, conn, request, ctx):
-        from han2x_core import webpages
-
-        form = self._form(conn, request)
-        if form is None:
-            return
-        target = form.get("next") or "/"
-        if target[:1] != "/" or target[:2] == "//":
-            target = "/"
-        if not (self.same_origin(request) and _equal(form.get("csrf", ""), self.csrf)):
-            self.page(conn, webpages.login(ctx, target, "bad_request"), 403)
-            return
-        was_locked = self.locked_until is not None
-        token = self.login(form.get("password", ""), ctx.now_ms)
-        if token is None:
-            why = "login_wait" if (was_locked or self.locked_until is not None) else "login_bad"
-            self.page(conn, webpages.login(ctx, target, why), 401 if why == "login_bad" else 429)
-            return
-        self.web.respond(conn, 303, "text/plain", "", "Location: %s\r\nSet-Cookie: han2x=%s; "
-                         "Path=/; HttpOnly; SameSite=Strict\r\n" % (target, token))
-
-    def _post_logout(self, conn, request, ctx):
-        form = self._form(conn, request)
-        if form is None:
-            return
-        if self.same_origin(request) and _equal(form.get("csrf", ""), self.csrf):
-            self.sessions = []
-        self.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
-                         "Path=/; Max-Age=0\r\n")
-
-    def _post_settings(self, conn, request, ctx):
-        from han2x_core import webpages
-
-        form = self._form(conn, request)
-        if form is None:
-            return
-        if not self.same_origin(request):
-            self.page(conn, webpages.settings_page(ctx, None, {}, "bad_request"), 403)
-            return
-        changes, errors = webapi.form_changes(form)
-        if not _equal(form.get("csrf", ""), self.csrf):
-            self.page(conn, webpages.settings_page(ctx, form, {}, "expired"), 403)
-            return
-        old = dict(self.app.settings)
-        if errors:
-            errors = webapi.check(self.app, changes, errors)
-        else:
-            errors = self.app.save_settings(changes)
-        if errors:
-            self.page(conn, webpages.settings_page(ctx, form, errors, "not_saved"), 422)
-            return
-        moved = False
-        for key in webapi.NETWORK_KEYS:
-            if old.get(key) != self.app.settings.get(key):
-                moved = True
-        if moved:  # show the new address here: a redirect would go to the old one
-            self.page(conn, webpages.settings_page(ctx, None, {}, "moved"))
-        else:
-            self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n")
-
-    def _post_api_settings(self, conn, request, ctx):
-        ctype = request.headers.get_directive("Content-Type") or ""
-        if ctype != _JSON:
-            self.json(conn, {"error": "send application/json"}, 415)
-            return
-        if not self.same_origin(request):
-            self.json(conn, {"error": "cross-origin request refused"}, 403)
-            return
-        try:
-            data = json.loads(request.body)
-        except Exception:
-            data = None
-        if not isinstance(data, dict):
-            self.json(conn, {"error": "body must be a JSON object"}, 400)
-            return
-        changes, errors = webapi.json_changes(data)
-        for key in errors:
-            errors[key] = "not a whole number" if errors[key] == "int" else "unknown setting"
-        errors = webapi.check(self.app, changes, errors) if errors else \
-            self.app.save_settings(changes)
-        if errors:
-            self.json(conn, {"saved": False, "errors": errors}, 422)
-            return
-        self.json(conn, {"saved": True, "settings": webapi.public_settings(self.app.settings)})
-
-    def _form(self, conn, request):
-        ctype = request.headers.get_directive("Content-Type") or ""
-        if ctype != "application/x-www-form-urlencoded":
-            self.web.respond(conn, 415, "text/plain", "send a form\n")
-            return None
-        try:
-            return webapi.parse_form(request.body)
-        except Exception:
-            self.web.respond(conn, 400, "text/plain", "malformed form\n")
-            return None
-
     _get = {
         "/": _page_dashboard,
         "/settings": _page_settings,
@@ -339,12 +252,6 @@ class Routes:
         "/api/registers": _api_registers,
         "/api/frame": _api_frame,
         "/api/settings": _api_settings,
-    }
-    _post = {
-        "/login": _post_login,
-        "/logout": _post_logout,
-        "/settings": _post_settings,
-        "/api/settings": _post_api_settings,
     }
 
 

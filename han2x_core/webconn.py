@@ -1,0 +1,117 @@
+"""One HTTP connection of the web server: buffers, state, and the response being sent.
+
+Responses are written without blocking: conn.out holds the bytes not yet sent; a generator
+body is pulled a piece at a time, coalesced into chunks of about _PIECE bytes (HTTP chunked
+transfer coding), so a page is never built as one big string.
+"""
+
+from micropython import const
+
+_PIECE = const(512)
+_CHUNK = const(1024)  # bytes per send() call
+READING = const(0)
+SENDING = const(1)
+DRAINING = const(2)
+_EAGAIN = const(11)
+_ETIMEDOUT = const(110)
+
+STATUS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
+          403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+          411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
+          422: "Unprocessable Content", 429: "Too Many Requests",
+          431: "Request Header Fields Too Large", 500: "Internal Server Error",
+          503: "Service Unavailable"}
+
+
+def would_block(e):
+    """True for the OSError of a non-blocking call that has nothing to do yet. Checks
+    args[0]: on CPython the wiznet driver's OSError(EAGAIN) has .errno None."""
+    code = e.args[0] if e.args else None
+    return code in (_EAGAIN, _ETIMEDOUT, 35)  # 35: EAGAIN on BSD/macOS
+
+
+def peer_gone(e):
+    """True for the OSError of a client that reset or closed its connection."""
+    code = e.args[0] if e.args else None
+    return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
+
+
+class Conn:
+    def __init__(self, sock, addr, buf, now_ms):
+        self.sock = sock
+        self.addr = addr
+        self.buf = buf  # the slot's preallocated request buffer
+        self.n = 0
+        self.t0 = now_ms
+        self.state = READING
+        self.head_end = -1
+        self.need = 0
+        self.out = b""
+        self.pos = 0
+        self.gen = None
+        self.unread = False  # the request body was not read (drain before closing)
+        self.head = False  # HEAD: headers only
+
+    def respond(self, status, ctype, body, headers="", unread=False):
+        """Start a response. body: str, bytes, or an iterator of str/bytes pieces."""
+        text = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\n" % (
+            status, STATUS.get(status, "Error"), ctype)
+        text += headers
+        if isinstance(body, (str, bytes)):
+            if isinstance(body, str):
+                body = body.encode()
+            text += "Content-Length: %d\r\n\r\n" % len(body)
+            self.out = text.encode() + (b"" if self.head else body)
+            self.gen = None
+        else:
+            text += "Transfer-Encoding: chunked\r\n\r\n"
+            self.out = text.encode()
+            self.gen = None if self.head else body
+        self.pos = 0
+        self.unread = unread
+        self.state = SENDING
+
+    def refill(self):
+        """Next chunk of the body into self.out; False when the response is complete."""
+        gen = self.gen
+        if gen is None:
+            return False
+        pieces = []
+        size = 0
+        try:
+            while size < _PIECE:
+                piece = next(gen)
+                if isinstance(piece, str):
+                    piece = piece.encode()
+                pieces.append(piece)
+                size += len(piece)
+        except StopIteration:
+            self.gen = None
+        if size:
+            pieces.insert(0, ("%x\r\n" % size).encode())
+            pieces.append(b"\r\n")
+        if self.gen is None:
+            pieces.append(b"0\r\n\r\n")
+        self.out = b"".join(pieces)  # allocates: one chunk
+        self.pos = 0
+        return True
+
+    def send(self, timeout_s):
+        """Send some of self.out; False when the socket cannot take more now."""
+        sock = self.sock
+        end = min(len(self.out), self.pos + _CHUNK)
+        if timeout_s:
+            sock.settimeout(timeout_s)
+        try:
+            k = sock.send(memoryview(self.out)[self.pos:end])
+        except OSError as e:
+            if would_block(e):
+                return False
+            raise
+        finally:
+            if timeout_s:
+                sock.settimeout(0)
+        if not k:
+            return False
+        self.pos += k
+        return True

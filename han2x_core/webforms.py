@@ -1,0 +1,231 @@
+"""Settings and login forms: the form schema, urlencoded parsing, and the POST handlers.
+
+Loaded only when a POST arrives. Handlers take the Routes object as `self`. Nothing is
+saved unless every field is valid (App.save_settings validates all, then persists).
+"""
+
+import json
+
+from micropython import const
+
+from han2x_core import webapi
+from han2x_core.settings import DEFAULTS, validate
+from han2x_core.webroutes import equal
+
+_MAX_FIELDS = const(40)
+_JSON = "application/json"
+
+# Settings form: (group, ((key, kind, choices), ...)); kind b=bool i=int s=str p=password c=choice
+FIELDS = (
+    ("net", (("dhcp", "b", None), ("ip", "s", None), ("netmask", "s", None),
+             ("gateway", "s", None), ("dns", "s", None), ("hostname", "s", None))),
+    ("modbus", (("modbus_port", "i", None), ("modbus_max_clients", "i", None),
+                ("modbus_idle_timeout_s", "i", None), ("modbus_unit_id", "i", None),
+                ("scaling_factor", "i", None))),
+    ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
+             ("han_polarity", "c", ("auto", "normal", "inverted")),
+             ("han_input", "c", ("pio", "uart")))),
+    ("web", (("web_port", "i", None), ("web_password", "p", None),
+             ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
+)
+
+# Which Norwegian message explains an invalid value of each key.
+_NB_ERROR = {"ip": "e_ip", "netmask": "e_netmask", "gateway": "e_gateway", "dns": "e_ip",
+             "modbus_port": "e_port", "web_port": "e_port", "han_line": "e_choice",
+             "han_polarity": "e_choice", "han_input": "e_choice", "web_protect": "e_choice",
+             "language": "e_choice"}
+
+NETWORK_KEYS = ("dhcp", "ip", "netmask", "gateway", "web_port", "hostname")
+
+
+def error_key(key):
+    """The i18n key of the Norwegian message for an invalid value of settings key."""
+    return _NB_ERROR.get(key, "e_" + key)
+
+
+def url_decode(text):
+    """Decode application/x-www-form-urlencoded text (+ and %XX). Raises ValueError."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    parts = text.split("%")
+    out = bytearray(parts[0].encode())
+    for part in parts[1:]:
+        if len(part) < 2:
+            raise ValueError("bad escape")
+        out.append(int(part[:2], 16))
+        out.extend(part[2:].encode())
+    return bytes(out).decode("utf-8")
+
+
+def parse_form(body):
+    """A urlencoded body -> {name: value} (first value wins). Raises ValueError."""
+    form = {}
+    text = bytes(body).decode("utf-8")
+    count = 0
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        count += 1
+        if count > _MAX_FIELDS:
+            raise ValueError("too many fields")
+        if "=" in pair:
+            name, value = pair.split("=", 1)
+        else:
+            name, value = pair, ""
+        name = url_decode(name)
+        if name not in form:
+            form[name] = url_decode(value)
+    return form
+
+
+def form_changes(form):
+    """Settings changes from a submitted form (strings; settings.validate converts them).
+
+    An absent checkbox means False; an empty password keeps the current one unless
+    "web_password_clear" is ticked.
+    """
+    changes = {}
+    for group in FIELDS:
+        for key, kind, _choices in group[1]:
+            if kind == "b":
+                changes[key] = key in form
+            elif key == "web_password":
+                if form.get("web_password_clear"):
+                    changes[key] = ""
+                elif form.get(key):
+                    changes[key] = form[key]
+            elif key in form:
+                changes[key] = form[key]
+    return changes
+
+
+def json_changes(data):
+    """Settings changes from a JSON object (POST /api/settings) and {key: error} for keys
+    that are not settings."""
+    changes = {}
+    errors = {}
+    for key in data:
+        if key in DEFAULTS:
+            changes[key] = data[key]
+        else:
+            errors[key] = "unknown setting"
+    return changes, errors
+
+
+def check(app, changes, errors):
+    """Validate changes on top of the current settings without saving; merged errors."""
+    merged = dict(app.settings)
+    for key in changes:
+        if key not in errors:
+            merged[key] = changes[key]
+    _clean, more = validate(merged)
+    out = dict(more)
+    out.update(errors)
+    return out
+
+
+
+def post_login(self, conn, request, ctx):
+    from han2x_core import webpages
+
+    form = read_form(self, conn, request)
+    if form is None:
+        return
+    target = form.get("next") or "/"
+    if target[:1] != "/" or target[:2] == "//":
+        target = "/"
+    if not (self.same_origin(request) and equal(form.get("csrf", ""), self.csrf)):
+        self.page(conn, webpages.login(ctx, target, "bad_request"), 403)
+        return
+    if self.locked(ctx.now_ms):
+        self.page(conn, webpages.login(ctx, target, "login_wait"), 429)
+        return
+    token = self.login(form.get("password", ""), ctx.now_ms)
+    if token is None:
+        self.page(conn, webpages.login(ctx, target, "login_bad"), 401)
+        return
+    self.web.respond(conn, 303, "text/plain", "", "Location: %s\r\nSet-Cookie: han2x=%s; "
+                     "Path=/; HttpOnly; SameSite=Strict\r\n" % (target, token))
+
+
+def post_logout(self, conn, request, ctx):
+    form = read_form(self, conn, request)
+    if form is None:
+        return
+    if self.same_origin(request) and equal(form.get("csrf", ""), self.csrf):
+        self.sessions = []
+    self.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
+                     "Path=/; Max-Age=0\r\n")
+
+
+def post_settings(self, conn, request, ctx):
+    from han2x_core import webpages
+
+    form = read_form(self, conn, request)
+    if form is None:
+        return
+    if not self.same_origin(request):
+        self.page(conn, webpages.settings_page(ctx, None, {}, "bad_request"), 403)
+        return
+    changes = form_changes(form)
+    if not equal(form.get("csrf", ""), self.csrf):
+        self.page(conn, webpages.settings_page(ctx, form, {}, "expired"), 403)
+        return
+    old = dict(self.app.settings)
+    errors = self.app.save_settings(changes)
+    if errors:
+        self.page(conn, webpages.settings_page(ctx, form, errors, "not_saved"), 422)
+        return
+    moved = False
+    for key in NETWORK_KEYS:
+        if old.get(key) != self.app.settings.get(key):
+            moved = True
+    if moved:  # show the new address here: a redirect would go to the old one
+        self.page(conn, webpages.settings_page(ctx, None, {}, "moved"))
+    else:
+        self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n")
+
+
+def post_api_settings(self, conn, request, ctx):
+    ctype = request.headers.get_directive("Content-Type") or ""
+    if ctype != _JSON:
+        self.json(conn, {"error": "send application/json"}, 415)
+        return
+    if not self.same_origin(request):
+        self.json(conn, {"error": "cross-origin request refused"}, 403)
+        return
+    try:
+        data = json.loads(request.body)
+    except Exception:
+        data = None
+    if not isinstance(data, dict):
+        self.json(conn, {"error": "body must be a JSON object"}, 400)
+        return
+    changes, errors = json_changes(data)
+    errors = check(self.app, changes, errors) if errors else \
+        self.app.save_settings(changes)
+    if errors:
+        self.json(conn, {"saved": False, "errors": errors}, 422)
+        return
+    self.json(conn, {"saved": True, "settings": webapi.public_settings(self.app.settings)})
+
+
+def read_form(self, conn, request):
+    ctype = request.headers.get_directive("Content-Type") or ""
+    if ctype != "application/x-www-form-urlencoded":
+        self.web.respond(conn, 415, "text/plain", "send a form\n")
+        return None
+    try:
+        return parse_form(request.body)
+    except Exception:
+        self.web.respond(conn, 400, "text/plain", "malformed form\n")
+        return None
+
+
+POST = {
+    "/login": post_login,
+    "/logout": post_logout,
+    "/settings": post_settings,
+    "/api/settings": post_api_settings,
+}

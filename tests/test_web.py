@@ -1,0 +1,383 @@
+"""The web server over real sockets on 127.0.0.1: routes, JSON, settings, CSRF, password,
+and bad input (garbage, huge headers, half requests, slow clients, big bodies) while the
+Modbus server keeps answering and the app loop never stalls."""
+
+import base64
+import gc
+import json
+import re
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from han2x_core import decode_frame
+from util import free_port, wait_port
+from webdevice import Device, frame
+
+AIDON_L2 = "aidon-6534-l2-elwiz-x077"
+KAIFA_L3 = "kaifa-ma304h3e-l3-elwiz-20221013T120010"
+
+
+@pytest.fixture
+def dev(tmp_path):
+    d = Device(tmp_path)
+    yield d
+    d.close()
+
+
+def basic(password, user="admin"):
+    return {"Authorization": "Basic " + base64.b64encode(
+        ("%s:%s" % (user, password)).encode()).decode()}
+
+
+def test_every_route_answers_with_its_type(dev):
+    dev.feed(AIDON_L2)
+    for path, ctype in (("/", "text/html"), ("/settings", "text/html"),
+                        ("/diagnostics", "text/html"), ("/registers", "text/html"),
+                        ("/login", "text/html"), ("/api/status", "application/json"),
+                        ("/api/history", "application/json"),
+                        ("/api/registers", "application/json"),
+                        ("/api/frame", "application/json"),
+                        ("/api/settings", "application/json"),
+                        ("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")):
+        status, headers, body = dev.get(path)
+        assert status == 200, path
+        assert headers["content-type"].startswith(ctype), path
+        assert body, path
+        if ctype == "application/json":
+            json.loads(body)
+        if ctype == "text/html":
+            assert body.endswith(b"</html>"), path
+    status, headers, body = dev.request("HEAD", "/")
+    assert status == 200 and body == b""
+    assert dev.get("/nothing-here")[0] == 404
+    assert dev.get("/logout")[0] == 405
+    assert dev.request("PUT", "/")[0] == 405
+    assert dev.request("DELETE", "/api/settings")[0] == 405
+
+
+def test_status_json_has_the_decoded_values_of_the_frame(dev):
+    dev.feed(AIDON_L2)
+    status, _h, body = dev.get("/api/status")
+    data = json.loads(body)
+    reading = data["reading"]
+    expected = frame(AIDON_L2)["expected"]
+    for key, value in expected.items():
+        assert reading[key] == value, key
+    assert reading["meter"] == "aidon"
+    assert 0 <= reading["age_s"] <= 2
+    device = data["device"]
+    for key in ("firmware", "firmware_version", "uptime_s", "frames_ok", "hcs_errors",
+                "fcs_errors", "discarded_bytes", "line_format", "modbus_clients",
+                "modbus_requests", "free_memory"):
+        assert key in device, key
+    assert device["frames_ok"] == 1
+    assert device["firmware_version"] == 10
+    # a list 3 frame later: its energies are merged, list 2's phase values stay
+    dev.feed(KAIFA_L3)
+    reading = json.loads(dev.get("/api/status")[2])["reading"]
+    assert reading["active_energy_import_wh"] == frame(KAIFA_L3)["expected"][
+        "active_energy_import_wh"]
+    assert reading["meter"] == "kaifa"
+
+
+def test_status_before_any_telegram_says_so(dev):
+    data = json.loads(dev.get("/api/status")[2])
+    assert data["reading"]["age_s"] is None
+    assert data["reading"]["meter"] is None
+    assert b"No telegram received yet" in dev.get("/")[2]
+
+
+def test_dashboard_and_registers_pages_show_the_values(dev):
+    dev.feed(AIDON_L2)
+    exp = frame(AIDON_L2)["expected"]
+    page = dev.get("/")[2].decode()
+    watts = exp["active_power_import_w"]
+    assert 'data-k="active_power_import_w" data-f="w">%d W<' % watts in page
+    assert exp["meter_id"] in page
+    page = dev.get("/registers")[2].decode()
+    regs = json.loads(dev.get("/api/registers")[2])["registers"]
+    by_offset = dict((r[0], r[1]) for r in regs)
+    assert by_offset[0] == dev.regs.value32(0) == watts
+    assert by_offset[14] == exp["voltage_l1_dv"]
+    assert by_offset[48] == 1000
+    assert '<td data-r="0">%d</td>' % watts in page
+    assert "40001-40002" in page and "40049-40050" in page and "40051" in page
+
+
+def test_history_and_frame_endpoints(dev):
+    dev.feed(AIDON_L2)
+    hist = json.loads(dev.get("/api/history")[2])
+    assert hist["step_s"] == 10
+    assert hist["samples"][-1][1:] == [frame(AIDON_L2)["expected"]["active_power_import_w"], 0]
+    raw = json.loads(dev.get("/api/frame")[2])
+    assert raw["hex"] == frame(AIDON_L2)["hex"]
+    assert decode_frame(bytes.fromhex(raw["hex"]))["meter"] == "aidon"
+
+
+def test_valid_settings_are_saved_applied_and_persisted(dev):
+    csrf = dev.csrf()
+    new_port = free_port()
+    status, headers, _b = dev.post_form("/settings", dict(dev.settings_form(
+        modbus_port=str(new_port), scaling_factor="2000"), csrf=csrf))
+    assert status == 303 and headers["location"] == "/settings?saved=1"
+    assert dev.app.settings["modbus_port"] == new_port
+    assert dev.regs.scaling == 2000
+    loaded, warning = dev.store.load()
+    assert warning is None and loaded["modbus_port"] == new_port
+    assert loaded["scaling_factor"] == 2000
+    assert b'id="notice">Saved.' in dev.get("/settings?saved=1")[2]
+    if dev.modbus is not None:
+        wait_port(new_port, timeout=10)
+
+
+def test_invalid_input_shows_messages_next_to_the_fields_and_saves_nothing(dev):
+    before = open(dev.path).read()
+    old = dict(dev.app.settings)
+    csrf = dev.csrf()
+    status, _h, body = dev.post_form("/settings", dict(dev.settings_form(
+        modbus_port="70000", scaling_factor="5", ip="192.168.1", modbus_max_clients="two"),
+        csrf=csrf))
+    assert status == 422
+    page = body.decode()
+    assert "Nothing was saved" in page
+    for key in ("modbus_port", "scaling_factor", "ip", "modbus_max_clients"):
+        message = re.search(r'id="err-%s">([^<]*)<' % key, page).group(1)
+        assert message, key
+    assert re.search(r'id="err-web_port"></span>', page)
+    assert 'value="70000"' in page  # what the user typed stays in the field
+    assert dev.app.settings == old
+    assert open(dev.path).read() == before
+
+
+def test_norwegian_from_the_browser_or_the_setting(dev):
+    nb = {"Accept-Language": "nb-NO,nb;q=0.9,en;q=0.5"}
+    assert b"Innstillinger" in dev.get("/", nb)[2]
+    assert b"Settings" in dev.get("/", {"Accept-Language": "de,en;q=0.5"})[2]
+    csrf = dev.csrf()
+    body = dev.post_form("/settings", dict(dev.settings_form(modbus_port="0"), csrf=csrf),
+                         nb)[2].decode()
+    assert "Ingenting ble lagret" in body
+    assert "Må være et heltall fra 1 til 65535" in body
+    dev.post_form("/settings", dict(dev.settings_form(language="en"), csrf=csrf))
+    assert b"Settings" in dev.get("/", nb)[2]
+
+
+def test_changes_need_the_form_token_and_our_origin(dev):
+    old = dict(dev.app.settings)
+    form = dev.settings_form(scaling_factor="3000")
+    assert dev.post_form("/settings", form)[0] == 403  # no token
+    assert dev.post_form("/settings", dict(form, csrf="0" * 32))[0] == 403
+    csrf = dev.csrf()
+    evil = {"Origin": "http://evil.example"}
+    assert dev.post_form("/settings", dict(form, csrf=csrf), evil)[0] == 403
+    evil = {"Referer": "http://evil.example/page"}
+    assert dev.post_form("/settings", dict(form, csrf=csrf), evil)[0] == 403
+    assert dev.app.settings == old
+    ok = {"Origin": "http://127.0.0.1:%d" % dev.port}
+    assert dev.post_form("/settings", dict(form, csrf=csrf), ok)[0] == 303
+    assert dev.app.settings["scaling_factor"] == 3000
+    assert dev.request("GET", "/settings?scaling_factor=10")[0] == 200
+    assert dev.app.settings["scaling_factor"] == 3000  # GET never changes anything
+
+
+def test_json_settings_api(dev):
+    js = {"Content-Type": "application/json"}
+    assert dev.request("POST", "/api/settings", '{"scaling_factor": 2000}',
+                       {"Content-Type": "text/plain"})[0] == 415
+    assert dev.request("POST", "/api/settings", '{"scaling_factor": 2000}',
+                       dict(js, Origin="http://evil.example"))[0] == 403
+    assert dev.request("POST", "/api/settings", "[1, 2", js)[0] == 400
+    status, _h, body = dev.request("POST", "/api/settings",
+                                   '{"scaling_factor": 5, "bogus": 1}', js)
+    assert status == 422
+    errors = json.loads(body)["errors"]
+    assert set(errors) == {"scaling_factor", "bogus"}
+    assert dev.app.settings["scaling_factor"] == 1000
+    status, _h, body = dev.request("POST", "/api/settings", '{"scaling_factor": 2500}', js)
+    assert status == 200 and json.loads(body)["settings"]["scaling_factor"] == 2500
+    assert dev.regs.scaling == 2500
+    assert json.loads(dev.get("/api/settings")[2])["web_password"] is False
+
+
+def test_password_protects_settings_and_then_everything(dev):
+    csrf = dev.csrf()
+    assert dev.post_form("/settings", dict(dev.settings_form(web_password="s3cret pw%"),
+                                           csrf=csrf))[0] == 303
+    assert dev.app.settings["web_password"] == "s3cret pw%"
+    # protect=settings: the dashboard and API stay open, the settings need the password
+    assert dev.get("/")[0] == 200
+    assert dev.get("/api/status")[0] == 200
+    status, headers, _b = dev.get("/settings")
+    assert status == 303 and headers["location"] == "/login?next=/settings"
+    assert dev.get("/api/settings")[0] == 401
+    form = dev.settings_form(scaling_factor="4000")
+    assert dev.post_form("/settings", dict(form, csrf=csrf))[0] == 401
+    assert dev.app.settings["scaling_factor"] == 1000
+    status, _h, body = dev.post_form("/login", {"password": "wrong", "csrf": csrf,
+                                                "next": "/settings"})
+    assert status == 401 and b"Wrong password" in body
+    status, headers, _b = dev.post_form("/login", {"password": "s3cret pw%", "csrf": csrf,
+                                                   "next": "/settings"})
+    assert status == 303 and headers["location"] == "/settings"
+    cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+    assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
+    assert dev.get("/settings", cookie)[0] == 200
+    assert dev.get("/api/settings", basic("s3cret pw%"))[0] == 200
+    assert dev.get("/api/settings", basic("nope"))[0] == 401
+    assert dev.post_form("/settings", dict(form, csrf=csrf, web_protect="all"),
+                         cookie)[0] == 303
+    # protect=all: every page and the API need it (Basic works for scripts)
+    assert dev.get("/")[0] == 303
+    assert dev.get("/api/status")[0] == 401
+    assert dev.get("/api/status", basic("s3cret pw%"))[0] == 200
+    assert dev.get("/", cookie)[0] == 200
+    assert dev.get("/static/style.css")[0] == 200  # the login page needs it
+    assert dev.post_form("/logout", {"csrf": csrf}, cookie)[0] == 303
+    assert dev.get("/", cookie)[0] == 303
+
+
+def test_login_is_locked_after_five_wrong_passwords(tmp_path):
+    d = Device(tmp_path, {"web_password": "right"}, modbus=False)
+    try:
+        csrf = d.csrf(basic("right"))
+        for _ in range(5):
+            assert d.post_form("/login", {"password": "x", "csrf": csrf})[0] == 401
+        status, _h, body = d.post_form("/login", {"password": "right", "csrf": csrf})
+        assert status == 429 and b"Too many attempts" in body
+    finally:
+        d.close()
+
+
+def test_web_port_change_moves_the_server_and_tells_the_new_address(dev):
+    old_port = dev.port
+    new_port = free_port()
+    csrf = dev.csrf()
+    status, _h, body = dev.post_form("/settings", dict(dev.settings_form(
+        web_port=str(new_port)), csrf=csrf))
+    assert status == 200
+    assert ("http://192.168.1.232:%d/" % new_port).encode() in body
+    wait_port(new_port, timeout=10)
+    assert dev.request("GET", "/api/status", port=new_port)[0] == 200
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", old_port), timeout=1).close()
+
+
+class ModbusProbe:
+    """Reads registers 0-1 over MBAP every 20 ms in a thread; records the slowest answer."""
+
+    def __init__(self, port):
+        self.port = port
+        self.worst = 0.0
+        self.answers = 0
+        self.failures = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        tid = 0
+        try:
+            while not self._stop:
+                tid = (tid + 1) & 0xFFFF
+                t = time.monotonic()
+                s.sendall(struct.pack(">HHHBBHH", tid, 0, 6, 1, 3, 0, 2))
+                try:
+                    answer = s.recv(64)
+                except socket.timeout:
+                    self.failures.append("timeout")
+                    continue
+                self.worst = max(self.worst, time.monotonic() - t)
+                if answer[:2] != struct.pack(">H", tid) or answer[7] != 3:
+                    self.failures.append(answer)
+                self.answers += 1
+                time.sleep(0.02)
+        finally:
+            s.close()
+
+    def stop(self):
+        self._stop = True
+        self._thread.join(5)
+
+
+def test_bad_requests_get_clean_errors_while_modbus_keeps_answering(dev):
+    if dev.modbus is None:
+        pytest.skip("no ModbusServer yet")
+    dev.feed(AIDON_L2)
+    probe = ModbusProbe(dev.app.settings["modbus_port"])
+    try:
+        # garbage, and a request line without a version
+        assert dev.raw(b"\x00\xff\x13garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+        assert dev.raw(b"GET\r\n\r\n").startswith(b"HTTP/1.1 400")
+        assert dev.raw(b"GET / HTTP/1.1\r\nNo-Colon-Here\r\n\r\n").startswith(b"HTTP/1.1 400")
+        # huge headers
+        big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n"
+        assert dev.raw(big).startswith(b"HTTP/1.1 431")
+        # a body larger than allowed: 413, and the client can still read it (no reset)
+        status, _h, _b = dev.request("POST", "/api/settings", b"{" + b" " * 100000 + b"}",
+                                     {"Content-Type": "application/json"})
+        assert status == 413
+        assert dev.raw(b"POST /settings HTTP/1.1\r\nContent-Length: x\r\n\r\n").startswith(
+            b"HTTP/1.1 400")
+        assert dev.raw(b"POST /settings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n0\r\n\r\n").startswith(b"HTTP/1.1 411")
+        # a half request: 408 once the read deadline (1 s here) passes
+        t = time.monotonic()
+        assert dev.raw(b"GET / HTTP/1.1\r\nHost: x\r\n").startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - t < 3
+        # a connection that sends nothing is closed without an answer
+        assert dev.raw(b"") == b""
+        # a malformed form and a bad percent escape
+        assert dev.post_form("/settings", "a=%zz")[0] in (400, 403)
+        # slow clients hold connections: a normal request is still served at once
+        slow = []
+        for _ in range(6):
+            slow.append(socket.create_connection(("127.0.0.1", dev.port)))
+            slow[-1].sendall(b"GET / HT")
+            time.sleep(0.02)
+        t = time.monotonic()
+        assert dev.get("/api/status")[0] == 200
+        assert time.monotonic() - t < 1.0
+        for s in slow:
+            s.close()
+        # a client that never reads its (long) answer does not block the others
+        lazy = socket.create_connection(("127.0.0.1", dev.port))
+        lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        lazy.sendall(b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert dev.get("/api/status")[0] == 200
+        lazy.close()
+        time.sleep(0.2)
+    finally:
+        probe.stop()
+    assert probe.failures == []
+    assert probe.answers > 20
+    assert probe.worst < 0.25, probe.worst
+    assert dev.max_step_s < 0.1, dev.max_step_s
+    assert dev.get("/api/status")[0] == 200
+    assert dev.web.errors == 0, dev.web.last_error
+
+
+def test_many_requests_leave_no_memory_behind(dev):
+    import tracemalloc
+
+    dev.feed(AIDON_L2)
+    for _ in range(30):
+        dev.get("/")
+        dev.get("/api/status")
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(100):
+        dev.get("/")
+        dev.get("/api/status")
+        dev.raw(b"junk\r\n\r\n")
+    time.sleep(0.1)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert after - before < 30000, after - before
+    assert dev.web._conns == [None, None]
