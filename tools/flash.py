@@ -50,13 +50,20 @@ BOARD_IDS = ("adafruit_feather_rp2040", "wiznet_w5500_evb_pico")
 # Fixed time stamp in release zips, so the same tree always gives the same zip.
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
-# How the drive ownership works (boot.py, docs/settings.md): the host only sees CIRCUITPY
-# writable when the board lets it.
+# The CIRCUITPY ownership rule (boot.py, han2x_core/board_io.py, docs/settings.md): the board
+# writes the drive, so web-page settings persist; the computer gets it for one start when
+# the marker file usb_write.txt exists at power-up (boot.py then deletes it).
+USB_WRITE_MARKER = "usb_write.txt"
 READ_ONLY_HELP = (
-    "The CIRCUITPY drive is read-only to this computer: the board has it (boot.py's "
-    "ownership rule, see docs/settings.md) so that settings saved from the web page persist.\n"
-    "To copy files from this computer, switch the drive to USB write mode as described in "
-    "docs/update.md (\"Make the drive writable\"), then run flash.py again."
+    "The CIRCUITPY drive is read-only to this computer: the board owns it (boot.py's rule, "
+    "so that settings saved on the web page persist). To open it for copying, for one start:\n"
+    "  - in the serial console (115200 baud), press Ctrl-C, then type\n"
+    "      import microcontroller; from han2x_core import board_io\n"
+    "      board_io.request_usb_write(microcontroller)\n"
+    "    (the board writes usb_write.txt and restarts; docs/settings.md has other ways), or\n"
+    "  - start the board in safe mode (press reset, then again while the status LED blinks).\n"
+    "Then run flash.py again, and press reset afterwards to give the drive back to the board. "
+    "See docs/update.md, \"Make the drive writable\"."
 )
 
 EXIT_NO_DRIVE, EXIT_NOT_CP, EXIT_READ_ONLY, EXIT_FULL, EXIT_IN_USE, EXIT_IO = 2, 3, 4, 5, 6, 7
@@ -75,7 +82,8 @@ def is_users_file(rel):
     name = rel.lower()
     if "/" in name:
         return False
-    return name.startswith(("settings", ".settings")) or name == "boot_out.txt"
+    return (name.startswith(("settings", ".settings"))
+            or name in ("boot_out.txt", USB_WRITE_MARKER))
 
 
 def sha256(data):
@@ -661,6 +669,10 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
     out("Installed HAN2X firmware %s: %d copied, %d unchanged, %d removed. All files verified."
         % (version, len(plan.copy), len(plan.same), len(plan.remove)))
     out("The board restarts by itself a moment after the copy.")
+    boot_out = (drive.read("boot_out.txt") or b"").decode("utf-8", "replace")
+    if "the computer writes the drive" in boot_out:
+        out("When you are done, press RESET: the board takes the drive back, so settings "
+            "saved on the web page persist again.")
     if any(r in plan.copy for r in ("boot.py", "safemode.py")):
         out("boot.py/safemode.py changed: press RESET (or power-cycle) for it to take effect.")
     return plan
