@@ -5,6 +5,16 @@ import sys
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The repo root holds CircuitPython's code.py, which would shadow the stdlib `code` module
+# (pdb imports it; `python -m pytest` puts the working directory on sys.path). Import the
+# stdlib one first, with the root hidden.
+_path = sys.path[:]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
+sys.modules.pop("code", None)
+import code  # noqa: E402,F401
+
+sys.path[:] = _path
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
