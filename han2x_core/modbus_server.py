@@ -11,6 +11,7 @@ from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection, ModbusHandler
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _EAGAIN = (11, 35, 115, 119)  # EAGAIN/EWOULDBLOCK (Linux, BSD), EINPROGRESS/EALREADY
+_GONE = (32, 54, 104, 103, 107, 128)  # EPIPE, ECONNRESET (BSD, Linux), ECONNABORTED, ENOTCONN
 _MAX_FRAMES = const(4)  # requests served per client per poll: fairness
 _MAX_ACCEPTS = const(2)  # connections taken per poll
 _REBIND_MS = const(1000)  # retry a failed bind this often
@@ -164,6 +165,8 @@ class ModbusServer:
     def _serve(self, c, now_ms):
         if c.tx_len:
             self._flush(c, now_ms)
+            if c.sock is None:
+                return
             if c.tx_len:
                 if ticks_diff(now_ms, c.stall_ms) > _SEND_STALL_MS:
                     self.stalled += 1
@@ -214,6 +217,8 @@ class ModbusServer:
         except OSError as e:
             if _again(e):
                 return -1
+            if e.args and e.args[0] in _GONE:
+                return 0  # reset by the peer: a normal way to leave
             raise
         if n is None:
             return -1
@@ -237,6 +242,10 @@ class ModbusServer:
                 sent = c.sock.send(data)
             except OSError as e:
                 if _again(e):
+                    return
+                if e.args and e.args[0] in _GONE:
+                    self.closed_by_peer += 1
+                    self._close(c)
                     return
                 raise
             if not sent:

@@ -507,12 +507,17 @@ def test_recv_error_closes_only_that_client():
 
     class Broken(FakeSock):
         def recv_into(self, buf, nbytes=0):
-            raise OSError(errno.ECONNRESET)
+            raise OSError(errno.EIO)
 
-    bad, good = Broken(), FakeSock(mbap_read(3))
-    pool.listener.queue += [bad, good]
+    class Reset(FakeSock):
+        def recv_into(self, buf, nbytes=0):
+            raise OSError(errno.ECONNRESET)  # a peer that left: not an error
+
+    bad, reset, good = Broken(), Reset(), FakeSock(mbap_read(3))
+    pool.listener.queue += [bad, reset, good]
     for t in range(0, 50, 10):
         server.poll(t)
-    assert bad.closed and not good.closed
+    assert bad.closed and reset.closed and not good.closed
     assert server.errors == 1 and "client" in server.last_error
+    assert server.closed_by_peer == 1
     assert good.sent[:2] == b"\x00\x03"
