@@ -411,6 +411,22 @@ def test_code_txt_shadowing_code_py_warns(tmp_path, drive):
     assert contents(drive)["code.txt"] == b"hello"  # not ours: left alone
 
 
+def test_reminds_to_press_reset_when_the_computer_has_the_drive(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    flash_dir(src, drive)
+    with open(os.path.join(drive, "boot_out.txt"), "ab") as f:  # what boot.py prints there
+        f.write(b"CIRCUITPY: the computer writes the drive for this start; press reset to "
+                b"give it back to the device\r\n")
+    with open(os.path.join(drive, "usb_write.txt"), "w") as f:
+        f.write("keep\n")
+    with open(os.path.join(src, "han2x_core", "app.py"), "a") as f:
+        f.write("# fix\n")
+    rc, out = flash_dir(src, drive)
+    assert rc == 0 and "press RESET: the board takes the drive back" in out
+    assert contents(drive)["usb_write.txt"] == b"keep\n"
+    assert flash.is_users_file("usb_write.txt")
+
+
 def test_no_drive_found(tmp_path, monkeypatch):
     monkeypatch.setattr(flash, "find_drives", lambda label="CIRCUITPY": [])
     rc, out = run(["--source", make_source(str(tmp_path), "0.1.0"), "--no-build"])

@@ -670,11 +670,13 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
         % (version, len(plan.copy), len(plan.same), len(plan.remove)))
     out("The board restarts by itself a moment after the copy.")
     boot_out = (drive.read("boot_out.txt") or b"").decode("utf-8", "replace")
-    if "the computer writes the drive" in boot_out:
-        out("When you are done, press RESET: the board takes the drive back, so settings "
-            "saved on the web page persist again.")
+    why = []
     if any(r in plan.copy for r in ("boot.py", "safemode.py")):
-        out("boot.py/safemode.py changed: press RESET (or power-cycle) for it to take effect.")
+        why.append("the new boot.py/safemode.py run only after a reset")
+    if "the computer writes the drive" in boot_out:
+        why.append("the board takes the drive back, so settings saved on the web page persist")
+    if why:
+        out("When you are done, press RESET: %s." % "; ".join(why))
     return plan
 
 
