@@ -715,3 +715,53 @@ def test_real_firmware_fits_a_1mb_drive_and_updates_staged(tmp_path, real_lib):
     assert got["settings.toml"] == SETTINGS
     ok, report = fsck_ok(image)
     assert ok, report
+
+
+def _imports(source):
+    """Top-level module names a file imports, leaving out optional imports
+    (inside a try that catches ImportError)."""
+    import ast
+
+    tree = ast.parse(source)
+    optional = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                h.type is None or "ImportError" in ast.dump(h.type) for h in node.handlers):
+            for sub in node.body:
+                optional.update(id(n) for n in ast.walk(sub))
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_library_the_firmware_imports_is_in_lib(real_lib):
+    """Each adafruit_* import of the firmware, and each import inside lib/ itself, resolves
+    to a module that the pinned lib/ ships (optional try/except imports aside)."""
+    src_files = [os.path.join(ROOT, n) for n in flash.ROOT_FILES
+                 if os.path.isfile(os.path.join(ROOT, n))]
+    for dirpath, _dirs, files in os.walk(os.path.join(ROOT, "han2x_core")):
+        src_files += [os.path.join(dirpath, n) for n in files if n.endswith(".py")]
+    shipped = {n[:-3] if n.endswith(".py") else n for n in os.listdir(real_lib)
+               if not n.startswith(".") and n not in ("README.md", "requirements.txt")}
+    wanted = {}
+    for path in src_files:
+        with open(path, encoding="utf-8") as f:
+            for name in _imports(f.read()):
+                if name.startswith("adafruit_"):
+                    wanted.setdefault(name, path)
+    for dirpath, _dirs, files in os.walk(real_lib):
+        for n in files:
+            if n.endswith(".py"):
+                with open(os.path.join(dirpath, n), encoding="utf-8") as f:
+                    for name in _imports(f.read()):
+                        if name.startswith(("adafruit_", "circuitpython_")):
+                            wanted.setdefault(name, os.path.join(dirpath, n))
+    missing = {name: path for name, path in wanted.items() if name not in shipped}
+    assert not missing, "imported but not in lib/requirements.txt: %s" % missing
+    assert {"adafruit_wiznet5k", "adafruit_httpserver", "adafruit_pioasm"} <= set(wanted)
