@@ -1,0 +1,76 @@
+"""HAN2X open firmware on the board: wiring only. Pins per board in docs/wiring.md; the
+loop is han2x_core.app.App; every piece is tested on a PC (tests/test_board.py)."""
+
+import gc
+import traceback
+
+import board
+import busio
+import digitalio
+import microcontroller
+import storage
+import supervisor
+import watchdog
+
+from han2x_core import FIRMWARE_VERSION, __version__, board_io, indicators
+from han2x_core.app import App
+from han2x_core.han_uart import HanReader
+from han2x_core.modbus_server import ModbusServer
+from han2x_core.network import Network
+from han2x_core.registers import Registers
+from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
+
+
+def main():
+    now = supervisor.ticks_ms()
+    prof, known = board_io.profile_for(board.board_id)
+    power_led = board_io.output(digitalio, board, prof["power_led"], True)
+    han_led = board_io.output(digitalio, board, prof["han_led"])
+    store = SettingsStore(board_io.SETTINGS_PATH)
+    settings, warning = store.load()
+    if storage.getmount("/").readonly:
+        warning = READ_ONLY_MESSAGE
+    print("HAN2X", __version__, "on", prof["name"], "" if known else "(unknown board)")
+    regs = Registers(settings["scaling_factor"], FIRMWARE_VERSION)
+    han = HanReader(board_io.pin(board, prof["han_rx"]))
+    app = App(han, regs, now, settings=settings, store=store)
+    app.settings_warning = warning
+    regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    han.watch(app.hdlc)
+    sck, mosi, miso = (board_io.pin(board, name) for name in prof["spi"])
+    reset = board_io.output(digitalio, board, prof["w5500_reset"], True)  # held out of reset
+    cs = digitalio.DigitalInOut(board_io.pin(board, prof["w5500_cs"]))
+    net = Network(busio.SPI(sck, MOSI=mosi, MISO=miso), cs, uid=bytes(microcontroller.cpu.uid),
+                  settings=settings)
+    print("HAN2X address", net.ip, "hostname", net.hostname, "mode", net.mode)
+    modbus = ModbusServer(net.pool, regs, settings["modbus_port"], settings["modbus_max_clients"],
+                          settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"])
+    app.add(net)
+    net.attach(modbus)
+    app.add(modbus)
+    try:
+        from han2x_core.web import WebServer
+    except ImportError as e:
+        print("web page unavailable:", e)
+    else:
+        web = WebServer(net.pool, app, port=settings["web_port"], send_timeout_s=0.1)
+        net.attach(web)
+        app.add(web)
+    ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))
+    if board_io.dhcp_requested(microcontroller):
+        ind.blink(indicators.BLINK_DHCP, now)
+    btn = board_io.button(digitalio, board, prof["button"])
+    app.add(board_io.LedButton(ind, app, btn, han_led, power_led))
+    app.add(board_io.BoardStatus(microcontroller, regs, now))
+    app.add(board_io.Watchdog(microcontroller, watchdog))  # last: fed after real progress
+    app.configure(settings)
+    while True:
+        app.step(supervisor.ticks_ms())
+        gc.collect()
+
+
+try:
+    main()
+except Exception as e:  # start-up failed (the loop itself never raises): log, restart
+    traceback.print_exception(e)
+    microcontroller.reset()

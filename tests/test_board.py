@@ -1,0 +1,363 @@
+"""code.py, boot.py, safemode.py and han2x_core/board_io.py on CPython with the fakes in
+tests/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
+emulator, and real Modbus requests over 127.0.0.1."""
+
+import os
+import re
+import runpy
+import socket
+import struct
+import threading
+
+import pytest
+
+from fakes._state import installed
+from han2x_core import FIRMWARE_VERSION, board_io, indicators
+from han2x_core import settings as S
+from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
+from util import ROOT, free_port, load_corpus
+
+def _stub_text(board_dir):
+    import board_definitions
+
+    path = os.path.join(list(board_definitions.__path__)[0], board_dir, "__init__.pyi")
+    with open(path) as f:
+        return f.read()
+
+
+def _board_stub_names(board_dir):
+    return set(re.findall(r"^(\w+): microcontroller\.Pin", _stub_text(board_dir), re.M))
+
+
+@pytest.mark.parametrize("board_id", sorted(board_io.PROFILES))
+def test_profile_pins_exist_on_the_board(board_id):
+    names = _board_stub_names(board_id)
+    prof = board_io.PROFILES[board_id]
+    wanted = [prof["han_rx"], prof["han_led"], prof["power_led"], prof["button"],
+              prof["w5500_cs"]] + list(prof["spi"])
+    if prof["w5500_reset"]:
+        wanted.append(prof["w5500_reset"])
+    for name in wanted:
+        assert name in names, (board_id, name)
+    gpios = [_gpio(board_id, n) for n in wanted]
+    assert len(set(gpios)) == len(gpios), "two functions on one GPIO"
+
+
+def _gpio(board_dir, name):
+    m = re.search(r"^%s: microcontroller\.Pin  # (GPIO\d+)" % name, _stub_text(board_dir), re.M)
+    return m.group(1)
+
+
+def test_unknown_board_falls_back_to_evb_pico_pins():
+    prof, known = board_io.profile_for("raspberry_pi_pico")
+    assert not known and prof is board_io.PROFILES["wiznet_w5500_evb_pico"]
+
+
+# --- boot.py ----------------------------------------------------------------------------
+
+@pytest.fixture
+def paths(tmp_path, monkeypatch):
+    settings = str(tmp_path / "settings.toml")
+    marker = str(tmp_path / "usb_write.txt")
+    monkeypatch.setattr(board_io, "SETTINGS_PATH", settings)
+    monkeypatch.setattr(board_io, "USB_WRITE_MARKER", marker)
+    return settings, marker
+
+
+def _run_boot(hw, capsys):
+    runpy.run_path(os.path.join(ROOT, "boot.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_boot_gives_the_board_the_drive(paths, capsys):
+    with installed() as hw:
+        out = _run_boot(hw, capsys)
+        assert hw.storage.remounts == [("/", False)]
+        assert not hw.storage.getmount("/").readonly
+    assert "the device writes the drive" in out
+    assert not os.path.exists(paths[0])  # nothing written without a reason
+
+
+@pytest.mark.parametrize("content,kept", [("once\n", False), ("", False), ("keep\n", True)])
+def test_boot_usb_marker_opens_the_drive_for_one_start(paths, capsys, content, kept):
+    settings, marker = paths
+    with open(marker, "w") as f:
+        f.write(content)
+    with installed() as hw:
+        out = _run_boot(hw, capsys)
+        assert hw.storage.remounts == [("/", False), ("/", True)]
+        assert hw.storage.getmount("/").readonly  # code cannot write: the computer can
+    assert "the computer writes the drive" in out
+    assert os.path.exists(marker) == kept
+
+
+def test_request_usb_write_writes_the_marker_and_resets(paths):
+    settings, marker = paths
+    with installed() as hw:
+        with pytest.raises(hw.microcontroller.ResetCalled):
+            board_io.request_usb_write(hw.microcontroller, marker)
+    assert open(marker).read() == "once\n"
+
+
+def test_boot_button_held_at_power_up_sets_dhcp(paths, capsys):
+    settings, marker = paths
+    SettingsStore(settings).save(dict(S.DEFAULTS, modbus_port=1502))
+    with installed(board_id="adafruit_feather_rp2040") as hw:
+        hw.digitalio.levels["D5"] = False  # FACTRESET (to ground) held
+        sleeps = []
+
+        def sleep(ms):  # the user lets go after 1 s
+            sleeps.append(ms)
+            hw.supervisor.advance(ms)
+            if sum(sleeps) >= 1000:
+                hw.digitalio.levels["D5"] = True
+
+        lines = board_io.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
+                              hw.supervisor.ticks_ms, settings_path=settings, marker=marker)
+        blinks = hw.digitalio.outputs["LED"]
+        assert True in blinks and blinks.count(False) > 1  # the HAN LED blinked
+        assert "DHCP mode set" in " ".join(lines)
+        assert board_io.dhcp_requested(hw.microcontroller) is True
+        assert board_io.dhcp_requested(hw.microcontroller) is False  # once
+        assert "D5" not in hw.digitalio.claimed and "LED" not in hw.digitalio.claimed
+    got, warning = SettingsStore(settings).load()
+    assert got == dict(S.DEFAULTS, modbus_port=1502, dhcp=True) and warning is None
+
+
+def test_boot_stuck_button_does_not_hang(paths):
+    settings, marker = paths
+    with installed() as hw:
+        hw.digitalio.levels["GP15"] = False  # never released
+
+        def sleep(ms):
+            hw.supervisor.advance(ms)
+
+        lines = board_io.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
+                              hw.supervisor.ticks_ms, settings_path=settings, marker=marker)
+        assert hw.supervisor.ticks_ms() <= 31000
+    assert any("DHCP mode set" in x for x in lines)
+
+
+def test_boot_survives_errors(paths, capsys, monkeypatch):
+    with installed() as hw:
+        def broken(*a, **k):
+            raise RuntimeError("flash on fire")
+
+        monkeypatch.setattr(hw.storage, "remount", broken)
+        out = _run_boot(hw, capsys)
+    assert "boot.py: flash on fire" in out
+
+
+# --- safemode.py --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reason,resets", [
+    ("BROWNOUT", True), ("HARD_FAULT", True), ("WATCHDOG", True), ("STACK_OVERFLOW", True),
+    ("HEAP_OVERWRITTEN", True), ("USER", False), ("MANUAL", False), ("NO_CIRCUITPY", False),
+])
+def test_safemode_resets_unless_the_user_asked(reason, resets, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    with installed() as hw:
+        hw.supervisor.runtime.safe_mode_reason = getattr(hw.supervisor.SafeModeReason, reason)
+        if resets:
+            with pytest.raises(hw.microcontroller.ResetCalled):
+                runpy.run_path(os.path.join(ROOT, "safemode.py"))
+        else:
+            runpy.run_path(os.path.join(ROOT, "safemode.py"))
+            assert hw.microcontroller.resets == []
+
+
+# --- services -------------------------------------------------------------------------------
+
+def test_board_status_temperature_every_10_s():
+    class Regs:
+        calls = []
+
+        def set_board(self, temperature_c100=None, hours=None):
+            self.calls.append(temperature_c100)
+
+    with installed() as hw:
+        regs = Regs()
+        svc = board_io.BoardStatus(hw.microcontroller, regs, (1 << 29) - 5000)
+        svc.poll((1 << 29) - 5000)
+        hw.microcontroller.cpu.temperature = -3.456
+        svc.poll((1 << 29) - 1000)  # not yet
+        svc.poll(5001)  # 10 s later, across the tick wrap
+        hw.microcontroller.cpu.temperature = None
+        svc.poll(20000)
+    assert regs.calls == [2750, -346]
+
+
+def test_watchdog_service():
+    with installed() as hw:
+        w = board_io.Watchdog(hw.microcontroller, hw.watchdog)
+        assert hw.microcontroller.watchdog.mode == hw.watchdog.WatchDogMode.RESET
+        assert hw.microcontroller.watchdog.timeout == 8
+        w.poll(0)
+        w.poll(1)
+        assert hw.microcontroller.watchdog.feeds == 2
+
+
+def test_factory_reset_on_read_only_drive_applies_defaults_anyway(tmp_path):
+    from han2x_core.app import App
+
+    class Regs:
+        def tick(self, now_ms):
+            pass
+
+        def configure(self, settings):
+            self.settings = settings
+
+    class RO(SettingsStore):
+        def save(self, settings):
+            raise OSError(READ_ONLY_MESSAGE)
+
+    app = App(None, Regs(), 0, settings=dict(S.DEFAULTS, ip="10.1.1.1", gateway="10.1.1.254"),
+              store=RO(str(tmp_path / "s.toml")))
+    assert board_io.factory_reset(app) is False
+    assert app.settings == S.DEFAULTS and app.registers.settings == S.DEFAULTS
+    assert app.settings_warning == READ_ONLY_MESSAGE
+    app.store = SettingsStore(str(tmp_path / "s.toml"))
+    assert board_io.factory_reset(app) is True
+
+
+# --- code.py end to end ---------------------------------------------------------------------
+
+class StopLoop(BaseException):
+    """Ends code.py's endless loop from the test (not an Exception: code.py lets it pass)."""
+
+
+def _modbus_read(port, start, count, unit=1):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">HHHBBHH", 7, 0, 6, unit, 3, start, count))
+        head = b""
+        while len(head) < 9:
+            head += s.recv(9 - len(head))
+        body = b""
+        while len(body) < head[8]:
+            body += s.recv(head[8] - len(body))
+    return struct.unpack(">%dH" % count, body)
+
+
+def _frame():
+    for c in load_corpus():
+        if c["expected"].get("voltage_l1_dv") and len(c["hex"]) < 600 and "aidon" in c["id"]:
+            return bytes.fromhex(c["hex"]), c["expected"]
+    raise AssertionError("no Aidon list 2 frame in the corpus")
+
+
+@pytest.mark.parametrize("board_id", ["wiznet_w5500_evb_pico", "adafruit_feather_rp2040"])
+def test_code_py_serves_modbus_from_a_pio_telegram(board_id, paths, monkeypatch, capsys):
+    """code.py boots on fakes: settings from the file, W5500 (model + real driver), Modbus
+    and web servers, PIO HAN input (emulator), LEDs, watchdog, temperature; a telegram
+    on the HAN pin shows up in the registers read by a Modbus client over 127.0.0.1."""
+    from w5500_model import W5500Model, install_driver_shims
+
+    install_driver_shims()
+    settings_path, marker = paths
+    SettingsStore(settings_path).save(dict(S.DEFAULTS, modbus_port=1502))
+    modbus_port, web_port = free_port(), free_port()
+    model = W5500Model(port_map={1502: modbus_port, 80: web_port})
+    frame, expected = _frame()
+    with installed(board_id=board_id) as hw:
+        prof = board_io.PROFILES[board_id]
+        real_dio = hw.digitalio.DigitalInOut
+
+        def dio(pin):
+            return model.cs if pin.name == prof["w5500_cs"] else real_dio(pin)
+
+        monkeypatch.setattr(hw.digitalio, "DigitalInOut", dio)
+        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+        hw.storage.getmount("/").readonly = False  # boot.py gave the board the drive
+        state = {"ticks": 0, "sent": False, "result": None, "error": None}
+
+        def client():
+            try:
+                state["result"] = _modbus_read(modbus_port, 0, 50)
+            except Exception as e:  # reported by the assertion below
+                state["error"] = e
+
+        thread = threading.Thread(target=client, daemon=True)
+
+        def ticks_ms():
+            state["ticks"] += 1
+            hw.supervisor.advance(5)
+            sms = hw.rp2pio.instances
+            if sms and not state["sent"]:
+                sm = sms[-1]
+                wave = hw.rp2pio.Line()
+                wave.t = float(sm.clock)
+                wave.idle(4).chars(frame, "8E1").idle(4)
+                sm.attach(wave)
+                sm.run(int(wave.t) - sm.clock)
+                state["sent"] = True
+                thread.start()
+            if state["sent"] and not thread.is_alive():
+                raise StopLoop()
+            if state["ticks"] > 200000:
+                raise StopLoop()
+            return hw.supervisor._now[0] & ((1 << 29) - 1)
+
+        monkeypatch.setattr(hw.supervisor, "ticks_ms", ticks_ms)
+        with pytest.raises(StopLoop):
+            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+        out = capsys.readouterr().out
+        assert state["error"] is None, state["error"]
+        regs = state["result"]
+        assert regs[14] << 16 | regs[15] == expected["voltage_l1_dv"]  # 40015: voltage L1
+        assert regs[42] == FIRMWARE_VERSION  # 40043
+        assert regs[43] == 2750  # 40044: 27.5 degC from microcontroller.cpu.temperature
+        assert hw.microcontroller.watchdog.feeds >= 2  # once per loop
+        assert hw.microcontroller.watchdog.mode == hw.watchdog.WatchDogMode.RESET
+        assert hw.digitalio.outputs[prof["power_led"]][-1] is True
+        assert hw.digitalio.outputs[prof["han_led"]][-1] is True  # a telegram just came
+        assert "HAN2X" in out and prof["name"] in out
+        assert hw.microcontroller.resets == []
+    model.close()
+
+
+def test_code_py_start_up_failure_resets(paths, monkeypatch, capsys):
+    with installed() as hw:
+        def no_spi(*a, **k):
+            raise ValueError("SCK in use")
+
+        monkeypatch.setattr(hw.busio, "SPI", no_spi)
+        with pytest.raises(hw.microcontroller.ResetCalled):
+            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+        assert hw.microcontroller.resets == [True]
+    assert "SCK in use" in capsys.readouterr().err
+
+
+def test_code_py_reports_a_read_only_drive(paths, monkeypatch):
+    """USB write mode: the web page must say why settings are not saved."""
+    import han2x_core.app as app_mod
+
+    seen = {}
+
+    class Probe(app_mod.App):
+        def step(self, now_ms):
+            seen["warning"] = self.settings_warning
+            raise StopLoop()
+
+    monkeypatch.setattr(app_mod, "App", Probe)
+    from w5500_model import W5500Model, install_driver_shims
+
+    install_driver_shims()
+    model = W5500Model(port_map={502: free_port(), 80: free_port()})
+    with installed() as hw:
+        real_dio = hw.digitalio.DigitalInOut
+        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
+                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
+        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+        with pytest.raises(StopLoop):
+            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+    model.close()
+    assert seen["warning"] == READ_ONLY_MESSAGE
+
+
+def test_indicator_constants_documented():
+    with open(os.path.join(ROOT, "docs", "leds-and-button.md")) as f:
+        text = f.read()
+    assert "%d s" % (indicators.RESET_HOLD_MS // 1000) in text
+    assert "60 s" in text
