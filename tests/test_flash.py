@@ -573,6 +573,19 @@ def image_contents(image, tmp_path):
     return contents(str(out))
 
 
+def pyfatfs_contents(image):
+    """Everything in the image, read by a second FAT implementation (pyfatfs), or None."""
+    try:
+        from pyfatfs.PyFatFS import PyFatFS
+    except ImportError:
+        return None
+    fs = PyFatFS(image, read_only=True)
+    try:
+        return {p.lstrip("/"): fs.readbytes(p) for p in fs.walk.files("/")}
+    finally:
+        fs.close()
+
+
 def fsck_ok(image):
     proc = subprocess.run([FSCK, "-n", image], capture_output=True, text=True)
     return proc.returncode == 0, proc.stdout + proc.stderr
@@ -615,6 +628,9 @@ def test_fat_image_fresh_install_update_and_dry_run(tmp_path):
     assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree2)
     ok, report = fsck_ok(image)
     assert ok, report
+    other = pyfatfs_contents(image)  # a second, independent FAT reader agrees
+    if other is not None:  # (pyfatfs ignores the lower-case flag of short 8.3 names)
+        assert {k.lower(): v for k, v in other.items()} == {k.lower(): v for k, v in got.items()}
 
 
 @needs_mtools
