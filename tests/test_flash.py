@@ -131,6 +131,15 @@ def test_tree_of_this_repo_never_ships_tests_or_settings():
         assert "__pycache__" not in rel and not rel.endswith(".pyc")
 
 
+def test_no_build_refuses_an_unbuilt_lib(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    os.unlink(os.path.join(src, "lib", ".han2x-lib.json"))
+    before = snapshot(drive)
+    rc, out = flash_dir(src, drive)
+    assert rc != 0 and "not built" in out and "tools/build_lib.py" in out
+    assert snapshot(drive) == before
+
+
 def test_users_files_are_recognised():
     for rel in ("settings.toml", "settings.toml.new", "settings.bak", "SETTINGS.TOML",
                 ".settings.tmp", "boot_out.txt"):

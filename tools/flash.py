@@ -858,8 +858,11 @@ def _main(args, out):
     if not args.no_build:
         build_lib.ensure(lib_dir, requirements, offline=args.offline,
                          mpy_cross=args.mpy_cross, log=out)
+    elif build_lib.read_stamp(lib_dir) is None:
+        raise FlashError("%s is not built (no %s): run tools/build_lib.py, or leave out "
+                         "--no-build" % (lib_dir, build_lib.STAMP))
     elif not build_lib.is_current(lib_dir, requirements,
-                                  (build_lib.read_stamp(lib_dir) or {}).get("mpy_major")):
+                                  build_lib.read_stamp(lib_dir).get("mpy_major")):
         out("WARNING: %s does not match lib/requirements.txt (built from other pins?)" % lib_dir)
     tree = collect_tree(args.source, lib_dir)
     version = tree_version(tree)
