@@ -110,10 +110,15 @@ def test_reader_survives_mutated_streams_with_bounded_memory(parts, chunks):
                 _decode(bytes(r.frame[:n]))
             assert r.buffered() <= cap
         pos += k
+    # A cut-off header can make the reader wait for up to 2049 bytes before it gives up on
+    # it; idle line (flags) lets it decide, so every intact frame must have come out.
+    for _ in range(21):
+        assert r.feed(b"\x7e" * 100, 100) == 100
+        while r.next_frame():
+            pass
     assert r._buf is buf and r.frame is frame and len(buf) == cap and len(frame) == 2049
     assert min(r.frames_ok, r.hcs_errors, r.fcs_errors, r.discarded_bytes) >= 0
-    clean = sum(1 for p in parts if p in FRAMES)
-    assert r.frames_ok >= 0 and (clean == 0 or r.frames_ok >= 1)
+    assert r.frames_ok >= sum(1 for p in parts if p in FRAMES)
 
 
 def test_atheris_libfuzzer_run(tmp_path):

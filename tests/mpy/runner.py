@@ -55,6 +55,12 @@ def main(argv):
             else:
                 passed += 1
                 print("PASS", full)
+        # Free the module (and what only it referenced) before the next one: the heap is
+        # shared by all modules in this one process.
+        mod = None
+        test = None
+        sys.modules.pop(name, None)
+        gc.collect()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
