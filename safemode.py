@@ -1,6 +1,7 @@
 """HAN2X safemode.py: a device nobody watches must not sit in safe mode. After a
-brown-out, hard fault or watchdog-type reason, wait 2 s and reset; safe mode asked for
-with the reset button (USER) stays, to reach the drive and the REPL."""
+brown-out, hard fault or watchdog-type reason, wait 2 s and reset. Safe mode asked for on
+purpose stays (reset button during start-up: this file does not even run; requested from
+the console: PROGRAMMATIC), to reach the drive and the REPL."""
 
 import microcontroller
 import supervisor
@@ -12,7 +13,7 @@ try:
     from han2x_core import board_io
 except Exception as e:  # a damaged han2x_core must not keep a cabinet device down
     print("safemode.py:", e)
-    if reason not in (supervisor.SafeModeReason.USER, supervisor.SafeModeReason.MANUAL):
+    if reason not in (supervisor.SafeModeReason.USER, supervisor.SafeModeReason.PROGRAMMATIC):
         time.sleep(2)
         microcontroller.reset()
 else:

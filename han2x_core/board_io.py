@@ -251,12 +251,13 @@ def safe_mode(supervisor, microcontroller, sleep_ms):
     """What safemode.py does: reset out of any safe mode the user did not ask for.
 
     A device nobody watches must not sit in safe mode after a brown-out or a crash. Safe
-    mode entered with the reset button during start-up (USER/MANUAL) is kept: it is the
-    way to reach the drive and the REPL. Returns the reason name when it stays."""
+    mode asked for on purpose is kept: PROGRAMMATIC (requested from the console); USER
+    (reset button during start-up) never runs safemode.py at all. Those are the ways to
+    reach the drive and the REPL. Returns the reason when it stays."""
     reason = supervisor.runtime.safe_mode_reason
     reasons = supervisor.SafeModeReason
     stay = []
-    for name in ("USER", "MANUAL", "NONE", "NO_CIRCUITPY", "FLASH_WRITE_FAIL",
+    for name in ("USER", "PROGRAMMATIC", "NONE", "NO_CIRCUITPY", "FLASH_WRITE_FAIL",
                  "USB_TOO_MANY_ENDPOINTS", "USB_TOO_MANY_INTERFACE_NAMES",
                  "USB_BOOT_DEVICE_NOT_INTERFACE_ZERO"):
         value = getattr(reasons, name, None)

@@ -152,7 +152,8 @@ def test_boot_survives_errors(paths, capsys, monkeypatch):
 
 @pytest.mark.parametrize("reason,resets", [
     ("BROWNOUT", True), ("HARD_FAULT", True), ("WATCHDOG", True), ("STACK_OVERFLOW", True),
-    ("HEAP_OVERWRITTEN", True), ("USER", False), ("MANUAL", False), ("NO_CIRCUITPY", False),
+    ("HEAP_OVERWRITTEN", True), ("USER", False), ("PROGRAMMATIC", False),
+    ("SDK_FATAL_ERROR", True), ("NO_CIRCUITPY", False),
 ])
 def test_safemode_resets_unless_the_user_asked(reason, resets, monkeypatch, capsys):
     import time

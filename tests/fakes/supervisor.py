@@ -38,7 +38,8 @@ class SafeModeReason:
     USB_TOO_MANY_ENDPOINTS = "usb_too_many_endpoints"
     USB_TOO_MANY_INTERFACE_NAMES = "usb_too_many_interface_names"
     USB_BOOT_DEVICE_NOT_INTERFACE_ZERO = "usb_boot_device_not_interface_zero"
-    MANUAL = "manual"
+    SDK_FATAL_ERROR = "sdk_fatal_error"
+    NLR_JUMP_FAIL = "nlr_jump_fail"
 
 
 runtime = _Runtime()
