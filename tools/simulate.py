@@ -4,6 +4,7 @@
 Usage: tools/simulate.py [--modbus-port 5020] [--host 127.0.0.1]
                          [--meter aidon|kaifa|kamstrup] [--phases 3] [--speed 1]
                          [--replay FILE [--interval 2]] [--serial PORT [--line 8E1]]
+                         [--quiet] [--max-seconds N]
 The HAN source is a simulated meter (default), a capture replayed in a loop (--replay: hex
 text or raw binary, as tools/decode.py reads), or a USB M-Bus adapter (--serial, 2400 baud).
 --speed makes the meter (or the replay) run faster than real time; the device's own clock
@@ -254,6 +255,8 @@ def build_parser():
     p.add_argument("--line", choices=("8E1", "8N1", "8e1", "8n1"), default="8E1",
                    help="serial line format (8E1)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
+    p.add_argument("--max-seconds", type=float, default=0,
+                   help="stop by itself after this many seconds (0 = run until stopped)")
     return p
 
 
@@ -280,10 +283,13 @@ def main(argv=None):
     print("HAN source: %s" % device.han.describe)
     print("Modbus TCP (MBAP and RTU-over-TCP) listening on %s:%d" % (
         args.host, device.modbus.bound_port), flush=True)
+    deadline = time.monotonic() + args.max_seconds if args.max_seconds > 0 else None
     try:
         while not stopping:
             device.step()
             time.sleep(LOOP_SLEEP_S)
+            if deadline is not None and time.monotonic() > deadline:
+                break
     except KeyboardInterrupt:
         pass
     finally:
