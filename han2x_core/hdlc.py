@@ -14,6 +14,7 @@ _MAX_FRAME = const(2049)  # 11-bit length field (2047) + the two flags
 _CAP = const(2560)  # receive buffer: one largest frame plus room to keep feeding
 # Shortest frame we accept: format 2 + dest 1 + src 1 + control 1 + HCS 2 + info 1 + FCS 2.
 _MIN_LENGTH = const(10)
+_SMALL = const(32)  # feeds up to this size are copied bytewise (no memoryview object)
 
 # check_frame() results below zero; decode_frame turns them into messages.
 ERR_FLAGS = const(-1)
@@ -149,6 +150,10 @@ class HdlcReader:
         e = self._end
         if k == len(buf):
             self._mv[e:e + k] = buf
+        elif k <= _SMALL:  # the usual UART trickle: copy bytewise, allocate nothing
+            dst = self._buf
+            for i in range(k):
+                dst[e + i] = buf[i]
         else:
             self._mv[e:e + k] = memoryview(buf)[0:k]  # allocates a small view
         self._end = e + k

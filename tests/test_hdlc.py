@@ -194,3 +194,33 @@ def test_random_chunks_invariant():
     assert out == expected
     assert r.frames_ok == len(expected)
     assert r.discarded_bytes > 0
+
+
+def test_feed_from_a_reused_receive_buffer_like_the_app():
+    # The app reads the UART into one 512-byte buffer and feeds (rx, n): small n is
+    # copied bytewise, large n through a memoryview; both must give the same frames.
+    rng = random.Random(5)
+    stream = b"".join(FRAMES)
+    rx = bytearray(512)
+    r = HdlcReader()
+    out = []
+    pos = 0
+    while pos < len(stream):
+        n = min(rng.choice((1, 2, 5, 31, 32, 33, 200, 512)), len(stream) - pos)
+        rx[0:n] = stream[pos:pos + n]
+        pos += n
+        took = r.feed(rx, n)
+        while True:
+            k = r.next_frame()
+            if not k:
+                break
+            out.append(bytes(r.frame[:k]))
+        if took < n:
+            rest = memoryview(rx)[took:n]
+            assert r.feed(rest, n - took) == n - took
+            while True:
+                k = r.next_frame()
+                if not k:
+                    break
+                out.append(bytes(r.frame[:k]))
+    assert out == FRAMES

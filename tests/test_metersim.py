@@ -210,3 +210,18 @@ def test_paced_runs_faster_than_real_time():
     out = list(itertools.islice(sim.paced(speed=10, sleep=sleep, monotonic=lambda: now[0]), 6))
     assert [t for t, _ in out] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
     assert abs(now[0] - 1.0) < 1e-9
+
+
+def test_simulator_can_repeat_last_hours_list3_like_some_aidon_meters():
+    sim = MeterSimulator("aidon", 3, start=(2026, 11, 25, 10, 59, 0), seed=2, stale_list3=0.5)
+    l3 = [decode_frame(f) for t, f in _take(sim, 8 * 3600 + 60)]
+    l3 = [r for r in l3 if r["list"] == 3]
+    assert len(l3) == 8
+    repeats = [(a, b) for a, b in zip(l3, l3[1:]) if a["meter_clock"] == b["meter_clock"]]
+    assert repeats  # some hour repeated the previous list 3 ...
+    for a, b in repeats:  # ... with the same energies: only the clock tells it apart
+        assert a["active_energy_import_wh"] == b["active_energy_import_wh"]
+    fresh = [b for a, b in zip(l3, l3[1:]) if a["meter_clock"] != b["meter_clock"]]
+    assert fresh
+    for b in fresh:
+        assert b["meter_clock"]["minute"] == 0 and b["meter_clock"]["second"] == 0

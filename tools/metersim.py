@@ -287,7 +287,8 @@ class MeterSimulator:
     random walk; energy registers integrate it exactly (integer W*ms).
     """
 
-    def __init__(self, vendor="aidon", phases=3, start=(2026, 11, 25, 10, 59, 30), seed=1):
+    def __init__(self, vendor="aidon", phases=3, start=(2026, 11, 25, 10, 59, 30), seed=1,
+                 stale_list3=0.0):
         if vendor not in VENDORS:
             raise ValueError("vendor must be one of %s" % (VENDORS,))
         self.vendor = vendor
@@ -306,6 +307,10 @@ class MeterSimulator:
                         self.rng.randrange(10**5, 10**7) * 3600000]
         self._last_ms = 0
         self.frozen = None  # energies (Wh) at the last full hour
+        # Aidon quirk (han-protocol notes 9.4): with this probability an hourly list repeats
+        # the previous hour's clock and energies (fresh instantaneous values).
+        self.stale_list3 = stale_list3
+        self._last_list3 = None  # (clock, energies) of the last hourly list sent
 
     def _walk(self, now_ms):
         dt = now_ms - self._last_ms
@@ -374,7 +379,13 @@ class MeterSimulator:
                 if kind == 3:
                     if self.frozen is None:
                         self.frozen = self.energies_wh()
-                    for key, wh in zip(ENERGIES, self.frozen):
+                    energies = self.frozen
+                    if self._last_list3 is not None and self.stale_list3 and \
+                            self.rng.random() < self.stale_list3:
+                        clock, energies = self._last_list3  # the stale repeat
+                    else:
+                        self._last_list3 = (clock, energies)
+                    for key, wh in zip(ENERGIES, energies):
                         values[key] = wh
                 yield t / 1000, encode_frame(self.vendor, kind, values, clock, self.phases)
             t += step
