@@ -136,20 +136,6 @@ T = {
 }
 
 
-def pick_language(setting, accept_language):
-    """'nb' or 'en': the setting, or for 'auto' the first of them in Accept-Language."""
-    if setting in ("nb", "en"):
-        return setting
-    if accept_language:
-        for part in accept_language.split(","):
-            tag = part.strip()[:2].lower()
-            if tag in ("nb", "no", "nn"):
-                return "nb"
-            if tag == "en":
-                return "en"
-    return "en"
-
-
 def tr(key, lang):
     """The text for key in lang ('en' or 'nb'); the key itself when unknown."""
     pair = T.get(key)

@@ -1,15 +1,16 @@
 """Web server shell: dashboard, settings, diagnostics, register map and JSON API.
 
-Requests are parsed by adafruit_httpserver's Request. Connections are driven here, not by
-its Server.poll(), which blocks (1 s socket timeouts, unbounded header growth, a busy loop
-on EAGAIN while sending). Each connection is a small state machine advanced a bounded amount
-per poll(now_ms): fixed buffers, deadlines, size limits. Routes are in webroutes.py.
+Each connection is a small state machine advanced a bounded amount per poll(now_ms): fixed
+buffers, deadlines, size limits (webconn.py). Routes are in webroutes.py. Why not
+adafruit_httpserver: its Server.poll() blocks (1 s socket timeouts, a busy loop on EAGAIN
+while sending), grows requests without bound, and importing it costs ~60 KB of heap.
 """
 
 from micropython import const
 
 from han2x_core.ticks import ticks_add, ticks_diff
-from han2x_core.webconn import DRAINING, READING, SENDING, Conn, peer_gone, would_block
+from han2x_core.webconn import (DRAINING, READING, SENDING, Conn, Request, peer_gone,
+                                 would_block)
 
 _HEAD_MAX = const(2048)  # request line + headers
 _BODY_MAX = const(1024)  # the settings form is ~500 bytes
@@ -35,7 +36,6 @@ class WebServer:
         self.app = app
         self.host = "0.0.0.0"
         self.port = port
-        self.debug = False  # read by adafruit_httpserver.Request
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
         self._sock = None
@@ -293,9 +293,7 @@ class WebServer:
             return
         self.requests += 1
         try:
-            from adafruit_httpserver import Request
-
-            request = Request(self, conn.sock, conn.addr, bytes(buf[:conn.need]))
+            request = Request(memoryview(buf)[:conn.need], conn.head_end)
         except Exception:
             self.respond(conn, 400, "text/plain", "malformed request\n")
             return

@@ -36,6 +36,62 @@ def peer_gone(e):
     return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
 
 
+# The request headers we keep (others are skipped without storing them).
+_WANTED = ("host", "origin", "referer", "cookie", "authorization", "content-type",
+           "accept-language")
+
+
+class Request:
+    """Method, path, query, the headers in _WANTED and the body of one HTTP/1.x request.
+
+    raw: the bytes from the request line to the end of the body; head_end: the index just
+    after the blank line. Raises ValueError (or UnicodeError) for a malformed request.
+    """
+
+    def __init__(self, raw, head_end):
+        lines = bytes(raw[:head_end - 4]).decode().split("\r\n")  # allocates (per request)
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or parts[2][:7] != "HTTP/1." or parts[1][:1] != "/":
+            raise ValueError("bad request line")
+        self.method = parts[0]
+        target = parts[1]
+        i = target.find("?")
+        self.path = target if i < 0 else target[:i]
+        self.query = "" if i < 0 else target[i + 1:]
+        self.headers = {}
+        for line in lines[1:]:
+            i = line.find(":")
+            if i <= 0:
+                raise ValueError("bad header line")
+            name = line[:i].strip().lower()
+            if name in _WANTED:
+                self.headers[name] = line[i + 1:].strip()
+        self.body = bytes(raw[head_end:])
+
+    def header(self, name):
+        """The value of a header (lower-case name) or None."""
+        return self.headers.get(name)
+
+    def content_type(self):
+        value = self.headers.get("content-type") or ""
+        return value.split(";")[0].strip().lower()
+
+    def cookie(self, name):
+        for part in (self.headers.get("cookie") or "").split(";"):
+            i = part.find("=")
+            if i > 0 and part[:i].strip() == name:
+                return part[i + 1:].strip()
+        return None
+
+    def arg(self, name):
+        """A query-string argument, raw (not percent-decoded), or None."""
+        for part in self.query.split("&"):
+            i = part.find("=")
+            if (part if i < 0 else part[:i]) == name:
+                return "" if i < 0 else part[i + 1:]
+        return None
+
+
 class Conn:
     def __init__(self, sock, addr, buf, now_ms):
         self.sock = sock

@@ -10,7 +10,7 @@ from micropython import const
 
 from han2x_core import webapi
 from han2x_core.settings import DEFAULTS, validate
-from han2x_core.webroutes import equal
+from han2x_core.webroutes import equal, local_path
 
 _MAX_FIELDS = const(40)
 _JSON = "application/json"
@@ -132,9 +132,7 @@ def post_login(self, conn, request, ctx):
     form = read_form(self, conn, request)
     if form is None:
         return
-    target = form.get("next") or "/"
-    if target[:1] != "/" or target[:2] == "//":
-        target = "/"
+    target = local_path(form.get("next"))
     if not (self.same_origin(request) and equal(form.get("csrf", ""), self.csrf)):
         self.page(conn, webpages.login(ctx, target, "bad_request"), 403)
         return
@@ -188,8 +186,7 @@ def post_settings(self, conn, request, ctx):
 
 
 def post_api_settings(self, conn, request, ctx):
-    ctype = request.headers.get_directive("Content-Type") or ""
-    if ctype != _JSON:
+    if request.content_type() != _JSON:
         self.json(conn, {"error": "send application/json"}, 415)
         return
     if not self.same_origin(request):
@@ -212,8 +209,7 @@ def post_api_settings(self, conn, request, ctx):
 
 
 def read_form(self, conn, request):
-    ctype = request.headers.get_directive("Content-Type") or ""
-    if ctype != "application/x-www-form-urlencoded":
+    if request.content_type() != "application/x-www-form-urlencoded":
         self.web.respond(conn, 415, "text/plain", "send a form\n")
         return None
     try:

@@ -10,7 +10,6 @@ import json
 from micropython import const
 
 from han2x_core import webapi
-from han2x_core.i18n import pick_language
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _SESSIONS = const(4)
@@ -21,6 +20,40 @@ _HTML = "text/html; charset=utf-8"
 _POST_PATHS = ("/login", "/logout", "/settings", "/api/settings")
 _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
            "/static/style.css": ("style.css", "text/css")}
+
+
+# Loaded for a page or a form post, then dropped again (see release()).
+_TRANSIENT = ("webpages", "webforms", "i18n")
+
+
+def release():
+    """Forget the page, form and text modules after a request: the next page loads them again
+    from flash, and between page views their ~30 KB of heap stay free for Modbus and the
+    network. A response still being sent keeps what it uses alive until it is done."""
+    import sys
+
+    import han2x_core
+
+    for name in _TRANSIENT:
+        if sys.modules.pop("han2x_core." + name, None) is not None:
+            try:
+                delattr(han2x_core, name)
+            except AttributeError:
+                pass
+
+
+def pick_language(setting, accept_language):
+    """'nb' or 'en': the setting, or for 'auto' the first of them in Accept-Language."""
+    if setting in ("nb", "en"):
+        return setting
+    if accept_language:
+        for part in accept_language.split(","):
+            tag = part.strip()[:2].lower()
+            if tag in ("nb", "no", "nn"):
+                return "nb"
+            if tag == "en":
+                return "en"
+    return "en"
 
 
 def _token():
@@ -49,6 +82,16 @@ def _file_chunks(path):
             yield piece
 
 
+def local_path(target):
+    """Where to go after logging in: a path on this device, never another site."""
+    if not target or target[:1] != "/" or target[:2] == "//" or "\\" in target:
+        return "/"
+    for c in target:
+        if ord(c) < 33 or ord(c) > 126:  # no header injection, no spaces
+            return "/"
+    return target
+
+
 class Ctx:
     """What a page needs: the app, the server, language, time and whether logged in."""
 
@@ -73,6 +116,7 @@ class Routes:
         self.password = ""
         self.protect = "settings"
         self.language = "auto"
+        self.unload = True  # release() after each page (saves heap on the board)
         self.sessions = []
         self.fails = 0
         self.locked_until = None
@@ -90,15 +134,12 @@ class Routes:
     def authorised(self, request):
         if not self.password:
             return True
-        try:
-            cookie = request.cookies.get("han2x")
-        except Exception:  # a malformed Cookie header
-            cookie = None
+        cookie = request.cookie("han2x")
         if cookie:
             for token in self.sessions:
                 if equal(cookie, token):
                     return True
-        auth = request.headers.get("Authorization")
+        auth = request.header("authorization")
         if auth and auth[:6] == "Basic ":
             try:
                 from binascii import a2b_base64
@@ -112,12 +153,11 @@ class Routes:
 
     def same_origin(self, request):
         """Origin (or else Referer), when the browser sends one, must be this host."""
-        headers = request.headers
-        host = headers.get("Host")
-        origin = headers.get("Origin")
+        host = request.header("host")
+        origin = request.header("origin")
         if origin is not None:
             return host is not None and origin == "http://" + host
-        referer = headers.get("Referer")
+        referer = request.header("referer")
         if referer is not None:
             base = "http://" + str(host)
             return host is not None and (referer == base or referer[:len(base) + 1] == base + "/")
@@ -162,7 +202,7 @@ class Routes:
             headers = "Cache-Control: max-age=86400\r\n"
             web.respond(conn, 200, static[1], _file_chunks(self.www + "/" + static[0]), headers)
             return
-        lang = pick_language(self.language, request.headers.get("Accept-Language"))
+        lang = pick_language(self.language, request.header("accept-language"))
         authed = self.authorised(request)
         ctx = Ctx(self, lang, now_ms, authed)
         api = path[:5] == "/api/"
@@ -179,6 +219,8 @@ class Routes:
             from han2x_core.webforms import POST
 
             POST[path](self, conn, request, ctx)
+            if self.unload:
+                release()
             return
         handler = None if method == "POST" else self._get.get(path)
         if handler is None:
@@ -187,6 +229,8 @@ class Routes:
             web.respond(conn, status, "text/plain", STATUS_TEXT[status])
             return
         handler(self, conn, request, ctx)
+        if self.unload and path[:5] != "/api/":
+            release()
 
     def page(self, conn, gen, status=200, headers=""):
         self.web.respond(conn, status, _HTML, gen, "Cache-Control: no-store\r\n" + headers)
@@ -213,13 +257,13 @@ class Routes:
     def _page_settings(self, conn, request, ctx):
         from han2x_core import webpages
 
-        saved = request.query_params.get("saved") is not None
+        saved = request.arg("saved") is not None
         self.page(conn, webpages.settings_page(ctx, None, {}, "saved" if saved else None))
 
     def _page_login(self, conn, request, ctx):
         from han2x_core import webpages
 
-        self.page(conn, webpages.login(ctx, request.query_params.get("next") or "/", None))
+        self.page(conn, webpages.login(ctx, local_path(request.arg("next")), None))
 
     def _api_status(self, conn, request, ctx):
         self.json(conn, webapi.status(self.app, self.web, ctx.now_ms))
