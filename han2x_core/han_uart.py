@@ -296,6 +296,11 @@ class HanReader:
     def polarity(self):
         return self.candidates[self.index][1]
 
+    @property
+    def line_format(self):
+        """What the web page shows: describe()."""
+        return self.describe()
+
     def describe(self):
         """One line for the web page and the console."""
         name = "%s %s" % self.candidates[self.index]

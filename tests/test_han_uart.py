@@ -3,22 +3,19 @@
 +-2 % baud), the background ring across a 1 s stall, the busio fallback, and line-format
 auto-detection judged by the real HdlcReader on corpus frames."""
 
-import os
 import random
-import sys
 
 import adafruit_pioasm
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes"))
+from fakes._state import load
+from han2x_core import han_uart
+from han2x_core.han_uart import HanReader, PioReceiver, UartReceiver, program_source
+from han2x_core.hdlc import HdlcReader
+from util import load_corpus
 
-import busio as fake_busio  # noqa: E402  (tests/fakes)
-import rp2pio as fake_rp2pio  # noqa: E402
-
-from han2x_core import han_uart  # noqa: E402
-from han2x_core.han_uart import HanReader, PioReceiver, UartReceiver, program_source  # noqa
-from han2x_core.hdlc import HdlcReader  # noqa: E402
-from util import load_corpus  # noqa: E402
+fake_busio = load("busio")  # tests/fakes: modules passed as arguments, sys.modules untouched
+fake_rp2pio = load("rp2pio")
 
 PIN = object()
 
@@ -280,6 +277,7 @@ def test_auto_detection_finds_the_meter_format(line, inverted):
     assert reader.detected == "%s %s" % (line, polarity)
     assert (reader.line, reader.polarity) == (line, polarity)
     assert reader.describe() == "%s %s (detected)" % (line, polarity)
+    assert reader.line_format == reader.describe()
     assert reader.switches == reader.candidates.index((line, polarity))
 
 

@@ -26,3 +26,17 @@ def test_han_led_and_reset():
     assert not ind.blinking and ind.han_led is True
     now = _run(ind, now, 60000, False, frame)
     assert ind.han_led is False
+
+
+def test_zz_release_modules():
+    """Runs last in this file: drop han2x_core.indicators from the shared heap (the runner keeps
+    one process for every file; the modules tested later do not need this one)."""
+    import sys
+
+    import han2x_core
+
+    sys.modules.pop("han2x_core.indicators", None)
+    try:
+        delattr(han2x_core, "indicators")
+    except AttributeError:
+        pass
