@@ -274,9 +274,9 @@ def decode_frame(frame):
     n = len(frame)
     info = check_frame(frame, n)
     if info < 0:
-        if info == ERR_FORMAT and frame[1] & 0xF8 == 0xA8:
-            raise DecodeError("segmented HDLC frames are not supported")
         raise DecodeError(_CHECK_ERRORS[info])
+    if frame[1] & 0x08:  # segmentation bit: the APDU continues in later frames
+        raise DecodeError("segmented HDLC frames are not supported")
     end = n - 3  # the FCS follows the information field
     p = info
     if end - p < 9 or frame[p] != 0xE6 or frame[p + 1] != 0xE7 or frame[p + 2] != 0:

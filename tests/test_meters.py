@@ -4,7 +4,8 @@ import pytest
 
 from han2x_core import DecodeError, decode_frame
 from han2x_core.meters import KEYS
-from hanframes import by_id, corpus, info_of, reframe
+from han2x_core.hdlc import crc16
+from hanframes import by_id, corpus, header_len, info_of, reframe
 
 CORPUS = corpus()
 NUMERIC = [k for k in KEYS if k.endswith(("_w", "_var", "_ma", "_dv", "_wh", "_varh"))]
@@ -207,3 +208,16 @@ def test_unspecified_clock_is_none():
     r = decode_frame(reframe(f, info))
     assert r["apdu_datetime"] is None and r["meter_clock"] is None
     assert r["meter_clock_source"] is None
+
+
+def test_segmented_frame_is_reported():
+    _, f = by_id("kaifa-ma304h3e-l2")
+    seg = bytearray(f)
+    seg[1] |= 0x08
+    h = 1 + header_len(f)  # HCS position
+    hcs = crc16(seg, 1, h)
+    seg[h], seg[h + 1] = hcs & 0xFF, hcs >> 8
+    fcs = crc16(seg, 1, len(seg) - 3)
+    seg[-3], seg[-2] = fcs & 0xFF, fcs >> 8
+    with pytest.raises(DecodeError, match="segmented"):
+        decode_frame(bytes(seg))

@@ -106,3 +106,26 @@ def test_no_heap_growth_over_many_frames():
     grown = gc.mem_alloc() - start
     assert grown < 256, grown
     assert r.frames_ok == 2000
+
+
+def test_reader_trickle_feed_allocates_nothing():
+    # Bytes arriving a few at a time (2400 baud) must not allocate until a frame completes.
+    f = _largest_list3()
+    r = HdlcReader()
+    rx = bytearray(32)
+    r.feed(b"\x00\x01\x7e", 3)
+    r.next_frame()
+    gc.collect()
+    before = gc.mem_alloc()
+    pos = 0
+    while pos < len(f) - 1:
+        n = min(7, len(f) - 1 - pos)
+        for i in range(n):
+            rx[i] = f[pos + i]
+        r.feed(rx, n)
+        assert r.next_frame() == 0
+        pos += n
+    used = gc.mem_alloc() - before
+    assert used == 0, used
+    r.feed(b"\x7e", 1)
+    assert r.next_frame() == len(f)
