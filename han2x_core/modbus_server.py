@@ -57,8 +57,12 @@ class ModbusServer:
     name = "modbus"
 
     def __init__(self, pool, regs, port=502, max_clients=4, idle_timeout_ms=60000, unit_id=0,
-                 backlog=None):
+                 backlog=None, send_timeout_s=None):
         self.pool = pool
+        # None: non-blocking sends (CPython, MicroPython). On the W5500 pass a small value
+        # (0.1): adafruit_wiznet5k's send() with timeout 0 or None waits for ever when the
+        # client stops reading (full TCP window), hanging the whole loop.
+        self.send_timeout_s = send_timeout_s
         self.regs = regs
         self.handler = ModbusHandler(regs, unit_id)
         self.max_clients = max_clients
@@ -137,6 +141,20 @@ class ModbusServer:
             self.idle_timeout_ms = idle_timeout_ms
         if unit_id is not None:
             self.handler.unit_id = unit_id
+
+    def sockets(self):
+        """The listener and client sockets, for a PC loop that waits in select(); allocates."""
+        socks = [c.sock for c in self._clients if c.sock is not None]
+        if self._listener is not None:
+            socks.append(self._listener)
+        return socks
+
+    def busy(self):
+        """True when a client has buffered bytes to parse or send (the PC loop must not wait)."""
+        for c in self._clients:
+            if c.sock is not None and (c.tx_len or c.conn.rx_len):
+                return True
+        return False
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -238,8 +256,10 @@ class ModbusServer:
                 data = c.view
             else:
                 data = c.tx_mv[c.tx_pos:c.tx_len]  # allocates (partial send: rare)
+            if self.send_timeout_s:
+                c.sock.settimeout(self.send_timeout_s)  # W5500: bounded wait (see __init__)
             try:
-                sent = c.sock.send(data)
+                sent = c.sock.send(data)  # wiznet: RuntimeError on timeout -> client closed
             except OSError as e:
                 if _again(e):
                     return
@@ -248,6 +268,9 @@ class ModbusServer:
                     self._close(c)
                     return
                 raise
+            finally:
+                if self.send_timeout_s and c.sock is not None:
+                    c.sock.settimeout(0)
             if not sent:
                 return
             c.tx_pos += sent
@@ -264,10 +287,17 @@ class ModbusServer:
                 self.last_error = "accept: %s" % (e,)
             return False
         except RuntimeError as e:
-            # adafruit_wiznet5k: "All sockets in use." The client holds the listener's
-            # hardware socket; free one by closing our longest-idle client.
             self.errors += 1
             self.last_error = "accept: %s" % (e,)
+            if "in use" not in str(e):
+                # adafruit_wiznet5k: a client that resets before accept() leaves the
+                # listening hardware socket CLOSED; accept() then closes our listener object
+                # and raises "The socket has been closed." for ever. Drop it: poll() binds
+                # a new one (tests/test_w5500_services.py).
+                self._close_listener()
+                return False
+            # adafruit_wiznet5k: "All sockets in use." The client holds the listener's
+            # hardware socket; free one by closing our longest-idle client.
             victim = self._longest_idle()
             if victim is not None:
                 self.evicted += 1
