@@ -185,6 +185,7 @@ def test_update_removes_stale_files_and_keeps_settings(tmp_path, drive):
     got = contents(drive)
     assert "han2x_core/old.py" not in got and "han2x_core/new.py" in got
     assert got["han2x_core/mine.py"] == b"# mine"
+    assert "leave   han2x_core/mine.py (not installed by flash.py" in out
     assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
     assert got["my_notes.txt"] == b"user file"
     assert b"0.2.0" in got["code.py"]
@@ -624,15 +625,22 @@ def test_fat_image_fresh_install_update_and_dry_run(tmp_path):
     assert rc == 0 and "remove  han2x_core/old.py" in out
     assert sha_file(image) == digest
 
+    # a library the user added by hand: not ours, so it stays
+    extra = tmp_path / "user_lib.py"
+    extra.write_bytes(b"# added by the user\n")
+    subprocess.run(["mcopy", "-i", image, str(extra), "::/lib/user_lib.py"], check=True, env=MENV)
+
     # update over the older version
     rc, out = run(["--source", src2, "--no-build", "--image", image])
     assert rc == 0, out
+    assert "leave   lib/user_lib.py" in out
     got = image_contents(image, tmp_path)
     tree2 = flash.collect_tree(src2)
     assert {r: got[r] for r in tree2} == tree2
     assert "han2x_core/old.py" not in got
     assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
     assert got["boot_out.txt"] == BOOT_OUT
+    assert got["lib/user_lib.py"] == b"# added by the user\n"
     assert not any(r.startswith((flash.STAGING, flash.PROBE)) for r in got)
     assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree2)
     ok, report = fsck_ok(image)

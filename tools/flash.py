@@ -213,6 +213,13 @@ class DirDrive:
     def exists(self, rel):
         return os.path.isfile(self._path(rel))
 
+    def list_files(self, folder):
+        """Relative paths of all files under folder (empty if there is none)."""
+        out = []
+        for dirpath, _dirs, files in os.walk(self._path(folder)):
+            out += [_rel(os.path.join(dirpath, n), self.root) for n in files]
+        return sorted(out)
+
     def read(self, rel):
         try:
             with open(self._path(rel), "rb") as f:
@@ -308,6 +315,10 @@ class ImageDrive:
 
     def exists(self, rel):
         return rel.lower() in self._scan()[0]
+
+    def list_files(self, folder):
+        prefix = folder.lower().rstrip("/") + "/"
+        return sorted(r for k, r in self._scan()[0].items() if k.startswith(prefix))
 
     def read(self, rel):
         files = self._scan()[0]
@@ -499,6 +510,7 @@ class Plan:
         self.copy = []       # changed or new files, code.py last
         self.same = []       # already identical on the drive
         self.remove = []     # ours before, not shipped any more
+        self.foreign = []    # in han2x_core/ or lib/, but not ours by the manifest: left alone
         self.old_manifest = {}
         self.old_version = None
 
@@ -517,6 +529,10 @@ def make_plan(drive, tree):
     for rel in sorted(plan.old_manifest):
         if rel not in tree and not is_users_file(rel) and drive.exists(rel):
             plan.remove.append(rel)
+    for folder in ("han2x_core", "lib"):
+        for rel in drive.list_files(folder):
+            if rel not in tree and rel not in plan.old_manifest:
+                plan.foreign.append(rel)
     return plan
 
 
@@ -581,6 +597,10 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
     version = tree_version(tree)
     plan = make_plan(drive, tree)
     out("Firmware %s -> %s (%s)" % (plan.old_version or "none installed", version, drive))
+    for rel in plan.foreign:
+        out("  leave   %s (not installed by flash.py%s; remove it yourself if it is an old "
+            "firmware file)" % (rel, "" if plan.old_manifest else ": no %s on the drive"
+                                % MANIFEST))
     if dry_run:
         for rel in plan.copy:
             out("  %-7s %s (%s)" % ("update" if drive.exists(rel) else "add", rel,
