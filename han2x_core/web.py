@@ -90,6 +90,20 @@ class WebServer:
             finally:
                 self._sock = None
 
+    def sockets(self):
+        """The listener and open connections (the PC loop selects on them; never the board)."""
+        out = [c.sock for c in self._conns if c is not None]
+        if self._sock is not None:
+            out.append(self._sock)
+        return out
+
+    def busy(self):
+        """True while an answer is being sent: the PC loop should not sleep then."""
+        for c in self._conns:
+            if c is not None and c.state == SENDING:
+                return True
+        return False
+
     def poll(self, now_ms):
         """Bounded, non-blocking: at most one accept, a few reads/sends per connection."""
         self._tick(now_ms)

@@ -177,6 +177,8 @@ def build_settings(args, base=None):
     """Settings from the defaults (or a loaded file) with the command line's overrides."""
     settings = dict(base if base is not None else DEFAULTS)
     settings["modbus_port"] = args.modbus_port
+    if getattr(args, "http_port", 0):
+        settings["web_port"] = args.http_port
     clean, errors = validate(settings)
     if errors:
         raise SystemExit("bad settings: %s" % errors)
@@ -210,7 +212,15 @@ def build_device(args, on_frame=None, store=None, settings=None):
 
     registers.on_scaling_change = scaling_changed
     modbus.start(args.host)
-    return Device(app, registers, han, modbus, settings)
+    device = Device(app, registers, han, modbus, settings)
+    if getattr(args, "http_port", 0):  # the web pages (han2x_core/web.py)
+        from han2x_core.web import WebServer
+
+        web = WebServer(socket, app, port=settings["web_port"])
+        web.start(args.host)
+        app.add(web)
+        device.services["web"] = web
+    return device
 
 
 def format_reading(reading, now):
@@ -254,6 +264,8 @@ def build_parser():
     p.add_argument("--serial", metavar="PORT", help="read a USB M-Bus adapter (pyserial)")
     p.add_argument("--line", choices=("8E1", "8N1", "8e1", "8n1"), default="8E1",
                    help="serial line format (8E1)")
+    p.add_argument("--http-port", type=int, default=8080,
+                   help="web page port (8080; 0 = no web page)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
     p.add_argument("--max-seconds", type=float, default=0,
                    help="stop by itself after this many seconds (0 = run until stopped)")
@@ -283,6 +295,8 @@ def main(argv=None):
     print("HAN source: %s" % device.han.describe)
     print("Modbus TCP (MBAP and RTU-over-TCP) listening on %s:%d" % (
         args.host, device.modbus.bound_port), flush=True)
+    if "web" in device.services:
+        print("Web page: http://%s:%d/" % (args.host, device.services["web"].port), flush=True)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds > 0 else None
     try:
         while not stopping:
