@@ -106,3 +106,14 @@ def test_cli_stdin_and_bad_input_never_crash():
     p = subprocess.run([sys.executable, script, "/nonexistent/capture.bin"],
                        capture_output=True, timeout=60)
     assert p.returncode == 2 and b"cannot read" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_hex_line_with_bad_header_checksum_is_still_reported(capsys, tmp_path):
+    bad = bytearray(FRAMES[1])
+    bad[5] ^= 0x10  # HCS no longer matches
+    path = tmp_path / "cap.txt"
+    path.write_text(FRAMES[0].hex() + "\n" + bad.hex() + "\n" + FRAMES[2].hex() + "\n")
+    assert read_capture(path.read_bytes()) == [FRAMES[0], bytes(bad), FRAMES[2]]
+    assert main(["decode.py", str(path)]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
+    assert lines[1] == {"error": "header checksum (HCS) mismatch"}

@@ -132,11 +132,38 @@ def read_capture(data):
     return _read(data)[0]
 
 
+def _whole_frame(line):
+    """True if the line is exactly one frame by its flags and length field."""
+    return (len(line) >= 5 and line[0] == 0x7E and line[-1] == 0x7E
+            and line[1] & 0xF0 == 0xA0 and ((line[1] & 7) << 8 | line[2]) + 2 == len(line))
+
+
 def _read(data):
     lines = _hex_text(data)
     if lines is None:
         return split_frames(data)
-    return split_frames(b"".join(_restore_flags(line) for line in lines))
+    # A line that is exactly one frame is taken as it is, even with a bad checksum, so the
+    # user sees the error; anything else (frames split over lines by a logger that cut at
+    # every 0x7E, several frames on one line) is joined and cut by the length field.
+    frames = []
+    skipped = 0
+    pending = []
+    for line in lines:
+        line = _restore_flags(line)
+        if _whole_frame(line):
+            if pending:
+                got, lost = split_frames(b"".join(pending))
+                frames += got
+                skipped += lost
+                pending = []
+            frames.append(line)
+        else:
+            pending.append(line)
+    if pending:
+        got, lost = split_frames(b"".join(pending))
+        frames += got
+        skipped += lost
+    return frames, skipped
 
 
 def _hexify(value):
