@@ -71,6 +71,10 @@ def main():
 
 try:
     main()
+except KeyboardInterrupt:  # Ctrl-C on the serial console: leave a REPL the watchdog spares
+    if microcontroller.watchdog is not None:
+        microcontroller.watchdog.mode = None
+    print("HAN2X stopped; press Ctrl-D to start again")
 except Exception as e:  # start-up failed (the loop itself never raises): log, restart
     traceback.print_exception(e)
     microcontroller.reset()

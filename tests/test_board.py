@@ -330,6 +330,34 @@ def test_code_py_start_up_failure_resets(paths, monkeypatch, capsys):
     assert "SCK in use" in capsys.readouterr().err
 
 
+def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
+    """A developer's Ctrl-C must give a REPL that the watchdog does not reset 8 s later."""
+    from w5500_model import W5500Model, install_driver_shims
+
+    install_driver_shims()
+    model = W5500Model(port_map={502: free_port(), 80: free_port()})
+    with installed() as hw:
+        real_dio = hw.digitalio.DigitalInOut
+        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
+                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
+        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+        calls = [0]
+
+        def ticks_ms():
+            calls[0] += 1
+            if calls[0] > 20:
+                raise KeyboardInterrupt()
+            return calls[0]
+
+        monkeypatch.setattr(hw.supervisor, "ticks_ms", ticks_ms)
+        runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+        assert hw.microcontroller.watchdog.feeds > 0
+        assert hw.microcontroller.watchdog.mode is None  # deinit
+        assert hw.microcontroller.resets == []
+    model.close()
+    assert "HAN2X stopped" in capsys.readouterr().out
+
+
 def test_code_py_reports_a_read_only_drive(paths, monkeypatch):
     """USB write mode: the web page must say why settings are not saved."""
     import han2x_core.app as app_mod
