@@ -14,6 +14,8 @@ _EAGAIN = (11, 35, 115, 119)  # EAGAIN/EWOULDBLOCK (Linux, BSD), EINPROGRESS/EAL
 _GONE = (32, 54, 104, 103, 107, 128)  # EPIPE, ECONNRESET (BSD, Linux), ECONNABORTED, ENOTCONN
 _MAX_FRAMES = const(4)  # requests served per client per poll: fairness
 _MAX_ACCEPTS = const(2)  # connections taken per poll
+_ACCEPT_EVERY_MS = const(5)  # accept() with nothing waiting raises (allocates) and costs SPI
+# transfers on the W5500: try it at most this often while nothing is coming in
 _REBIND_MS = const(1000)  # retry a failed bind this often
 _SEND_STALL_MS = const(10000)  # a client whose answer cannot be sent for this long is dropped
 
@@ -75,6 +77,8 @@ class ModbusServer:
         self._listener = None
         self._running = False
         self._bind_retry_ms = None
+        self._more = False
+        self._accept_ms = -1  # last accept() attempt; -1 = try at the next poll
         self._scratch = bytearray(ADU_SIZE)
         level = getattr(pool, "IPPROTO_TCP", None)
         option = getattr(pool, "TCP_NODELAY", None)
@@ -151,8 +155,10 @@ class ModbusServer:
 
     def busy(self):
         """True when a client has buffered bytes to parse or send (the PC loop must not wait)."""
+        if self._more:
+            return True
         for c in self._clients:
-            if c.sock is not None and (c.tx_len or c.conn.rx_len):
+            if c.sock is not None and c.tx_len:
                 return True
         return False
 
@@ -162,14 +168,18 @@ class ModbusServer:
         """One bounded, non-blocking round: (re)bind, accept, serve each client."""
         if not self._running:
             return
+        self._more = False
         if self._listener is None or self._want_port != self.port:
             self._maybe_rebind(now_ms)
         if self.client_count > self.max_clients:
             self._shrink()
-        if self._listener is not None:
+        if self._listener is not None and (
+                ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS or self._accept_ms < 0):
+            self._accept_ms = now_ms
             for _ in range(_MAX_ACCEPTS):
                 if not self._accept(now_ms):
                     break
+                self._accept_ms = -1  # one came in: look again at the next poll
         for c in self._clients:
             if c.sock is None:
                 continue
@@ -212,6 +222,8 @@ class ModbusServer:
             self._flush(c, now_ms)
             if c.sock is None or c.tx_len:
                 return
+        else:
+            self._more = True  # stopped at the per-poll limit: more frames may be waiting
         if ticks_diff(now_ms, c.last_rx_ms) > self.idle_timeout_ms:
             self.timed_out += 1
             self._close(c)

@@ -14,6 +14,7 @@ Ctrl-C or SIGTERM stops it cleanly.
 
 import argparse
 import os
+import select
 import signal
 import socket
 import sys
@@ -39,7 +40,8 @@ from han2x_core.registers import Registers  # noqa: E402
 from han2x_core.settings import DEFAULTS, validate  # noqa: E402
 
 _MASK = (1 << 29) - 1
-LOOP_SLEEP_S = 0.001  # the PC loop idles this long between steps (the board does not)
+LOOP_WAIT_S = 0.002  # the PC loop waits this long for a socket between steps (the board
+# never waits; the PC should not burn a core)
 
 
 def now_ms():
@@ -162,6 +164,24 @@ class Device:
 
     def step(self):
         self.app.step(now_ms())
+
+    def wait(self, seconds=LOOP_WAIT_S):
+        """Sleep until a socket has something (or `seconds` pass): the PC loop's idle."""
+        socks = []
+        for service in self.services.values():
+            busy = getattr(service, "busy", None)
+            if busy is not None and busy():
+                return
+            get = getattr(service, "sockets", None)
+            if get is not None:
+                socks.extend(get())
+        if not socks:
+            time.sleep(seconds)
+            return
+        try:
+            select.select(socks, [], [], seconds)
+        except (OSError, ValueError):  # a socket closed under us: next step handles it
+            time.sleep(seconds / 4)
 
     def close(self):
         for service in self.services.values():
@@ -301,7 +321,7 @@ def main(argv=None):
     try:
         while not stopping:
             device.step()
-            time.sleep(LOOP_SLEEP_S)
+            device.wait()
             if deadline is not None and time.monotonic() > deadline:
                 break
     except KeyboardInterrupt:
