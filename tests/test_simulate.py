@@ -38,7 +38,8 @@ class Sim:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay",
-             str(capture), "--interval", "0.2", "--modbus-port", str(self.port), "--http-port", "0"],
+             str(capture), "--interval", "0.2", "--modbus-port", str(self.port),
+             "--http-port", "0"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_port(self.port, timeout=20)
