@@ -27,8 +27,25 @@ _SIZES = (
 )
 
 
+_POW10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
+
+
 class DecodeError(ValueError):
     """A frame that cannot be decoded: bad CRC, truncated, or an unknown layout."""
+
+
+def scale(value, shift):
+    """value * 10**shift in integers (scaler-unit), rounded half away from zero if shift < 0."""
+    if shift == 0:
+        return value
+    if shift > 9 or shift < -9:
+        raise DecodeError("scaler 10^%d out of range" % shift)
+    if shift > 0:
+        return value * _POW10[shift]
+    d = _POW10[-shift]
+    if value < 0:
+        return -((d // 2 - value) // d)
+    return (value + d // 2) // d
 
 
 def length_at(buf, pos, end):

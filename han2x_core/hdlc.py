@@ -25,6 +25,22 @@ ERR_HCS = const(-5)
 ERR_FCS = const(-6)
 
 
+_ERROR_TEXT = (
+    "",
+    "not one complete frame: it must start and end with the flag 0x7E",
+    "frame format is not HDLC type 3 (first byte after the flag must be 0xA_)",
+    "the frame's length field does not match the frame's size",
+    "bad HDLC address field",
+    "header checksum (HCS) mismatch",
+    "frame checksum (FCS) mismatch",
+)
+
+
+def error_text(code):
+    """English message for a negative check_frame result."""
+    return _ERROR_TEXT[-code]
+
+
 def _make_table():
     table = array("H", [0] * 256)
     for i in range(256):

@@ -11,11 +11,9 @@ from micropython import const
 from han2x_core.cosem import (
     DecodeError, T_ARRAY, T_STRUCTURE, T_OCTET_STRING, T_VISIBLE_STRING, T_UTF8_STRING,
     T_NULL, T_INTEGER, T_ENUM, content_pos, item_end, length_at, read_datetime, read_int,
-    read_text,
+    read_text, scale,
 )
-from han2x_core.hdlc import (
-    check_frame, ERR_FLAGS, ERR_FORMAT, ERR_LENGTH, ERR_ADDRESS, ERR_HCS, ERR_FCS,
-)
+from han2x_core.hdlc import check_frame, error_text
 
 __all__ = ("decode_frame", "DecodeError", "KEYS")
 
@@ -69,7 +67,6 @@ _TARGET = b"\x40\x40\x40\x40\x3d\x3d\x3d\x3f\x3f\x3f\x40\x40\x40\x40"
 # Decimal exponent of the raw value, plus 64, for (current, voltage, energy), by vendor;
 # power is in W/var everywhere. Kaifa: mA, 0.1 V, Wh. Kamstrup: 0.01 A, 1 V, 10 Wh.
 _RAW_EXP = (None, None, b"\x3d\x3f\x40", b"\x3e\x40\x41")
-_POW10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
 
 # Kaifa lists carry no OBIS codes: field codes by position, chosen by the item count.
 _KAIFA_LAYOUTS = {
@@ -80,30 +77,6 @@ _KAIFA_LAYOUTS = {
     18: b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x11\x0d\x0e\x0f\x10",
 }
 _KAIFA_LIST = {1: 1, 9: 2, 13: 2, 14: 3, 18: 3}
-
-_CHECK_ERRORS = {
-    ERR_FLAGS: "not one complete frame: it must start and end with the flag 0x7E",
-    ERR_FORMAT: "frame format is not HDLC type 3 (first byte after the flag must be 0xA_)",
-    ERR_LENGTH: "the frame's length field does not match the frame's size",
-    ERR_ADDRESS: "bad HDLC address field",
-    ERR_HCS: "header checksum (HCS) mismatch",
-    ERR_FCS: "frame checksum (FCS) mismatch",
-}
-
-
-def _scale(value, shift):
-    """value * 10**shift, rounded half away from zero when shift < 0."""
-    if shift == 0:
-        return value
-    if shift > 9 or shift < -9:
-        raise DecodeError("scaler 10^%d out of range" % shift)
-    if shift > 0:
-        return value * _POW10[shift]
-    d = _POW10[-shift]
-    if value < 0:
-        return -((d // 2 - value) // d)
-    return (value + d // 2) // d
-
 
 def _is_string(tag):
     return tag == T_OCTET_STRING or tag == T_VISIBLE_STRING or tag == T_UTF8_STRING
@@ -146,7 +119,7 @@ def _put(r, code, buf, p, shift, unit):
     if unit >= 0 and unit != _UNITS[code - 3]:
         raise DecodeError("unexpected unit %d for %s" % (unit, KEYS[code]))
     if shift >= 0:
-        v = _scale(v, shift - _TARGET[code - 3])
+        v = scale(v, shift - _TARGET[code - 3])
     r[KEYS[code]] = v
     return 1
 
@@ -206,7 +179,8 @@ def _pairs(r, buf, p, count, end):
             _put(r, _F_VERSION, buf, p, -1, -1)
             p = item_end(buf, p, end)
         else:
-            raise DecodeError("unknown layout: item %d at %d is neither OBIS code nor null" % (i, p))
+            raise DecodeError("unknown layout: item %d at %d is neither OBIS code nor null"
+                              % (i, p))
         i += 1
     return unknown
 
@@ -251,7 +225,7 @@ def _apply_vendor_units(r, vendor):
         v = r[key]
         if v is not None:
             kind = 0 if code < _F_VOLTAGE_L1 else (1 if code < _F_ENERGY else 2)
-            r[key] = _scale(v, exps[kind] - _TARGET[code - 3])
+            r[key] = scale(v, exps[kind] - _TARGET[code - 3])
     if vendor == _KAMSTRUP and r["meter_type"] is not None and r["meter_type"].startswith("685"):
         # CT meter: current scaling not confirmed (han-protocol notes 7.3): report nothing
         # rather than a guess.
@@ -274,7 +248,7 @@ def decode_frame(frame):
     n = len(frame)
     info = check_frame(frame, n)
     if info < 0:
-        raise DecodeError(_CHECK_ERRORS[info])
+        raise DecodeError(error_text(info))
     if frame[1] & 0x08:  # segmentation bit: the APDU continues in later frames
         raise DecodeError("segmented HDLC frames are not supported")
     end = n - 3  # the FCS follows the information field

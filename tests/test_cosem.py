@@ -4,7 +4,7 @@ import pytest
 
 from han2x_core.cosem import (
     DecodeError, content_pos, item_end, length_at, read_datetime, read_int, read_text,
-    to_python,
+    scale, to_python,
 )
 from han2x_core.meters import DecodeError as MetersDecodeError
 from hanframes import by_id, info_of
@@ -100,3 +100,14 @@ def test_whole_aidon_body_walks_to_the_end():
     tree, _ = to_python(info, body, len(info))
     assert len(tree) == 18
     assert tree[3] == [bytes.fromhex("0100010700ff"), 3356, [0, 27]]
+
+
+def test_scale_integer_powers_of_ten():
+    assert scale(93, 2) == 9300
+    assert scale(-93, 2) == -9300
+    assert scale(2376, 0) == 2376
+    assert scale(23765, -1) == 2377  # half away from zero
+    assert scale(-23765, -1) == -2377
+    assert scale(23764, -1) == 2376
+    with pytest.raises(DecodeError):
+        scale(1, 10)

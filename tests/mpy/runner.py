@@ -25,7 +25,8 @@ sys.path.insert(0, ROOT)
 
 def main(argv):
     pattern = argv[1] if len(argv) > 1 else ""
-    modules = sorted(n[:-3] for n in os.listdir(HERE) if n.startswith("test_") and n.endswith(".py"))
+    modules = sorted(n[:-3] for n in os.listdir(HERE)
+                     if n.startswith("test_") and n.endswith(".py"))
     passed = 0
     failed = 0
     for name in modules:

@@ -29,7 +29,8 @@ def test_every_corpus_frame_decodes_to_expected():
         r = decode_frame(f)
         for key in e["expected"]:
             if r[key] != e["expected"][key]:
-                raise AssertionError("%s %s: %r != %r" % (e["id"], key, r[key], e["expected"][key]))
+                raise AssertionError("%s %s: %r != %r"
+                                     % (e["id"], key, r[key], e["expected"][key]))
         if e["list"] != "SE" and r["list"] != int(e["list"]):
             raise AssertionError("%s list %r" % (e["id"], r["list"]))
         if r["meter"] != e["id"].split("-")[0]:
