@@ -86,6 +86,7 @@ class ModbusServer:
         self._clients = [_Client(self.handler) for _ in range(max_clients)]
         self.client_count = 0
         self.accepted = 0
+        self.accept_tries = 0  # polls that called accept() (rate-limited, see _ACCEPT_EVERY_MS)
         self.evicted = 0  # closed to make room for a new client (longest idle first)
         self.timed_out = 0  # closed after idle_timeout_ms without a request byte
         self.stalled = 0  # closed because their answers could not be sent
@@ -176,6 +177,7 @@ class ModbusServer:
         if self._listener is not None and (
                 ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS or self._accept_ms < 0):
             self._accept_ms = now_ms
+            self.accept_tries += 1
             for _ in range(_MAX_ACCEPTS):
                 if not self._accept(now_ms):
                     break
