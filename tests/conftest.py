@@ -28,3 +28,14 @@ except ImportError:
     mod = types.ModuleType("micropython")
     mod.const = lambda x: x
     sys.modules["micropython"] = mod
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _own_simdata(tmp_path, monkeypatch):
+    """Every test's tools/simulate.py keeps its settings file in the test's own folder, so
+    a setting one test saves (a scaling factor written over Modbus) never leaks into
+    another test or into the developer's simdata/."""
+    monkeypatch.setenv("HAN2X_SIMDATA", str(tmp_path / "simdata"))

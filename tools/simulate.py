@@ -38,6 +38,7 @@ from han2x_core.app import App  # noqa: E402
 from han2x_core.modbus_server import ModbusServer  # noqa: E402
 from han2x_core.registers import Registers  # noqa: E402
 from han2x_core.settings import DEFAULTS, validate  # noqa: E402
+from han2x_core.storage import SettingsStore  # noqa: E402
 
 _MASK = (1 << 29) - 1
 LOOP_WAIT_S = 0.002  # the PC loop waits this long for a socket between steps (the board
@@ -287,6 +288,10 @@ def build_parser():
     p.add_argument("--http-port", type=int, default=8080,
                    help="web page port (8080; 0 = no web page)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
+    simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
+    p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
+                   help="settings file, as settings.toml on the board (simdata/settings.toml,"
+                   " or in $HAN2X_SIMDATA; --modbus-port and --http-port override it)")
     p.add_argument("--max-seconds", type=float, default=0,
                    help="stop by itself after this many seconds (0 = run until stopped)")
     return p
@@ -306,7 +311,13 @@ def main(argv=None):
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     try:
-        device = build_device(args, on_frame=on_frame)
+        os.makedirs(os.path.dirname(os.path.abspath(args.settings)), exist_ok=True)
+        store = SettingsStore(args.settings)
+        base, warning = store.load()
+        if warning:
+            print(warning, file=sys.stderr)
+        device = build_device(args, on_frame=on_frame, store=store,
+                              settings=build_settings(args, base))
     except OSError as e:
         print("cannot listen on %s:%d: %s" % (args.host, args.modbus_port, e), file=sys.stderr)
         return 1
