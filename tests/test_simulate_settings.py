@@ -1,0 +1,81 @@
+"""tools/simulate.py --settings: the board's SettingsStore on the PC, so a setting changed
+while running (here a scaling factor written over Modbus) survives a restart."""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from han2x_core import settings as S
+from han2x_core.storage import SettingsStore
+from util import ROOT, free_port, load_corpus, wait_port
+
+pytestmark = pytest.mark.slow
+
+
+def _request(port, pdu):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">HHHB", 1, 0, len(pdu) + 1, 1) + pdu)
+        data = b""
+        while len(data) < 7 or len(data) < 6 + struct.unpack(">H", data[4:6])[0]:
+            chunk = s.recv(260)
+            assert chunk
+            data += chunk
+    return data[7:]
+
+
+def _start(tmp_path, settings_path):
+    capture = tmp_path / "capture.txt"
+    capture.write_text(load_corpus()[0]["hex"] + "\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay", str(capture),
+         "--modbus-port", str(port), "--http-port", "0", "--quiet",
+         "--settings", str(settings_path)],
+        cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_port(port, 20)
+    except TimeoutError:
+        proc.kill()
+        raise AssertionError(proc.communicate()[0])
+    return proc, port
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=10)[0]
+
+
+def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
+    path = tmp_path / "conf" / "settings.toml"
+    proc, port = _start(tmp_path, path)
+    try:
+        assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x03\xe8"
+        pdu = struct.pack(">BHHBHH", 0x10, 48, 2, 4, 0, 2500)
+        assert _request(port, pdu)[:1] == b"\x10"
+    finally:
+        _stop(proc)
+    saved, warning = SettingsStore(str(path)).load()
+    assert warning is None
+    # the command line's port is part of what was in force, so it is saved too
+    assert saved == dict(S.DEFAULTS, scaling_factor=2500, modbus_port=saved["modbus_port"])
+    proc, port = _start(tmp_path, path)
+    try:
+        assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x09\xc4"
+    finally:
+        _stop(proc)
+
+
+def test_bad_settings_file_warns_and_uses_defaults(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("scaling_factor = 5\nmodbus_unit_id = 1\n")
+    proc, port = _start(tmp_path, path)
+    try:
+        assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x03\xe8"
+    finally:
+        out = _stop(proc)
+    assert "scaling_factor must be from 10 to 1000000; using 1000" in out
