@@ -130,3 +130,50 @@ def test_reader_trickle_feed_allocates_nothing():
     assert used == 0, used
     r.feed(b"\x7e", 1)
     assert r.next_frame() == len(f)
+
+
+def test_mutated_frames_raise_only_decode_error_on_micropython():
+    # A small deterministic fuzz on the VM itself: flips, cuts and re-checksummed payload
+    # edits must end in a reading or a DecodeError, never another exception.
+    from han2x_core.hdlc import crc16
+
+    frames = _frame_list()
+    seed = 12345
+    outcomes = [0, 0]
+    for i in range(1500):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        f = bytearray(frames[seed % len(frames)])
+        pos = 1 + (seed >> 8) % (len(f) - 2)
+        op = (seed >> 4) % 4
+        if op == 0:
+            f[pos] ^= 1 << ((seed >> 16) % 8)
+        elif op == 1:
+            f = f[:pos]
+        else:
+            # edit a payload byte, then repair HCS and FCS so the parser sees it
+            if pos < 14:
+                pos = 14
+            if pos < len(f) - 3:
+                f[pos] = (seed >> 12) & 0xFF
+            if op == 3 and pos + 2 < len(f) - 3:
+                f[pos + 1] = 0x80 | (seed >> 20) & 0x7F  # a multi-byte A-XDR length
+            n = len(f)
+            h = 3
+            while not f[h] & 1:
+                h += 1
+            h += 1
+            while not f[h] & 1:
+                h += 1
+            h += 2
+            c = crc16(f, 1, h)
+            f[h] = c & 0xFF
+            f[h + 1] = c >> 8
+            c = crc16(f, 1, n - 3)
+            f[n - 3] = c & 0xFF
+            f[n - 2] = c >> 8
+        try:
+            decode_frame(f)
+            outcomes[0] += 1
+        except DecodeError:
+            outcomes[1] += 1
+    assert outcomes[0] > 0 and outcomes[1] > 0, outcomes
