@@ -300,7 +300,10 @@ def decode_frame(frame):
     list_no = None
     if tag == T_ARRAY:
         unknown = _aidon(r, frame, q, count, end)
-        vendor = _vendor_of(r["list_version"]) or _AIDON
+        # Self-describing values (scaler-unit): right whoever sent them. Without a list
+        # version (Aidon list 1, Swedish Aidon) the layout is Aidon's; an unknown version
+        # gives meter "unknown".
+        vendor = _AIDON if r["list_version"] is None else _vendor_of(r["list_version"])
         if not unknown and vendor == _AIDON:
             if count == 1 and r["active_power_import_w"] is not None:
                 list_no = 1

@@ -221,3 +221,13 @@ def test_segmented_frame_is_reported():
     seg[-3], seg[-2] = fcs & 0xFF, fcs >> 8
     with pytest.raises(DecodeError, match="segmented"):
         decode_frame(bytes(seg))
+
+
+def test_self_describing_list_with_unknown_version_is_meter_unknown():
+    entry, f = by_id("aidon-6534-l2")
+    f = _edited("aidon-6534-l2", "0a0b4149444f4e5f5630303031", "0a0b5859585f4d5452303030 31".replace(" ", ""))
+    r = decode_frame(f)
+    assert r["meter"] == "unknown" and r["list"] is None
+    assert r["list_version"] == "XYX_MTR0001"
+    for key in ("active_power_import_w", "current_l2_ma", "voltage_l3_dv"):
+        assert r[key] == entry["expected"][key]
