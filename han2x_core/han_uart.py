@@ -212,6 +212,8 @@ class HanReader:
     ("8E1 normal"), None while searching.
     """
 
+    name = "han"
+
     def __init__(self, pin, make_receiver=None):
         self.pin = pin
         self.make_receiver = make_receiver or _make_receiver
@@ -309,6 +311,9 @@ class HanReader:
         if len(self.candidates) > 1:
             return "searching, trying " + name
         return name + " (set), no valid telegram yet"
+
+    def poll(self, now_ms):
+        """Nothing to do: added to the App's services so App.configure reaches it."""
 
     def readinto(self, buf):
         if self.receiver is None:

@@ -336,6 +336,7 @@ def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
 
     install_driver_shims()
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
+    SettingsStore(paths[0]).save(dict(S.DEFAULTS, han_line="8N1", han_polarity="inverted"))
     with installed() as hw:
         real_dio = hw.digitalio.DigitalInOut
         monkeypatch.setattr(hw.digitalio, "DigitalInOut",
@@ -351,6 +352,12 @@ def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
 
         monkeypatch.setattr(hw.supervisor, "ticks_ms", ticks_ms)
         runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+        # the han_* settings from the file reached the PIO receiver
+        import adafruit_pioasm
+        from han2x_core.han_uart import program_source
+
+        want = adafruit_pioasm.Program(program_source("8N1", "inverted")).assembled
+        assert [sm.program for sm in hw.rp2pio.instances] == [list(want)]
         assert hw.microcontroller.watchdog.feeds > 0
         assert hw.microcontroller.watchdog.mode is None  # deinit
         assert hw.microcontroller.resets == []
