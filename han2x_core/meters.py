@@ -78,6 +78,7 @@ _KAIFA_LAYOUTS = {
 }
 _KAIFA_LIST = {1: 1, 9: 2, 13: 2, 14: 3, 18: 3}
 
+
 def _is_string(tag):
     return tag == T_OCTET_STRING or tag == T_VISIBLE_STRING or tag == T_UTF8_STRING
 
@@ -92,10 +93,11 @@ def _obis_text(buf, p):
 
 
 def _put(r, code, buf, p, shift, unit):
-    """Store the item at p as field `code`. shift: raw exponent (+64) or -1 = vendor's later.
+    """Store the item at p as field `code`.
 
-    Returns 1 when a value was stored, 0 for null-data. unit: DLMS unit sent with the value
-    (Aidon) or -1.
+    shift: decimal exponent of the raw value (Aidon's scaler), or None = raw for now (the
+    vendor's units are applied later). unit: DLMS unit sent with the value (Aidon) or -1.
+    Returns 1 when a value was stored, 0 for null-data.
     """
     tag = buf[p]
     if tag == T_NULL:
@@ -118,8 +120,8 @@ def _put(r, code, buf, p, shift, unit):
         raise DecodeError("unknown layout: %s is not an integer (type 0x%02X)" % (KEYS[code], tag))
     if unit >= 0 and unit != _UNITS[code - 3]:
         raise DecodeError("unexpected unit %d for %s" % (unit, KEYS[code]))
-    if shift >= 0:
-        v = scale(v, shift - _TARGET[code - 3])
+    if shift is not None:
+        v = scale(v, shift - _TARGET[code - 3] + 64)
     r[KEYS[code]] = v
     return 1
 
@@ -139,7 +141,7 @@ def _aidon(r, buf, p, count, end):
         if code < 0:
             unknown += 1
         elif code < _F_P_IMPORT or code == _F_CLOCK:
-            _put(r, code, buf, v, -1, -1)
+            _put(r, code, buf, v, None, -1)
         else:
             su = item_end(buf, v, end)
             # scaler-unit: 02 02 0F <scaler> 16 <unit>
@@ -147,7 +149,7 @@ def _aidon(r, buf, p, count, end):
                     or buf[su + 2] != T_INTEGER or buf[su + 4] != T_ENUM):
                 raise DecodeError("unknown layout: %s has no scaler-unit" % _obis_text(buf, q))
             scaler = read_int(buf, su + 2)
-            _put(r, code, buf, v, scaler + 64, buf[su + 5])
+            _put(r, code, buf, v, scaler, buf[su + 5])
         p = nxt
     return unknown
 
@@ -171,12 +173,12 @@ def _pairs(r, buf, p, count, end):
             if code < 0:
                 unknown += 1
             else:
-                _put(r, code, buf, v, -1, -1)
+                _put(r, code, buf, v, None, -1)
             p = item_end(buf, v, end)
         elif buf[p] == T_NULL:
             p += 1
         elif i == 0 and _is_string(buf[p]):
-            _put(r, _F_VERSION, buf, p, -1, -1)
+            _put(r, _F_VERSION, buf, p, None, -1)
             p = item_end(buf, p, end)
         else:
             raise DecodeError("unknown layout: item %d at %d is neither OBIS code nor null"
@@ -202,7 +204,7 @@ def _kaifa(r, buf, p, count, end):
         if not ok:
             raise DecodeError("unknown layout: Kaifa %d-item list, item %d has type 0x%02X"
                               % (count, i, tag))
-        _put(r, code, buf, p, -1, -1)
+        _put(r, code, buf, p, None, -1)
         p = item_end(buf, p, end)
 
 

@@ -231,3 +231,9 @@ def test_self_describing_list_with_unknown_version_is_meter_unknown():
     assert r["list_version"] == "XYX_MTR0001"
     for key in ("active_power_import_w", "current_l2_ma", "voltage_l3_dv"):
         assert r[key] == entry["expected"][key]
+
+
+def test_aidon_extreme_scaler_is_an_error_not_a_raw_number():
+    f = _edited("aidon-6525-l1", "02020f00161b", "02020f80161b")  # scaler -128
+    with pytest.raises(DecodeError, match="scaler"):
+        decode_frame(f)
