@@ -270,8 +270,9 @@ def mpy_cross_version(mpy_cross):
     if not m:
         raise BuildError(
             "%s is not CircuitPython's mpy-cross (it says %r). Use the mpy-cross built for your "
-            "board's CircuitPython version (from the CircuitPython downloads), or leave out "
-            "--mpy-cross to ship .py sources." % (mpy_cross, text[:80])
+            "board's CircuitPython version (adafruit-circuit-python.s3.amazonaws.com, "
+            "bin/mpy-cross/), or leave out --mpy-cross to ship .py sources."
+            % (mpy_cross, text[:80])
         )
     return int(m.group(1)), int(m.group(2))
 
