@@ -328,8 +328,8 @@ def decode_frame(frame):
     elif tag == T_STRUCTURE:
         _kaifa(r, frame, q, count, end)
         vendor = _KAIFA
-        version = _vendor_of(r["list_version"])
-        if version and version != _KAIFA:
+        if count > 1 and _vendor_of(r["list_version"]) != _KAIFA:
+            # Positions mean something only in a list whose version we know.
             raise DecodeError("unknown layout: positional list with list version %r"
                               % r["list_version"])
         _apply_vendor_units(r, vendor)

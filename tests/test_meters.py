@@ -237,3 +237,9 @@ def test_aidon_extreme_scaler_is_an_error_not_a_raw_number():
     f = _edited("aidon-6525-l1", "02020f00161b", "02020f80161b")  # scaler -128
     with pytest.raises(DecodeError, match="scaler"):
         decode_frame(f)
+
+
+def test_positional_list_with_unknown_version_is_not_guessed():
+    f = _edited("kaifa-ma304h3e-l2", "09074b464d5f303031", "0907585858303031" + "31")
+    with pytest.raises(DecodeError, match="positional list with list version 'XXX0011'"):
+        decode_frame(f)
