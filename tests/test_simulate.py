@@ -162,3 +162,38 @@ def test_mbpoll_reads_and_writes(sim):
                           timeout=20)
     assert proc.returncode != 0 and "Illegal data value" in proc.stdout + proc.stderr
     tcp.close()
+
+
+@pytest.mark.parametrize("meter", ["aidon", "kaifa", "kamstrup"])
+def test_simulated_meter_reaches_the_registers(meter):
+    """The default HAN source: tools/metersim.py's meter, 50x real time, across the full
+    hour (its clock starts at 10:59:30), so the hourly totals and the estimate appear."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--meter", meter,
+         "--speed", "50", "--modbus-port", str(port), "--http-port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_port(port, timeout=20)
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+        assert client.connect()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            words = client.read_holding_registers(0, count=77, device_id=1).registers
+            if words[50] & 4:  # hourly totals received
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no hourly totals: %r" % words)
+        u32 = u32s(words[:50])
+        assert u32[0] > 0  # power import, W
+        assert 2000 < u32[7] < 2600  # voltage L1, V x 10
+        assert u32[10] > 0 and u32[14] >= u32[10]  # cumulative kWh, estimate >= it
+        assert words[36:38] == [2026, 11] and words[53] == ("aidon", "kaifa",
+                                                            "kamstrup").index(meter) + 1
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly too
+        out = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0, out
+    assert "%s list" % meter in out and "stopped:" in out
