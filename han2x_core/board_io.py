@@ -130,6 +130,7 @@ class BoardStatus:
         self.registers = registers
         self._next_ms = now_ms
         self.temperature_c100 = None
+        self.poll(now_ms)  # valid from the first Modbus request on
 
     def poll(self, now_ms):
         if ticks_diff(now_ms, self._next_ms) < 0:

@@ -85,7 +85,8 @@ def _parity(x):
 class PioReceiver:
     """One PIO state machine receiving one line format; readinto(buf) -> n, non-blocking."""
 
-    def __init__(self, pin, line, polarity, rp2pio=None, pioasm=None, ring_words=_RING_WORDS):
+    def __init__(self, pin, line, polarity, rp2pio=None, pioasm=None, ring_words=_RING_WORDS,
+                 ring=None):
         if rp2pio is None:
             import rp2pio
         if pioasm is None:
@@ -113,13 +114,17 @@ class PioReceiver:
             push_threshold=self._bits + 1,
             **program.pio_kwargs
         )
-        self._ring = array("L", [_EMPTY] * ring_words)  # allocated once
+        if ring is None:  # one ring per reader: a format switch reuses it (no heap churn)
+            ring = array("I", bytes(4 * ring_words))  # 32-bit slots: 32-bit DMA reads
+        for i in range(len(ring)):
+            ring[i] = _EMPTY
+        self._ring = ring
         self._pos = 0
         self.background = hasattr(self.sm, "background_read")
         if self.background:
             self.sm.background_read(loop=self._ring)
         else:  # old CircuitPython: poll the 4-word FIFO (a stall over ~15 ms loses bytes)
-            self._one = array("L", [0])
+            self._one = array("I", [0])
 
     def deinit(self):
         self.sm.deinit()
@@ -194,10 +199,16 @@ class UartReceiver:
         return n
 
 
+_ring = []  # the PIO ring, shared by the receivers _make_receiver builds one after another
+
+
 def _make_receiver(kind, pin, line, polarity):
     if kind == "uart":
         return UartReceiver(pin, line)
-    return PioReceiver(pin, line, polarity)
+    rx = PioReceiver(pin, line, polarity, ring=_ring[0] if _ring else None)
+    if not _ring:
+        _ring.append(rx._ring)
+    return rx
 
 
 class HanReader:

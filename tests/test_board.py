@@ -180,8 +180,8 @@ def test_board_status_temperature_every_10_s():
 
     with installed() as hw:
         regs = Regs()
-        svc = board_io.BoardStatus(hw.microcontroller, regs, (1 << 29) - 5000)
-        svc.poll((1 << 29) - 5000)
+        svc = board_io.BoardStatus(hw.microcontroller, regs, (1 << 29) - 5000)  # reads at once
+        svc.poll((1 << 29) - 4000)  # not yet
         hw.microcontroller.cpu.temperature = -3.456
         svc.poll((1 << 29) - 1000)  # not yet
         svc.poll(5001)  # 10 s later, across the tick wrap
