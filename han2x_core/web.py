@@ -9,11 +9,9 @@ while sending), grows requests without bound, and importing it costs ~60 KB of h
 from micropython import const
 
 from han2x_core.ticks import ticks_add, ticks_diff
-from han2x_core.webconn import (DRAINING, READING, SENDING, Conn, Request, peer_gone,
-                                 would_block)
+from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS, Conn,
+                                 Request, peer_gone, would_block)
 
-_HEAD_MAX = const(2048)  # request line + headers
-_BODY_MAX = const(1024)  # the settings form is ~500 bytes
 _READ_MS = const(5000)  # the whole request must arrive within this
 _SEND_MS = const(15000)
 _DRAIN_MS = const(1000)
@@ -41,7 +39,7 @@ class WebServer:
         self._sock = None
         self._want_port = None
         self._retry_ms = None
-        self._bufs = [bytearray(_HEAD_MAX + _BODY_MAX) for _ in range(max_clients)]
+        self._bufs = [bytearray(REQUEST_MAX) for _ in range(max_clients)]
         self._conns = [None] * max_clients
         self.routes = Routes(self, app, www_path)
         self.requests = 0
@@ -255,14 +253,7 @@ class WebServer:
             for _ in range(_STEPS):
                 if conn.pos >= len(conn.out) and not conn.refill():
                     if conn.unread:
-                        conn.state = DRAINING
-                        conn.t0 = now_ms
-                        shutdown = getattr(conn.sock, "shutdown", None)
-                        if shutdown is not None:  # EOF to the client: it closes, we see 0
-                            try:
-                                shutdown(1)
-                            except OSError:
-                                pass
+                        conn.drain(now_ms)
                     else:
                         self._close(i)
                     return
@@ -276,38 +267,15 @@ class WebServer:
                 conn.t0 = now_ms
 
     def _parse(self, conn, now_ms):
-        buf = conn.buf
-        if conn.head_end < 0:
-            end = buf.find(b"\r\n\r\n", 0, conn.n)
-            if end < 0:
-                if conn.n >= _HEAD_MAX:
-                    self.respond(conn, 431, "text/plain", "headers too large\n", unread=True)
-                return
-            conn.head_end = end + 4
-            head = bytes(buf[:end]).lower()  # allocates (once per request)
-            if b"\r\ntransfer-encoding:" in head:
-                self.respond(conn, 411, "text/plain", "length required\n", unread=True)
-                return
-            length = 0
-            at = head.find(b"\r\ncontent-length:")
-            if at >= 0:
-                stop = head.find(b"\r\n", at + 2)
-                try:
-                    length = int(head[at + 17:stop if stop > 0 else len(head)].strip())
-                except ValueError:
-                    length = -1
-            if length < 0:
-                self.respond(conn, 400, "text/plain", "bad content-length\n", unread=True)
-                return
-            if conn.head_end + length > len(buf) or length > _BODY_MAX:
-                self.respond(conn, 413, "text/plain", "body too large\n", unread=True)
-                return
-            conn.need = conn.head_end + length
-        if conn.n < conn.need:
+        status = conn.complete()
+        if status == 0:  # need more bytes
+            return
+        if status != 1:  # a request we will not read: answer, then drain
+            self.respond(conn, status, "text/plain", STATUS[status] + "\n", unread=True)
             return
         self.requests += 1
         try:
-            request = Request(memoryview(buf)[:conn.need], conn.head_end)
+            request = Request(memoryview(conn.buf)[:conn.need], conn.head_end)
         except Exception:
             self.respond(conn, 400, "text/plain", "malformed request\n")
             return

@@ -12,57 +12,12 @@ from han2x_core import __version__, FIRMWARE_VERSION
 
 _T_OFFSET = const(43)  # 40044 board temperature, degC x100
 
-# (offset, words, English name, Norwegian name, unit): the original HAN2X map (han2x-spec).
-REGISTERS = (
-    (0, 2, "Active power import (P+)", "Aktiv effekt import (P+)", "W"),
-    (2, 2, "Active power export (P-)", "Aktiv effekt eksport (P-)", "W"),
-    (4, 2, "Reactive power import (Q+)", "Reaktiv effekt import (Q+)", "VAr"),
-    (6, 2, "Reactive power export (Q-)", "Reaktiv effekt eksport (Q-)", "VAr"),
-    (8, 2, "Current L1", "Strøm L1", "mA"),
-    (10, 2, "Current L2", "Strøm L2", "mA"),
-    (12, 2, "Current L3", "Strøm L3", "mA"),
-    (14, 2, "Voltage L1", "Spenning L1", "V x10"),
-    (16, 2, "Voltage L2", "Spenning L2", "V x10"),
-    (18, 2, "Voltage L3", "Spenning L3", "V x10"),
-    (20, 2, "Active energy import", "Aktiv energi import", "kWh"),
-    (22, 2, "Active energy export", "Aktiv energi eksport", "kWh"),
-    (24, 2, "Reactive energy import", "Reaktiv energi import", "kVArh"),
-    (26, 2, "Reactive energy export", "Reaktiv energi eksport", "kVArh"),
-    (28, 2, "Active energy import, estimated", "Aktiv energi import, estimert", "kWh"),
-    (30, 2, "Active energy export, estimated", "Aktiv energi eksport, estimert", "kWh"),
-    (32, 2, "Reactive energy import, estimated", "Reaktiv energi import, estimert", "kVArh"),
-    (34, 2, "Reactive energy export, estimated", "Reaktiv energi eksport, estimert", "kVArh"),
-    (36, 1, "Meter clock: year", "Målerklokke: år", "YYYY"),
-    (37, 1, "Meter clock: month", "Målerklokke: måned", "1-12"),
-    (38, 1, "Meter clock: day", "Målerklokke: dag", "1-31"),
-    (39, 1, "Meter clock: hour", "Målerklokke: time", "0-23"),
-    (40, 1, "Meter clock: minute", "Målerklokke: minutt", "0-59"),
-    (41, 1, "Meter clock: second", "Målerklokke: sekund", "0-59"),
-    (42, 1, "Firmware version", "Fastvareversjon", "-"),
-    (43, 1, "Board temperature", "Korttemperatur", "degC x100"),
-    (44, 2, "Scaling factor (alias)", "Skaleringsfaktor (alias)", "x1000"),
-    (46, 1, "Reserved (reads 0)", "Reservert (leses som 0)", "-"),
-    (47, 1, "Hours since last start", "Timer siden siste start", "h"),
-    (48, 2, "Scaling factor", "Skaleringsfaktor", "x1000"),
-    # extended block (registers.py, docs/registers.md)
-    (50, 1, "Status bits", "Statusbiter", "bits"),
-    (51, 1, "Data age", "Dataalder", "s"),
-    (52, 1, "Values present", "Verdier til stede", "bits"),
-    (53, 1, "Meter make", "Målerprodusent", "code"),
-    (54, 1, "List", "Liste", "1-3"),
-    (55, 2, "Telegrams received", "Mottatte telegram", "-"),
-    (57, 2, "Uptime", "Oppetid", "s"),
-    (59, 2, "Net active power (import - export)", "Netto aktiv effekt (import - eksport)",
-     "W, int32"),
-    (61, 2, "Active energy import", "Aktiv energi import", "Wh"),
-    (63, 2, "Active energy export", "Aktiv energi eksport", "Wh"),
-    (65, 2, "Reactive energy import", "Reaktiv energi import", "VArh"),
-    (67, 2, "Reactive energy export", "Reaktiv energi eksport", "VArh"),
-    (69, 2, "Active energy import, estimated", "Aktiv energi import, estimert", "Wh"),
-    (71, 2, "Active energy export, estimated", "Aktiv energi eksport, estimert", "Wh"),
-    (73, 2, "Reactive energy import, estimated", "Reaktiv energi import, estimert", "VArh"),
-    (75, 2, "Reactive energy export, estimated", "Reaktiv energi eksport, estimert", "VArh"),
-)
+# Every register of the map as (offset, words) pairs; names and units are in webpages.py.
+# Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76.
+LAYOUT = (0, 2, 2, 2, 4, 2, 6, 2, 8, 2, 10, 2, 12, 2, 14, 2, 16, 2, 18, 2, 20, 2, 22, 2,
+          24, 2, 26, 2, 28, 2, 30, 2, 32, 2, 34, 2, 36, 1, 37, 1, 38, 1, 39, 1, 40, 1, 41, 1,
+          42, 1, 43, 1, 44, 2, 46, 1, 47, 1, 48, 2, 50, 1, 51, 1, 52, 1, 53, 1, 54, 1, 55, 2,
+          57, 2, 59, 2, 61, 2, 63, 2, 65, 2, 67, 2, 69, 2, 71, 2, 73, 2, 75, 2)
 _SIGNED = const(59)  # the one int32 register pair
 
 def read_register(regs, offset, words, buf):
@@ -84,8 +39,9 @@ def registers(app):
     """[[offset, value], ...] for every register of the map."""
     buf = bytearray(4)
     out = []
-    for row in REGISTERS:
-        out.append([row[0], read_register(app.registers, row[0], row[1], buf)])
+    for i in range(0, len(LAYOUT), 2):
+        offset = LAYOUT[i]
+        out.append([offset, read_register(app.registers, offset, LAYOUT[i + 1], buf)])
     return out
 
 

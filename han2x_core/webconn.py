@@ -7,6 +7,9 @@ transfer coding), so a page is never built as one big string.
 
 from micropython import const
 
+_HEAD_MAX = const(2048)  # request line + headers
+_BODY_MAX = const(1024)  # the settings form is ~500 bytes
+REQUEST_MAX = const(3072)  # _HEAD_MAX + _BODY_MAX: each connection slot's buffer
 _PIECE = const(512)
 _CHUNK = const(1024)  # bytes per send() call
 READING = const(0)
@@ -107,6 +110,46 @@ class Conn:
         self.gen = None
         self.unread = False  # the request body was not read (drain before closing)
         self.head = False  # HEAD: headers only
+
+    def complete(self):
+        """After new bytes: 0 = need more, 1 = the whole request is in buf, or the HTTP
+        status (400, 411, 413, 431) of a request that will not be read."""
+        buf = self.buf
+        if self.head_end < 0:
+            end = buf.find(b"\r\n\r\n", 0, self.n)
+            if end < 0:
+                return 431 if self.n >= _HEAD_MAX else 0
+            self.head_end = end + 4
+            head = bytes(buf[:end]).lower()  # allocates (once per request)
+            if b"\r\ntransfer-encoding:" in head:
+                return 411
+            length = 0
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                try:
+                    length = int(head[at + 17:stop if stop > 0 else len(head)].strip())
+                except ValueError:
+                    return 400
+            if length < 0:
+                return 400
+            if self.head_end + length > len(buf) or length > _BODY_MAX:
+                return 413
+            self.need = self.head_end + length
+        return 1 if self.n >= self.need else 0
+
+    def drain(self, now_ms):
+        """After answering a request that was not read: read and drop what the client still
+        sends (closing with unread data would reset the connection before it reads the
+        answer); shutdown() tells it we are done so it closes soon."""
+        self.state = DRAINING
+        self.t0 = now_ms
+        shutdown = getattr(self.sock, "shutdown", None)
+        if shutdown is not None:
+            try:
+                shutdown(1)
+            except OSError:
+                pass
 
     def respond(self, status, ctype, body, headers="", unread=False):
         """Start a response. body: str, bytes, or an iterator of str/bytes pieces."""

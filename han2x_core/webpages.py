@@ -7,7 +7,7 @@ fmt() here and fmt() in app.js format identically (integer arithmetic).
 from han2x_core import __version__, webapi
 from han2x_core.i18n import tr
 
-_NA = "\u2013"
+NA = "\u2013"
 _NAV = (("/", "nav_dash", "dash"), ("/settings", "nav_settings", "settings"),
         ("/diagnostics", "nav_diag", "diag"), ("/registers", "nav_regs", "regs"))
 
@@ -21,7 +21,7 @@ def esc(value):
 def fmt(f, v):
     """Format a value for display; the same rules as fmt() in www/app.js."""
     if v is None or v == "":
-        return _NA
+        return NA
     if f == "clock":
         return "%04d-%02d-%02d %02d:%02d:%02d" % (v["year"], v["month"], v["day"], v["hour"],
                                                    v["minute"], v["second"])
@@ -53,7 +53,7 @@ def layout(ctx, page, title_key, body):
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
            '<title>HAN2X - %s</title><link rel="stylesheet" href="/static/style.css?v=%s">'
            '</head><body data-page="%s" data-na="%s" data-ago="%s"><header><b>HAN2X</b><nav>'
-           % (lang, esc(tr(title_key, lang)), __version__, page, _NA, esc(tr("ago", lang))))
+           % (lang, esc(tr(title_key, lang)), __version__, page, NA, esc(tr("ago", lang))))
     for href, key, name in _NAV:
         yield '<a href="%s"%s>%s</a>' % (href, ' class="on"' if name == page else "",
                                          esc(tr(key, lang)))
@@ -162,6 +162,19 @@ def register_map(ctx):
     return layout(ctx, "regs", "nav_regs", _register_map(ctx))
 
 
+def _register_rows(path):
+    """(offset, words, English, Norwegian, unit) per line of www/registers.txt, streamed from
+    flash so the table costs no heap."""
+    with open(path) as f:
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            if line[0] != "#" and line.strip():
+                p = line.rstrip("\r\n").split("|")
+                yield int(p[0]), int(p[1]), p[2], p[3], p[4]
+
+
 def _register_map(ctx):
     lang = ctx.lang
     yield '<section class="card wide"><h2>%s</h2><p class="note">%s</p>' % (
@@ -171,7 +184,7 @@ def _register_map(ctx):
         esc(tr("unit", lang)), esc(tr("value", lang)))
     buf = bytearray(4)
     regs = ctx.app.registers
-    for offset, words, en, nb, unit in webapi.REGISTERS:
+    for offset, words, en, nb, unit in _register_rows(ctx.routes.www + "/registers.txt"):
         last = offset + words - 1
         addr = "%d" % (40001 + offset) if words == 1 else "%d-%d" % (40001 + offset,
                                                                      40001 + last)
@@ -179,7 +192,7 @@ def _register_map(ctx):
         value = webapi.read_register(regs, offset, words, buf)
         yield '<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td data-r="%d">%s</td></tr>' % (
             addr, off, esc(nb if lang == "nb" else en), esc(unit), offset,
-            _NA if value is None else value)
+            NA if value is None else value)
     yield "</table></section>"
 
 

@@ -23,7 +23,7 @@ _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
 
 
 # Loaded for a page or a form post, then dropped again (see release()).
-_TRANSIENT = ("webpages", "webforms", "i18n")
+_TRANSIENT = ("webpages", "webforms", "i18n", "i18n_en", "i18n_nb")
 
 
 def release():

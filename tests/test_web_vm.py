@@ -1,0 +1,23 @@
+"""The web pages, JSON and forms on the real MicroPython VM with an RP2040-sized heap
+(tests/mpy/web_vm.py, in a fresh process)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+
+
+def test_web_layer_runs_on_micropython_in_192k():
+    if not os.path.exists(MICROPYTHON):
+        pytest.fail("no micropython binary next to %s: run `make setup`" % sys.executable)
+    proc = subprocess.run(
+        [MICROPYTHON, "-X", "heapsize=192k", os.path.join("tests", "mpy", "web_vm.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "4 passed, 0 failed", out
+    assert proc.returncode == 0, out
