@@ -199,7 +199,7 @@ class UartReceiver:
         return n
 
 
-_ring = []  # the PIO ring, shared by the receivers _make_receiver builds one after another
+_ring = []  # type: list  # the PIO ring, shared by the receivers _make_receiver builds
 
 
 def _make_receiver(kind, pin, line, polarity):
