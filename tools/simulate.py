@@ -195,11 +195,19 @@ class Device:
 
 
 def build_settings(args, base=None):
-    """Settings from the defaults (or a loaded file) with the command line's overrides."""
+    """Settings from the defaults (or a loaded file) with the command line's overrides.
+
+    Without --modbus-port / --http-port the file's ports are used, so a port changed on
+    the web page survives a restart; ports below 1024 (the board's 502 and 80) need root on
+    a PC and become 5020 and 8080."""
     settings = dict(base if base is not None else DEFAULTS)
-    settings["modbus_port"] = args.modbus_port
-    if getattr(args, "http_port", 0):
-        settings["web_port"] = args.http_port
+    for key, flag, pc_port in (("modbus_port", "modbus_port", 5020),
+                               ("web_port", "http_port", 8080)):
+        value = getattr(args, flag, None)
+        if value is None:
+            value = settings[key] if settings[key] >= 1024 else pc_port
+        if value:  # --http-port 0: no web page; the setting stays
+            settings[key] = value
     clean, errors = validate(settings)
     if errors:
         raise SystemExit("bad settings: %s" % errors)
@@ -234,7 +242,7 @@ def build_device(args, on_frame=None, store=None, settings=None):
     registers.on_scaling_change = scaling_changed
     modbus.start(args.host)
     device = Device(app, registers, han, modbus, settings)
-    if getattr(args, "http_port", 0):  # the web pages (han2x_core/web.py)
+    if getattr(args, "http_port", 0) != 0:  # the web pages (han2x_core/web.py); None = on
         from han2x_core.web import WebServer
 
         web = WebServer(socket, app, port=settings["web_port"])
@@ -272,7 +280,8 @@ def format_reading(reading, now):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--modbus-port", type=int, default=5020, help="Modbus TCP port (5020)")
+    p.add_argument("--modbus-port", type=int, default=None,
+                   help="Modbus TCP port (default: the settings file's; 5020 for 502)")
     p.add_argument("--meter", choices=("aidon", "kaifa", "kamstrup"), default="aidon",
                    help="simulated meter's layout")
     p.add_argument("--phases", type=int, choices=(1, 3), default=3)
@@ -285,8 +294,9 @@ def build_parser():
     p.add_argument("--serial", metavar="PORT", help="read a USB M-Bus adapter (pyserial)")
     p.add_argument("--line", choices=("8E1", "8N1", "8e1", "8n1"), default="8E1",
                    help="serial line format (8E1)")
-    p.add_argument("--http-port", type=int, default=8080,
-                   help="web page port (8080; 0 = no web page)")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="web page port (default: the settings file's; 8080 for 80; "
+                   "0 = no web page)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
     simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
     p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
@@ -310,16 +320,18 @@ def main(argv=None):
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    settings = {"modbus_port": args.modbus_port or 0, "web_port": args.http_port or 0}
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.settings)), exist_ok=True)
         store = SettingsStore(args.settings)
         base, warning = store.load()
         if warning:
             print(warning, file=sys.stderr)
-        device = build_device(args, on_frame=on_frame, store=store,
-                              settings=build_settings(args, base))
+        settings = build_settings(args, base)
+        device = build_device(args, on_frame=on_frame, store=store, settings=settings)
     except OSError as e:
-        print("cannot listen on %s:%d: %s" % (args.host, args.modbus_port, e), file=sys.stderr)
+        print("cannot listen on %s (Modbus port %d, web port %d): %s" % (
+            args.host, settings["modbus_port"], settings["web_port"], e), file=sys.stderr)
         return 1
     print("HAN2X open firmware %s (register 40043 = %d) on the PC" % (__version__,
                                                                       FIRMWARE_VERSION))
