@@ -19,6 +19,8 @@ _DHCP_CLIENT_PORT = const(68)
 _LINK_CHECK_MS = const(500)
 _RESTART_RETRY_MS = const(1000)
 _APPLY_DELAY_MS = const(1500)  # let the settings page answer before the address moves
+_JANITOR_MS = const(1000)
+_SNSR_CLOSED = const(0x00)
 _BROADCAST = b"\xff\xff\xff\xff"
 _NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")
 DEFAULTS = (False, "192.168.1.232", "255.255.255.0", "192.168.1.1", "192.168.1.1", "")
@@ -101,6 +103,9 @@ class Network:
         self._link_at = 0
         self._udp_open = False
         self._dhcp_kick = False
+        self._janitor_at = 0
+        self._suspects = 0  # bit n: hardware socket n looked orphaned at the last check
+        self.reclaimed = 0
         self._txbuf = bytearray(_dhcp.BUF_SIZE)
         self._rxbuf = bytearray(576)
         cfg = self._settings_tuple(settings) if settings else DEFAULTS
@@ -148,6 +153,7 @@ class Network:
             "dhcp_state": _dhcp.STATE_NAMES[self.dhcp.state],
             "lease_left_s": self.dhcp.seconds_left(), "pending": pending,
             "generation": self.generation, "errors": self.errors,
+            "reclaimed_sockets": self.reclaimed,
             "last_error": self.last_error,
         }
 
@@ -183,6 +189,44 @@ class Network:
             self._poll_dhcp(now_ms)
         if self._restart and self.link_up and ticks_diff(now_ms, self._restart_at) >= 0:
             self._restart_services(now_ms)
+        if ticks_diff(now_ms, self._janitor_at) >= 0:
+            self._janitor_at = ticks_add(now_ms, _JANITOR_MS)
+            self._janitor()
+
+    def _janitor(self):
+        """Close hardware sockets 1-7 that no attached server owns. adafruit_wiznet5k's
+        accept() swaps sockets, then raises if the new listening socket is not LISTEN at once
+        (a SYN arriving right then): the accepted client's Socket object is lost with its
+        hardware socket open and reserved (no __del__ on the board), one socket gone for
+        good each time. A socket must look orphaned on two checks in a row (>= 1 s apart).
+        Needs every attached server to have sockets(); otherwise it does nothing."""
+        if not self._services:
+            return
+        owned = []
+        for service in self._services:
+            sockets = getattr(service, "sockets", None)
+            if sockets is None:
+                return
+            for sock in sockets():
+                owned.append(getattr(sock, "_socknum", -1))
+        eth = self.eth
+        reserved = eth._sockets_reserved  # the driver's table for sockets 1..7 (7.4.x)
+        suspects = 0
+        for n in range(1, len(reserved) + 1):
+            if n in owned:
+                continue
+            if reserved[n - 1] or eth.socket_status(n) != _SNSR_CLOSED:
+                suspects |= 1 << n
+        confirmed = suspects & self._suspects
+        self._suspects = suspects & ~confirmed
+        for n in range(1, len(reserved) + 1):
+            if confirmed >> n & 1:
+                self.reclaimed += 1
+                self.last_error = "reclaimed orphaned socket %d" % n
+                if eth.socket_status(n) != _SNSR_CLOSED:
+                    eth.socket_disconnect(n)
+                    eth.socket_close(n)  # the chip closes at once; the driver waits <= 5 s
+                eth.release_socket(n)
 
     def _apply(self, cfg, now_ms):
         old = self._config

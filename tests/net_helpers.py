@@ -69,6 +69,9 @@ class EchoService:
         s.settimeout(0)
         self.listener = s
 
+    def sockets(self):
+        return self.clients + ([self.listener] if self.listener else [])
+
     def stop(self):
         for c in self.clients + ([self.listener] if self.listener else []):
             try:
@@ -134,7 +137,7 @@ class Device:
         self.modbus = ModbusServer(self.net.pool, self.app.registers, port=s["modbus_port"],
                                    max_clients=s["modbus_max_clients"],
                                    idle_timeout_ms=s["modbus_idle_timeout_s"] * 1000,
-                                   unit_id=s["modbus_unit_id"])
+                                   unit_id=s["modbus_unit_id"], send_timeout_s=0.1)
         self.net.attach(self.modbus)
         self.app.add(self.modbus)
         self.web = None
@@ -194,11 +197,12 @@ class Device:
         self.model.close()
 
     def sockets_in_use(self):
-        """Hardware sockets reserved in the driver and their chip states (run in loop)."""
+        """(hardware sockets reserved in the driver, sorted chip states of all 8): which
+        socket numbers the listeners sit on changes with every accept(), so not those."""
         from adafruit_wiznet5k.adafruit_wiznet5k import WIZNET5K
 
         return self.call(lambda: (sum(WIZNET5K._sockets_reserved),
-                                  [self.model.status(n) for n in range(8)]))
+                                  sorted(self.model.status(n) for n in range(8))))
 
 
 def modbus_read(port, start=0, count=2, unit=1, tid=1, timeout=3.0, sock=None):

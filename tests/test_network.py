@@ -84,7 +84,7 @@ def test_dhcp_obtains_an_address_and_hostname(dhcp_server):
     assert echo.starts == 2 and net.generation == 1  # re-listened on the new address
     assert echo_while_polling(model, [net, echo]) == (b"hello", None)
     assert any("10.9.8.100" in line for line in net.lines)
-    assert run.max_poll_s < 0.1
+    assert run.max_poll_s < 0.5  # blocking driver paths take >= 1 s; CI boxes are busy
     model.close()
 
 
@@ -116,7 +116,7 @@ def test_dhcp_failure_keeps_serving_on_the_fallback_and_retries(dhcp_server):
     # backoff 0.3, 0.6, 1.2 s ...: a few DISCOVERs, not a flood
     assert 2 <= dhcp_server.count(DISCOVER) <= 5
     assert echo_while_polling(model, [net, echo]) == (b"hello", None)
-    assert run.max_poll_s < 0.1
+    assert run.max_poll_s < 0.5  # blocking driver paths take >= 1 s; CI boxes are busy
     dhcp_server.respond = True
     assert run([net, echo], 6.0, until=lambda: net.mode == "dhcp")
     assert net.ip == "10.9.8.100"

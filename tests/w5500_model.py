@@ -11,6 +11,7 @@ Nothing is ever sent to an address other than 127.0.0.1. See docs/w5500-model.md
 
 import errno
 import socket
+import time
 
 # Socket status (Sn_SR) and commands (Sn_CR), from the W5500 datasheet.
 CLOSED, INIT, LISTEN, ESTABLISHED, CLOSE_WAIT, UDP = 0x00, 0x13, 0x14, 0x17, 0x1C, 0x22
@@ -109,6 +110,7 @@ class _Sock:
         self.pending = b""  # sent by SEND, not yet taken by the host kernel
         self.conn = None  # host TCP connection or UDP socket
         self.port = None  # device port this socket holds a host listener for
+        self.listen_at = 0.0
 
     def reg16(self, off):
         return self.regs[off] << 8 | self.regs[off + 1]
@@ -126,12 +128,16 @@ class W5500Model:
     Sn_RX_RSR (high byte), Sn_TX_FSR (high byte) or Sn_IR, so no thread is needed."""
 
     def __init__(self, port_map=None, port_offset=10000, udp_map=None, link=True,
-                 peer_ip=LOCALHOST):
+                 peer_ip=LOCALHOST, syn_delay_s=0.001):
         self.port_map = dict(port_map or {})
         self.port_offset = port_offset
         self.udp_map = dict(udp_map or {})
         self.peer_ip = bytes(int(x) for x in peer_ip.split("."))
         self.link = link
+        # A LISTEN socket takes a waiting host connection only this long after LISTEN: on
+        # the chip a SYN needs a round trip. 0 makes a queued client land at once, which
+        # hits the driver's accept() race (see docs/w5500-model.md) on every accept.
+        self.syn_delay_s = syn_delay_s
         self.spi = FakeSPI(self)
         self.cs = FakeCS(self)
         self.reset_pin = FakeResetPin(self)
@@ -293,6 +299,7 @@ class W5500Model:
                 entry = self._listeners[port] = [ls, 0]
             entry[1] += 1
             s.port = port
+            s.listen_at = time.monotonic()
             s.status = LISTEN
         elif cmd == CONNECT and s.status == INIT:
             self._connect(s)
@@ -379,6 +386,8 @@ class W5500Model:
         if not self.link or s.conn is None and s.status != LISTEN:
             return
         if s.status == LISTEN:
+            if time.monotonic() - s.listen_at < self.syn_delay_s:
+                return
             try:
                 conn, (ip, port) = self._listeners[s.port][0].accept()
             except OSError:
@@ -437,10 +446,11 @@ class W5500Model:
         s.rx_wr = (s.rx_wr + len(data)) & 0xFFFF
 
 
-def install_driver_shims(sleep_scale=0.0):
-    """Patch only what CPython needs: the driver's time.sleep (1 s in WIZNET5K.__init__,
-    scaled by sleep_scale) and its one-argument OSError(EAGAIN), whose .errno is None on
-    CPython but 11 on CircuitPython/MicroPython. Idempotent."""
+def install_driver_shims(sleep_scale=0.0, no_finalisers=True):
+    """Patch only what makes CPython behave like the board: the driver's time.sleep (1 s in
+    WIZNET5K.__init__, scaled by sleep_scale), its one-argument OSError(EAGAIN) (.errno is
+    None on CPython, 11 on the board), and Socket.__del__ (never called on the board).
+    Idempotent."""
     import time
     import types
 
@@ -459,3 +469,8 @@ def install_driver_shims(sleep_scale=0.0):
                 self.errno = args[0]
 
     sp.OSError = _MPOSError
+    if no_finalisers:
+        # CircuitPython and MicroPython never call __del__ on Python classes, so a Socket
+        # object the driver loses keeps its hardware socket reserved for good. CPython
+        # would release the reservation when collecting it and hide the leak.
+        sp.Socket.__del__ = lambda self: None
