@@ -23,6 +23,8 @@ STALE_MS = const(60000)  # like the HAN LED: no telegram for 60 s -> data not va
 _EST_STEP_MS = const(1000)  # integrate power at most once a second
 _PENDING_MS = const(30000)  # an FC06 high word waits this long for its low word
 _WMS_PER_WH = const(3600000)  # W x ms in one Wh
+_FROZEN_DELAY_MS = const(10000)  # hourly totals are frozen at xx:00:00 and sent ~10 s later
+_MAX_DELAY_MS = const(120000)
 
 # Original map offsets.
 _OFF_CLOCK = const(36)  # 36..41: year, month, day, hour, minute, second
@@ -276,6 +278,17 @@ class Registers:
                 self.stale_repeats += 1
                 return
         self._totals_clock = key
+        # The totals are the meter's registers frozen at the full hour; the telegram comes
+        # seconds later (han-protocol.md: xx:00:10, Kamstrup xx:00:05). Credit the energy
+        # of that delay at the current power, from the meter's clock when it says how late
+        # it is, else the usual 10 s (Aidon stamps the list with the freeze time xx:00:00).
+        delay_ms = _FROZEN_DELAY_MS
+        if clock:
+            late_ms = ((clock.get("minute") or 0) * 60 + (clock.get("second") or 0)) * 1000
+            if 0 < late_ms <= _MAX_DELAY_MS:
+                delay_ms = late_ms
+            elif late_ms > _MAX_DELAY_MS:
+                delay_ms = 0  # not an hourly freeze we understand: no credit
         for i in range(4):
             total = reading.get(_KEYS[_FIRST_ENERGY + i])
             if total is None:
@@ -288,6 +301,7 @@ class Registers:
                 self._base[i] = total
                 self._since[i] = 0
                 self._acc[i] = 0
+                self._add(i, self._raw[i] * delay_ms)
             if not self._have_base:
                 self._served[i] = total
         self._have_base = True
@@ -307,12 +321,16 @@ class Registers:
             dt = STALE_MS
         raw = self._raw
         for i in range(4):
-            acc = self._acc[i] + raw[i] * dt
-            if acc >= _WMS_PER_WH:
-                whole = acc // _WMS_PER_WH
-                self._since[i] += whole
-                acc -= whole * _WMS_PER_WH
-            self._acc[i] = acc
+            self._add(i, raw[i] * dt)
+
+    def _add(self, i, wms):
+        """Add W x ms to estimate i: whole Wh to _since, the remainder kept (integers only)."""
+        acc = self._acc[i] + wms
+        if acc >= _WMS_PER_WH:
+            whole = acc // _WMS_PER_WH
+            self._since[i] += whole
+            acc -= whole * _WMS_PER_WH
+        self._acc[i] = acc
 
     def _scaled(self, value):
         if value == 0:

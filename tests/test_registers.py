@@ -77,9 +77,14 @@ def test_corpus_readings_through_the_map(case, factor):
     if clock:
         assert words(regs, 36, 6) == [clock[k] for k in
                                       ("year", "month", "day", "hour", "minute", "second")]
-    # Estimated energy starts at the hourly total when one is present.
-    for off, key in ENERGY:
-        assert u32(regs, off + 8) == u32(regs, off)
+    # Estimated energy starts at the hourly total when one is present, plus the energy of
+    # the seconds between the freeze at xx:00:00 and the telegram (at most 120 s of power).
+    powers = ["active_power_import_w", "active_power_export_w", "reactive_power_import_var",
+              "reactive_power_export_var"]
+    for (off, key), pkey in zip(ENERGY, powers):
+        credit_wh = (reading.get(pkey) or 0) * 120 // 3600 + 1
+        assert u32(regs, off) <= u32(regs, off + 8) <= \
+            u32(regs, off) + credit_wh * factor // 1000 // 1000 + 1
 
 
 def test_manual_example_voltage():
@@ -291,6 +296,11 @@ def test_stale_data_kept_and_flagged():
 
 # ---- energy estimation -------------------------------------------------------------------------
 
+def credit(power_w, seconds=10):
+    """Wh credited at a re-base: the hourly totals are frozen 10 s before the telegram."""
+    return power_w * seconds * 1000 // 3600000
+
+
 def hourly(wh, hour, day=1, import_w=None, **extra):
     r = {"active_energy_import_wh": wh, "active_energy_export_wh": 0,
          "reactive_energy_import_varh": 0, "reactive_energy_export_varh": 0,
@@ -326,12 +336,31 @@ def test_estimate_integrates_power_between_totals():
     assert u32(regs, 28) == 0
     regs.update(hourly(10_000_000, 10, import_w=3600), 20000)
     assert u32(regs, 20) == 10000 and u32(regs, 28) == 10000
+    assert estimated_wh(regs) == 10_000_000 + credit(3600) == 10_000_010
     t = feed_power(regs, 20000, 1800, 3600)  # half an hour at 3.6 kW: +1.8 kWh
-    assert abs(estimated_wh(regs) - 10_001_800) <= 2
+    assert abs(estimated_wh(regs) - 10_001_810) <= 2
     assert u32(regs, 28) == 10001 and u32(regs, 20) == 10000
     # The meter's own total arrives: re-base on it (here a little above the estimate).
     regs.update(hourly(10_003_700, 11, import_w=3600), t)
-    assert estimated_wh(regs) == 10_003_700 and u32(regs, 28) == 10003
+    assert estimated_wh(regs) == 10_003_710 and u32(regs, 28) == 10003
+
+
+def test_rebase_credit_follows_the_meter_clock():
+    regs = Registers()
+    reading = hourly(1_000_000, 10, import_w=3600)
+    reading["meter_clock"]["second"] = 5  # Kamstrup: xx:00:05
+    regs.update(reading, 0)
+    assert estimated_wh(regs) == 1_000_005
+    regs = Registers()
+    reading = hourly(1_000_000, 10, import_w=3600)
+    reading["meter_clock"]["second"] = 0  # Aidon stamps the freeze time: assume 10 s
+    regs.update(reading, 0)
+    assert estimated_wh(regs) == 1_000_010
+    regs = Registers()
+    reading = hourly(1_000_000, 10, import_w=3600)
+    reading["meter_clock"]["minute"] = 30  # not an hourly freeze: no credit
+    regs.update(reading, 0)
+    assert estimated_wh(regs) == 1_000_000
 
 
 def test_estimate_never_goes_backwards_on_rebase():
@@ -340,13 +369,13 @@ def test_estimate_never_goes_backwards_on_rebase():
     regs.update(hourly(5_000_000, 10, import_w=10000), 0)
     t = feed_power(regs, 0, 3600, 10000)
     high = estimated_wh(regs)
-    assert abs(high - 5_010_000) <= 5
+    assert abs(high - 5_010_000 - credit(10000)) <= 5
     regs.update(hourly(5_009_000, 11, import_w=10000), t)  # meter says less than we estimated
     assert estimated_wh(regs) == high
     t = feed_power(regs, t, 60, 0)
     assert estimated_wh(regs) == high
     t = feed_power(regs, t, 720, 10000)  # 2 kWh more from 5 009 000: passes the old estimate
-    assert abs(estimated_wh(regs) - 5_011_000) <= 5
+    assert abs(estimated_wh(regs) - 5_011_000 - credit(10000)) <= 5
     assert u32(regs, 20) == 5009
 
 
@@ -355,7 +384,7 @@ def test_estimate_with_scaling():
     regs.tick(0)
     regs.update(hourly(1_000_000, 10, import_w=1000), 0)
     feed_power(regs, 0, 3600, 1000)
-    assert abs(estimated_wh(regs) - 2 * 1_001_000) <= 4
+    assert abs(estimated_wh(regs) - 2 * (1_001_000 + credit(1000))) <= 4
     assert u32(regs, 28) == 2002 and u32(regs, 20) == 2000
 
 
@@ -367,7 +396,7 @@ def test_repeated_previous_hour_list3_is_ignored():
     regs.update(hourly(2_007_000, 11), t)
     t = feed_power(regs, t, 600, 7200)  # +1.2 kWh
     est = estimated_wh(regs)
-    assert abs(est - 2_008_200) <= 3
+    assert abs(est - 2_008_200 - credit(7200)) <= 3
     regs.update(hourly(2_007_000, 11), t)  # Aidon repeats the same hour's list 3
     assert estimated_wh(regs) == est
     regs.update(hourly(2_000_000, 10), t)  # or an older one
@@ -381,7 +410,7 @@ def test_estimate_across_tick_wrap():
     regs.tick(start)
     regs.update(hourly(1_000_000, 10, import_w=3600), start)
     feed_power(regs, start, 1200, 3600)  # 20 minutes, crossing the wrap at 10
-    assert abs(estimated_wh(regs) - 1_001_200) <= 2
+    assert abs(estimated_wh(regs) - 1_001_210) <= 2
 
 
 def test_estimate_holds_while_stale():
@@ -441,7 +470,8 @@ def test_extended_block():
     assert net == (1500 - 2000) * 2
     assert u32(regs, 61) == 12_345_678 * 2
     assert [u32(regs, 63 + 2 * i) for i in range(3)] == [0, 0, 0]
-    assert u32(regs, 69) == 12_345_678 * 2
+    # the 10 s credit (4.2 Wh) and 2 s at 1500 W (0.8 Wh) since
+    assert u32(regs, 69) == (12_345_678 + 5) * 2
     assert COUNT == 77
 
 
@@ -459,3 +489,42 @@ def test_consistent_snapshot_single_read():
 
 def test_ticks_helpers_used_are_wrap_safe():
     assert ticks_add((1 << 29) - 1, 2) == 1
+
+
+# ---- against the meter simulator: real frames, a meter that integrates its own power ----------
+
+@pytest.mark.parametrize("vendor,stale", [("aidon", 0.5), ("kaifa", 0), ("kamstrup", 0)])
+def test_estimate_tracks_the_simulated_meter(vendor, stale):
+    """tools/metersim.py integrates its power exactly (W x ms); our estimate, built only from
+    the telegrams (decoded for real), must follow it within the meter's energy resolution
+    (10 Wh on Aidon) and a little rounding, never going backwards, also when Aidon repeats
+    a stale hourly list."""
+    from han2x_core import decode_frame
+    from tools.metersim import MeterSimulator
+
+    sim = MeterSimulator(vendor, 3, start=(2026, 11, 25, 10, 58, 0), seed=3,
+                         stale_list3=stale)
+    regs = Registers()
+    mask = (1 << 29) - 1
+    t_ms = 0
+    last_est = 0
+    checked = 0
+    regs.tick(0)
+    for t, frame in sim.telegrams():
+        if t > 3 * 3600 + 300:
+            break
+        now = int(t * 1000)
+        while t_ms + 500 <= now:  # the loop ticks in between telegrams
+            t_ms += 500
+            regs.tick(t_ms & mask)
+        reading = decode_frame(frame)
+        regs.update(reading, now & mask)
+        est = estimated_wh(regs)
+        assert est >= last_est  # never backwards
+        last_est = est
+        if regs.value(50) & 4 and reading["list"] != 3:
+            true_wh = sim.energies_wh()[0]
+            assert abs(est - true_wh) <= 12, (t, est, true_wh)
+            checked += 1
+    assert checked > 1000
+    assert u32(regs, 20) * 1000 <= sim.energies_wh()[0]
