@@ -273,8 +273,11 @@ class Registers:
         key = None
         if clock:
             key = tuple(clock.get(k) or 0 for k in _CLOCK_KEYS)  # allocates (hourly)
-            if self._totals_clock is not None and key <= self._totals_clock:
-                # Aidon may repeat the previous hour's list: same or older meter clock.
+            if self._totals_clock is not None and key <= self._totals_clock and \
+                    not self._totals_grew(reading):
+                # Aidon may repeat the previous hour's list: same or older meter clock and
+                # no total above ours. (A clock that goes back with larger totals is the
+                # autumn daylight-saving change: taken.)
                 self.stale_repeats += 1
                 return
         self._totals_clock = key
@@ -306,6 +309,13 @@ class Registers:
                 self._served[i] = total
         self._have_base = True
         self._est_ms = now_ms
+
+    def _totals_grew(self, reading):
+        for i in range(4):
+            total = reading.get(_KEYS[_FIRST_ENERGY + i])
+            if total is not None and total > self._base[i]:
+                return True
+        return False
 
     def _integrate(self, now_ms):
         """Add power x elapsed time since the last step to the estimates (integers only)."""

@@ -528,3 +528,12 @@ def test_estimate_tracks_the_simulated_meter(vendor, stale):
             checked += 1
     assert checked > 1000
     assert u32(regs, 20) * 1000 <= sim.energies_wh()[0]
+
+
+def test_autumn_daylight_saving_change_is_not_a_stale_repeat():
+    regs = Registers()
+    regs.update(hourly(1_000_000, 2, import_w=0), 0)  # 02:00:10 summer time
+    regs.update(hourly(1_001_000, 2, import_w=0), 3600_000)  # 02:00:10 again, winter time
+    assert u32(regs, 20) == 1001 and regs.stale_repeats == 0
+    regs.update(hourly(1_000_000, 1, import_w=0), 3700_000)  # an old hour repeated
+    assert u32(regs, 20) == 1001 and regs.stale_repeats == 1
