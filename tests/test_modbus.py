@@ -119,7 +119,7 @@ def test_restricted_unit_id_drops_others():
     assert handler.ignored == 1
 
 
-# ---- exceptions ----------------------------------------------------------------------------------
+# ---- exceptions ---------------------------------------------------------------------------------
 
 EXCEPTION_CASES = [
     # (request PDU, exception code)
@@ -202,9 +202,11 @@ def test_fc06_echo_and_halves():
         mbap(10, 1, bytes.fromhex("03 04 0002 468A"))  # 0x12345 x 2
     # Two FC06 writes through an invalid intermediate value (see docs/registers.md).
     regs.configure({"scaling_factor": 100000})
-    assert one(conn, mbap(11, 1, bytes.fromhex("06 0030 000F")))[7:] == bytes.fromhex("06 0030 000F")
+    req = bytes.fromhex("06 0030 000F")
+    assert one(conn, mbap(11, 1, req))[7:] == req
     assert regs.scaling == 100000
-    assert one(conn, mbap(12, 1, bytes.fromhex("06 0031 4240")))[7:] == bytes.fromhex("06 0031 4240")
+    req = bytes.fromhex("06 0031 4240")
+    assert one(conn, mbap(12, 1, req))[7:] == req
     assert regs.scaling == 1000000
 
 

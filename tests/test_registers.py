@@ -452,7 +452,7 @@ def test_meter_change_forgets_the_old_meter():
     assert words(regs, 36, 1) == [0]
 
 
-# ---- extended block ------------------------------------------------------------------------------
+# ---- extended block -----------------------------------------------------------------------------
 
 def test_extended_block():
     regs = Registers(scaling=2000)

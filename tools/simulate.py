@@ -50,7 +50,7 @@ def now_ms():
     return time.monotonic_ns() // 1_000_000 & _MASK
 
 
-# ---- HAN sources: readinto(buf) -> n, never blocking ---------------------------------------------
+# ---- HAN sources: readinto(buf) -> n, never blocking --------------------------------------------
 
 class _FrameFeed:
     """Hands out queued frame bytes through readinto()."""
