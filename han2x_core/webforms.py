@@ -179,10 +179,17 @@ def post_settings(self, conn, request, ctx):
     for key in NETWORK_KEYS:
         if old.get(key) != self.app.settings.get(key):
             moved = True
+    cookie = ""
+    if self.password and self.password != old.get("web_password"):
+        # whoever just set the password stays logged in
+        cookie = "Set-Cookie: han2x=%s; Path=/; HttpOnly; SameSite=Strict\r\n" % (
+            self.new_session())
+        ctx.authed = True
     if moved:  # show the new address here: a redirect would go to the old one
-        self.page(conn, webpages.settings_page(ctx, None, {}, "moved"))
+        self.page(conn, webpages.settings_page(ctx, None, {}, "moved"), 200, cookie)
     else:
-        self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n")
+        self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n" +
+                         cookie)
 
 
 def post_api_settings(self, conn, request, ctx):

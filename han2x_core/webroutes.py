@@ -173,15 +173,19 @@ class Routes:
         self.fails = 0
         return False
 
+    def new_session(self):
+        """A new session token (the oldest of _SESSIONS is forgotten)."""
+        token = _token()
+        self.sessions.append(token)
+        if len(self.sessions) > _SESSIONS:
+            self.sessions.pop(0)
+        return token
+
     def login(self, password, now_ms):
         """A new session token, or None for a wrong password (counted)."""
         if self.password and equal(password, self.password):
             self.fails = 0
-            token = _token()
-            self.sessions.append(token)
-            if len(self.sessions) > _SESSIONS:
-                self.sessions.pop(0)
-            return token
+            return self.new_session()
         self.fails += 1
         if self.fails >= _MAX_FAILS:
             self.locked_until = ticks_add(now_ms, _LOCK_MS)
