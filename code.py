@@ -28,8 +28,8 @@ def main():
     han_led = board_io.output(digitalio, board, prof["han_led"])
     store = SettingsStore(board_io.SETTINGS_PATH)
     settings, warning = store.load()
-    if storage.getmount("/").readonly:
-        warning = READ_ONLY_MESSAGE
+    if storage.getmount("/").readonly:  # USB write mode (boot.py): say so on the web page
+        warning = READ_ONLY_MESSAGE if not warning else warning + " " + READ_ONLY_MESSAGE
     print("HAN2X", __version__, "on", prof["name"], "" if known else "(unknown board)")
     regs = Registers(settings["scaling_factor"], FIRMWARE_VERSION)
     han = HanReader(board_io.pin(board, prof["han_rx"]))
