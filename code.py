@@ -45,7 +45,8 @@ def main():
                   settings=settings)
     print("HAN2X address", net.ip, "hostname", net.hostname, "mode", net.mode)
     modbus = ModbusServer(net.pool, regs, settings["modbus_port"], settings["modbus_max_clients"],
-                          settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"])
+                          settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
+                          send_timeout_s=0.1)  # W5500 send() must not wait for ever
     app.add(net)
     net.attach(modbus)
     app.add(modbus)
