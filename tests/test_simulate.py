@@ -197,3 +197,37 @@ def test_simulated_meter_reaches_the_registers(meter):
         out = proc.communicate(timeout=10)[0]
     assert proc.returncode == 0, out
     assert "%s list" % meter in out and "stopped:" in out
+
+
+def test_serial_source_through_a_pty():
+    """--serial: pyserial at 2400 8E1 on a pseudo-terminal standing in for a USB M-Bus
+    adapter; a frame written to the other end reaches the registers."""
+    master, slave = os.openpty()
+    tty = os.ttyname(slave)
+    case = CORPUS[CASES[0]]
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--serial",
+         tty, "--modbus-port", str(port), "--http-port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_port(port, timeout=20)
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+        assert client.connect()
+        frame = bytes.fromhex(case["hex"])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            os.write(master, frame)
+            time.sleep(0.3)
+            words = client.read_holding_registers(0, count=50, device_id=1).registers
+            if words[15]:
+                break
+        check_map(words, case["expected"], 1000)
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=10)[0]
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, out
+    assert "HAN source: serial %s, 2400 8E1" % tty in out, out
