@@ -222,8 +222,49 @@ def build_han(args):
     return SimulatedHan(args.meter, args.phases, args.speed, seed=args.seed)
 
 
+def build_w5500_device(args, on_frame=None, store=None, settings=None):
+    """--w5500: the board's wiring (as code.py) on the W5500 model (tests/w5500_model.py,
+    docs/w5500-model.md) with the real adafruit_wiznet5k driver: Network, ModbusServer and
+    WebServer on its SocketPool. Device port P is served on 127.0.0.1:P (so ports below
+    1024 need root; build_settings already maps 502/80 to 5020/8080)."""
+    sys.path.insert(0, os.path.join(_ROOT, "tests"))
+    from w5500_model import W5500Model, install_driver_shims
+
+    install_driver_shims()  # no 1 s boot sleep; board-like EAGAIN errno; no __del__
+    from han2x_core.network import Network
+
+    settings = settings if settings is not None else build_settings(args)
+    model = W5500Model(port_offset=0)
+    net = Network(model.spi, model.cs, uid=b"simulate", settings=settings)
+    registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
+    modbus = ModbusServer(net.pool, registers, settings["modbus_port"],
+                          settings["modbus_max_clients"],
+                          settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
+                          send_timeout_s=0.1)
+    app = App(build_han(args), registers, now_ms(), on_frame=on_frame, settings=settings,
+              store=store)
+    registers.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    app.add(net)
+    net.attach(modbus)
+    app.add(modbus)
+    device = Device(app, registers, app.han, modbus, settings)
+    device.services["network"] = net
+    device.model = model
+    device.wait = lambda seconds=LOOP_WAIT_S: time.sleep(seconds / 4)  # nothing to select()
+    if getattr(args, "http_port", 0) != 0:
+        from han2x_core.web import WebServer
+
+        web = WebServer(net.pool, app, port=settings["web_port"], send_timeout_s=0.1)
+        net.attach(web)
+        app.add(web)
+        device.services["web"] = web
+    return device
+
+
 def build_device(args, on_frame=None, store=None, settings=None):
     """Wire the device: HAN source -> App -> Registers -> Modbus server (started)."""
+    if getattr(args, "w5500", False):
+        return build_w5500_device(args, on_frame, store, settings)
     settings = settings if settings is not None else build_settings(args)
     registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
     modbus = ModbusServer(socket, registers, port=settings["modbus_port"],
@@ -298,6 +339,8 @@ def build_parser():
                    help="web page port (default: the settings file's; 8080 for 80; "
                    "0 = no web page)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
+    p.add_argument("--w5500", action="store_true", help="run the board's network stack: "
+                   "the real adafruit_wiznet5k driver on the W5500 model (tests/w5500_model.py)")
     simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
     p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
                    help="settings file, as settings.toml on the board (simdata/settings.toml,"
