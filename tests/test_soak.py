@@ -198,8 +198,9 @@ def test_soak_on_the_w5500_model():
 def test_soak_on_cpython_sockets():
     """The same workload against `make run` (tools/simulate.py) on CPython sockets."""
     port = free_port()
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "simulate.py"),
-           "--host", "127.0.0.1", "--modbus-port", str(port), "--quiet"]
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--host", "127.0.0.1",
+           "--modbus-port", str(port), "--http-port", str(free_port()), "--quiet",
+           "--max-seconds", "110"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_port(port, 15)

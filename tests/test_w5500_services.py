@@ -3,15 +3,18 @@ as code.py wires them: real clients (pymodbus, mbpoll, curl), live port and addr
 changes, and the driver's traps (a client that resets before accept(), a client that
 stops reading its answers)."""
 
+import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
 
 from han2x_core import FIRMWARE_VERSION
 from net_helpers import Device, modbus_read
+from util import ROOT, free_port, wait_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -144,3 +147,24 @@ def test_client_that_never_reads_cannot_stall_the_device():
         assert answer(port, 5.0) == [FIRMWARE_VERSION]
         assert dev.max_step_s < 1.0
         hog.close()
+
+
+def test_simulate_w5500_serves_mbpoll_and_curl():
+    """`tools/simulate.py --w5500`: the whole device on the real driver and the model."""
+    port, http = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "simulate.py"),
+                             "--w5500", "--modbus-port", str(port), "--http-port", str(http),
+                             "--quiet", "--max-seconds", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_port(port, 15)
+        assert answer(port) == [FIRMWARE_VERSION]
+        out = subprocess.run(["mbpoll", "-m", "tcp", "-a", "1", "-r", "1", "-c", "2", "-t",
+                              "4", "-1", "-q", "-p", str(port), "127.0.0.1"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert curl(http) == "200"
+    finally:
+        proc.terminate()
+        text = proc.communicate(timeout=10)[0]
+    assert "han2x network: 192.168.1.232" in text
