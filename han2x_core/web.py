@@ -174,6 +174,15 @@ class WebServer:
         except RuntimeError as e:  # wiznet: "All sockets in use."
             self.errors += 1
             self.last_error = str(e)[:100]
+            if "in use" not in str(e):
+                # adafruit_wiznet5k: a client that reset before accept() leaves the listening
+                # hardware socket CLOSED; accept() then closes our listener object and raises
+                # "The socket has been closed." for ever. Listen on a new one (once per poll
+                # until it works; tests/test_w5500_services.py).
+                try:
+                    self.start(self.host)
+                except Exception as e2:
+                    self.last_error = ("re-listen: %s" % (e2,))[:100]
             return False
         sock.settimeout(0)
         conns = self._conns
