@@ -94,8 +94,6 @@ def test_modbus_client_that_resets_before_accept_does_not_kill_the_listener():
         assert "closed" in dev.modbus.last_error
 
 
-@pytest.mark.xfail(reason="web.py: accept() must re-listen when the driver closed its "
-                   "listener (same fix as modbus_server.py)", strict=False)
 def test_web_client_that_resets_before_accept_does_not_kill_the_listener():
     with Device() as dev:
         web = dev.port(80)
