@@ -295,7 +295,9 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, paths, monkeypatch,
                 state["sent"] = True
                 thread.start()
             if state["sent"] and not thread.is_alive():
-                raise StopLoop()
+                state["after"] = state.get("after", 0) + 1
+                if state["after"] > 5:  # a few more loops after the answer
+                    raise StopLoop()
             if state["ticks"] > 200000:
                 raise StopLoop()
             return hw.supervisor._now[0] & ((1 << 29) - 1)
@@ -309,7 +311,7 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, paths, monkeypatch,
         assert regs[14] << 16 | regs[15] == expected["voltage_l1_dv"]  # 40015: voltage L1
         assert regs[42] == FIRMWARE_VERSION  # 40043
         assert regs[43] == 2750  # 40044: 27.5 degC from microcontroller.cpu.temperature
-        assert hw.microcontroller.watchdog.feeds >= 2  # once per loop
+        assert hw.microcontroller.watchdog.feeds >= 5  # once per loop
         assert hw.microcontroller.watchdog.mode == hw.watchdog.WatchDogMode.RESET
         assert hw.digitalio.outputs[prof["power_led"]][-1] is True
         assert hw.digitalio.outputs[prof["han_led"]][-1] is True  # a telegram just came
