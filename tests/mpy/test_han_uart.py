@@ -82,6 +82,23 @@ def test_errors_and_inversion():
     assert rx.parity_errors == 1 and rx.framing_errors == 1
 
 
+def test_readinto_does_not_allocate():
+    import micropython
+
+    rx = PioReceiver(None, "8E1", "normal", rp2pio=_Rp2pio, pioasm=_Asm, ring_words=64)
+    for b in range(40):
+        rx.sm.put(_word(b, "8E1"))
+    rx.sm.put(_word(1, "8E1", parity_error=True))
+    buf = bytearray(64)
+    micropython.heap_lock()
+    try:
+        n = rx.readinto(buf)
+        m = rx.readinto(buf)
+    finally:
+        micropython.heap_unlock()
+    assert n == 40 and m == 0 and bytes(buf[:3]) == b"\x00\x01\x02"
+
+
 class _Hdlc:
     frames_ok = 0
 

@@ -40,3 +40,18 @@ def test_zz_release_modules():
         delattr(han2x_core, "indicators")
     except AttributeError:
         pass
+
+
+def test_update_does_not_allocate():
+    import micropython
+
+    ind = I.Indicators(0)
+    ind.update(10, False, 5)
+    ind.blink(I.BLINK_DHCP, 10)
+    micropython.heap_lock()
+    try:
+        for t in range(20, 4000, 10):
+            ind.update(t, t > 2000, 5)
+    finally:
+        micropython.heap_unlock()
+    assert ind.han_led is False  # the button is held: dark while counting
