@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,8 +80,10 @@ def load(port, connections, seconds=SECONDS):
 
 
 def start_ours(port):
+    settings = os.path.join(tempfile.mkdtemp(prefix="bench-modbus-"), "settings.toml")
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "simulate.py"),
-                             "--modbus-port", str(port), "--quiet", "--http-port", "0"],
+                             "--modbus-port", str(port), "--quiet", "--http-port", "0",
+                             "--settings", settings],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_port(port, 20)
     return proc

@@ -39,7 +39,7 @@ class Sim:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay",
              str(capture), "--interval", "0.2", "--modbus-port", str(self.port),
-             "--http-port", "0"],
+             "--http-port", "0", "--settings", str(tmp_path / "settings.toml")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_port(self.port, timeout=20)
@@ -165,13 +165,14 @@ def test_mbpoll_reads_and_writes(sim):
 
 
 @pytest.mark.parametrize("meter", ["aidon", "kaifa", "kamstrup"])
-def test_simulated_meter_reaches_the_registers(meter):
+def test_simulated_meter_reaches_the_registers(meter, tmp_path):
     """The default HAN source: tools/metersim.py's meter, 50x real time, across the full
     hour (its clock starts at 10:59:30), so the hourly totals and the estimate appear."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--meter", meter,
-         "--speed", "50", "--modbus-port", str(port), "--http-port", "0"],
+         "--speed", "50", "--modbus-port", str(port), "--http-port", "0",
+         "--settings", str(tmp_path / "settings.toml")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_port(port, timeout=20)
@@ -199,7 +200,7 @@ def test_simulated_meter_reaches_the_registers(meter):
     assert "%s list" % meter in out and "stopped:" in out
 
 
-def test_serial_source_through_a_pty():
+def test_serial_source_through_a_pty(tmp_path):
     """--serial: pyserial at 2400 8E1 on a pseudo-terminal standing in for a USB M-Bus
     adapter; a frame written to the other end reaches the registers."""
     master, slave = os.openpty()
@@ -208,7 +209,8 @@ def test_serial_source_through_a_pty():
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--serial",
-         tty, "--modbus-port", str(port), "--http-port", "0"],
+         tty, "--modbus-port", str(port), "--http-port", "0",
+         "--settings", str(tmp_path / "settings.toml")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_port(port, timeout=20)
@@ -231,3 +233,24 @@ def test_serial_source_through_a_pty():
         os.close(slave)
     assert proc.returncode == 0, out
     assert "HAN source: serial %s, 2400 8E1" % tty in out, out
+
+
+def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
+    """The scaling factor is a setting: a Modbus write persists it through the settings
+    store (--settings), and the restarted device serves it."""
+    case = CORPUS[CASES[0]]
+    sim = Sim(tmp_path, CASES[0])
+    tcp = sim.client()
+    wait_telegram(tcp)
+    assert not tcp.write_registers(48, [0, 4000], device_id=1).isError()
+    tcp.close()
+    rc, out = sim.stop()
+    assert rc == 0, out
+    assert "scaling_factor = 4000" in (tmp_path / "settings.toml").read_text()
+    sim = Sim(tmp_path, CASES[0])
+    tcp = sim.client()
+    wait_telegram(tcp)
+    check_map(tcp.read_holding_registers(0, count=50, device_id=1).registers,
+              case["expected"], 4000)
+    tcp.close()
+    sim.stop()
