@@ -342,8 +342,9 @@ class HanReader:
             self._frames_seen = hdlc.frames_ok
             self._words_at_frame = words
             self._errors_at_frame = errors
-            self.locked = True
-            self.detected = "%s %s" % self.candidates[self.index]
+            if not self.locked:
+                self.locked = True
+                self.detected = "%s %s" % self.candidates[self.index]  # allocates, once
             return
         if len(self.candidates) < 2 or hdlc is None:
             return
