@@ -115,7 +115,7 @@ def _dashboard(ctx):
             yield _val("td", stem % n, f, g(stem % n))
         yield "</tr>"
     est = webapi.estimated(app)
-    yield ('</table></div><div class="card"><h2>%s</h2><table><tr><th></th><th>%s</th>'
+    yield ('</table></div><div class="card span2"><h2>%s</h2><table><tr><th></th><th>%s</th>'
            '<th>%s *</th></tr>' % (esc(tr("energy", lang)), esc(tr("measured", lang)),
                                     esc(tr("estimated", lang))))
     for label, kind, key, f in (("import", "active", "active_energy_import_wh", "wh"),
@@ -268,7 +268,8 @@ def _settings(ctx, form, errors, notice):
     yield '<button type="submit" id="save">%s</button></form>' % esc(tr("save", lang))
 
 
-_OPTION_KEYS = ("o_auto", "o_settings", "o_all", "o_normal", "o_inverted")
+_OPTION_KEYS = ("o_auto", "o_settings", "o_all", "o_normal", "o_inverted", "o_pio", "o_uart",
+                "o_nb", "o_en")
 
 
 def login(ctx, target, notice):

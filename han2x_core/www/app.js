@@ -70,8 +70,12 @@
     var c = document.getElementById("chart");
     if (!c || !c.getContext) { return; }
     var g = c.getContext("2d"), W = c.width, H = c.height, L = 56, R = 8, T = 10, B = 24;
-    var s = h.samples, span = 1800, max = 100, i;
-    for (i = 0; i < s.length; i++) { max = Math.max(max, s[i][1], s[i][2]); }
+    var s = h.samples, span = 300, max = 100, i;
+    for (i = 0; i < s.length; i++) {
+      max = Math.max(max, s[i][1], s[i][2]);
+      span = Math.max(span, Math.ceil(s[i][0] / 300) * 300);  /* 5-minute steps */
+    }
+    span = Math.min(span, 1800);
     max = Math.ceil(max / 100) * 100;
     g.clearRect(0, 0, W, H);
     g.font = "11px sans-serif";
@@ -83,9 +87,9 @@
       g.beginPath(); g.moveTo(L, y); g.lineTo(W - R, y); g.stroke();
       g.fillText(Math.round(max * (4 - i) / 4) + " W", 2, y + 4);
     }
-    for (i = 0; i <= 6; i++) {
-      var x = L + (W - L - R) * i / 6;
-      g.fillText("-" + (30 - i * 5) + " min", x - 18, H - 6);
+    for (i = 0; i <= 5; i++) {
+      var x = L + (W - L - R) * i / 5, m = span / 60 * (5 - i) / 5;
+      g.fillText(i === 5 ? "0" : "-" + (m % 1 ? m.toFixed(1) : m) + " min", x - (i === 5 ? 8 : 18), H - 6);
     }
     function line(col, idx) {
       g.strokeStyle = col; g.lineWidth = 2; g.beginPath();
