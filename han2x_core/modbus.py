@@ -90,9 +90,10 @@ class ModbusHandler:
         if ident is None:
             from han2x_core import __version__
 
-            ident = (b"HAN2X open firmware", b"HAN2X", __version__.encode(),
-                     b"https://github.com/han2x-open", b"HAN2X open firmware",
-                     b"HAN2X AMS HAN to Modbus TCP", b"han2x")
+            # VendorName, ProductCode, MajorMinorRevision, VendorUrl (none: empty),
+            # ProductName, ModelName, UserApplicationName
+            ident = (b"HAN2X open firmware", b"HAN2X", __version__.encode(), b"",
+                     b"HAN2X open firmware", b"HAN2X AMS HAN to Modbus TCP", b"han2x")
         self.ident = ident
         self.requests = 0  # complete frames executed (answered or exception)
         self.exceptions = 0  # exception responses sent
