@@ -18,6 +18,8 @@ _DRAIN_MS = const(1000)
 _BACKLOG = const(4)  # CPython; the W5500 has one listening socket whatever this says
 _ACCEPTS = const(2)  # connections taken per poll
 _STEPS = const(4)  # sends per connection per poll
+
+
 class WebServer:
     """HTTP service polled by the App. pool: CPython `socket` or a wiznet SocketPool.
 
@@ -51,7 +53,6 @@ class WebServer:
         self._up_ms = 0
         self._last_ms = None
 
-    # -- service interface ---------------------------------------------------------------
     def start(self, host="0.0.0.0", port=None):
         """Listen on host:port (port None = the configured one). Raises OSError on failure."""
         self.host = host
@@ -60,10 +61,10 @@ class WebServer:
         pool = self.pool
         sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
         try:
-            sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
-        except Exception:
-            pass
-        try:
+            try:
+                sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
+            except Exception:  # not every pool has it
+                pass
             sock.bind((host, self.port))
             sock.listen(_BACKLOG)
             sock.settimeout(0)
@@ -82,11 +83,9 @@ class WebServer:
     def stop(self):
         for i in range(len(self._conns)):
             self._close(i)
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            finally:
-                self._sock = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     def sockets(self):
         """The listener and open connections (the PC loop selects on them; never the board)."""
@@ -103,7 +102,7 @@ class WebServer:
         return False
 
     def poll(self, now_ms):
-        """Bounded, non-blocking: at most one accept, a few reads/sends per connection."""
+        """Bounded, non-blocking: up to two accepts, one read or four sends per connection."""
         self._tick(now_ms)
         if self._want_port is not None and not any(self._conns):
             if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
@@ -142,12 +141,13 @@ class WebServer:
         old, self.port = self.port, port
         try:
             self.start(self.host)
-        except Exception as e:  # port taken: keep trying every 2 s
+        except Exception as e:  # port taken: serve on the old one, try again in 10 s
             self.errors += 1
             self.last_error = ("web port %d: %s" % (port, e))[:100]
             self._want_port = port
-            self._retry_ms = ticks_add(now_ms, 2000)
+            self._retry_ms = ticks_add(now_ms, 10000)
             self.port = old
+            self.start(self.host)
 
     def _tick(self, now_ms):
         if self._last_ms is not None:
@@ -163,7 +163,6 @@ class WebServer:
             e, str) else e
         self._close(i)
 
-    # -- connections ---------------------------------------------------------------------
     def _accept(self, now_ms):
         try:
             sock, addr = self._sock.accept()
@@ -229,6 +228,13 @@ class WebServer:
                 conn.sock.close()
             except Exception:
                 pass
+            if conn.transient:  # it used the page modules: drop them when nobody else does
+                for c in self._conns:
+                    if c is not None and c.transient:
+                        return
+                from han2x_core.webroutes import release
+
+                release()
 
     def _recv(self, conn, start):
         try:

@@ -110,6 +110,7 @@ class Conn:
         self.gen = None
         self.unread = False  # the request body was not read (drain before closing)
         self.head = False  # HEAD: headers only
+        self.transient = False  # the answer uses the page modules (see webroutes.release)
 
     def complete(self):
         """After new bytes: 0 = need more, 1 = the whole request is in buf, or the HTTP

@@ -27,9 +27,9 @@ _TRANSIENT = ("webpages", "webforms", "i18n", "i18n_en", "i18n_nb")
 
 
 def release():
-    """Forget the page, form and text modules after a request: the next page loads them again
-    from flash, and between page views their ~30 KB of heap stay free for Modbus and the
-    network. A response still being sent keeps what it uses alive until it is done."""
+    """Forget the page, form and text modules once a page is sent (WebServer calls this when
+    the last connection that used them closes): the next page loads them again from flash,
+    and between page views their ~30 KB of heap stay free for Modbus and the network."""
     import sys
 
     import han2x_core
@@ -38,7 +38,7 @@ def release():
         if sys.modules.pop("han2x_core." + name, None) is not None:
             try:
                 delattr(han2x_core, name)
-            except AttributeError:
+            except Exception:  # not bound on the package
                 pass
 
 
@@ -223,8 +223,7 @@ class Routes:
             from han2x_core.webforms import POST
 
             POST[path](self, conn, request, ctx)
-            if self.unload:
-                release()
+            conn.transient = self.unload
             return
         handler = None if method == "POST" else self._get.get(path)
         if handler is None:
@@ -233,8 +232,7 @@ class Routes:
             web.respond(conn, status, "text/plain", STATUS_TEXT[status])
             return
         handler(self, conn, request, ctx)
-        if self.unload and path[:5] != "/api/":
-            release()
+        conn.transient = self.unload and path[:5] != "/api/"
 
     def page(self, conn, gen, status=200, headers=""):
         self.web.respond(conn, status, _HTML, gen, "Cache-Control: no-store\r\n" + headers)

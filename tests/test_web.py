@@ -252,6 +252,33 @@ def test_login_is_locked_after_five_wrong_passwords(tmp_path):
         d.close()
 
 
+def test_page_modules_are_dropped_once_the_page_is_sent(dev):
+    import sys
+
+    assert dev.get("/settings")[0] == 200
+    assert dev.get("/registers", {"Accept-Language": "nb"})[0] == 200
+    time.sleep(0.1)
+    for name in ("webpages", "webforms", "i18n", "i18n_en", "i18n_nb"):
+        assert "han2x_core." + name not in sys.modules, name
+    assert "han2x_core.web" in sys.modules
+
+
+def test_a_web_port_that_is_taken_keeps_the_old_one(dev):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        csrf = dev.csrf()
+        status, _h, _b = dev.post_form("/settings", dict(dev.settings_form(
+            web_port=str(taken.getsockname()[1])), csrf=csrf))
+        assert status == 200
+        time.sleep(0.3)
+        assert dev.get("/api/status")[0] == 200  # still on the old port
+        assert "web port" in dev.web.last_error
+    finally:
+        taken.close()
+
+
 def test_web_port_change_moves_the_server_and_tells_the_new_address(dev):
     old_port = dev.port
     new_port = free_port()
