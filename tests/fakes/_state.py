@@ -1,16 +1,50 @@
-"""Shared state of the fake CircuitPython modules, reset between tests."""
+"""Load the fake CircuitPython modules without leaving them on sys.path.
 
+    with installed(board_id="adafruit_feather_rp2040") as hw:
+        hw.digitalio.levels["D5"] = False     # FACTRESET held
+        runpy.run_path("boot.py")
+
+installed() puts fresh copies into sys.modules (board, busio, digitalio, microcontroller,
+rp2pio, storage, supervisor, watchdog) and restores whatever was there afterwards, so
+Blinka's modules in the same test process are not disturbed. load(name) gives one fresh
+module without touching sys.modules (for code that takes modules as arguments).
+"""
+
+import contextlib
+import importlib.util
+import os
 import sys
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NAMES = ("watchdog", "microcontroller", "board", "busio", "digitalio", "rp2pio", "storage",
+         "supervisor")
 
 
-def fakes_reset(board_id="wiznet_w5500_evb_pico"):
-    """Fresh state for every fake module that is loaded."""
-    for name in ("board", "digitalio", "microcontroller", "storage", "supervisor",
-                 "watchdog", "busio", "rp2pio"):
-        mod = sys.modules.get(name)
-        reset = getattr(mod, "_reset", None)
-        if reset is not None:
-            reset()
-    import board
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    board.board_id = board_id
+
+@contextlib.contextmanager
+def installed(board_id="wiznet_w5500_evb_pico"):
+    saved = {name: sys.modules.get(name) for name in NAMES}
+    ns = types.SimpleNamespace()
+    try:
+        for name in NAMES:
+            spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, name + ".py"))
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+            setattr(ns, name, mod)
+        ns.microcontroller._reset()
+        ns.board.board_id = board_id
+        yield ns
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
