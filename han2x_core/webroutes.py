@@ -17,6 +17,9 @@ _MAX_FAILS = const(5)
 _LOCK_MS = const(60000)
 _JSON = "application/json"
 _HTML = "text/html; charset=utf-8"
+# Pages: never cached, never framed by another site, only our own script and style.
+_PAGE_HEADERS = ("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                 "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n")
 _POST_PATHS = ("/login", "/logout", "/settings", "/api/settings")
 _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
            "/static/style.css": ("style.css", "text/css")}
@@ -235,7 +238,7 @@ class Routes:
         conn.transient = self.unload and path[:5] != "/api/"
 
     def page(self, conn, gen, status=200, headers=""):
-        self.web.respond(conn, status, _HTML, gen, "Cache-Control: no-store\r\n" + headers)
+        self.web.respond(conn, status, _HTML, gen, _PAGE_HEADERS + headers)
 
     def json(self, conn, data, status=200):
         self.web.respond(conn, status, _JSON, json.dumps(data), "Cache-Control: no-store\r\n")

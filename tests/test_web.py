@@ -51,6 +51,9 @@ def test_every_route_answers_with_its_type(dev):
             json.loads(body)
         if ctype == "text/html":
             assert body.endswith(b"</html>"), path
+    headers = dev.get("/")[1]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["cache-control"] == "no-store"
     status, headers, body = dev.request("HEAD", "/")
     assert status == 200 and body == b""
     assert dev.get("/nothing-here")[0] == 404
