@@ -171,7 +171,7 @@ class Device:
             self.app.step(now_ms())
             self.max_step_s = max(self.max_step_s, time.monotonic() - t)
             self.loops += 1
-            time.sleep(0.0002)
+            time.sleep(0.0001)
 
     def call(self, fn, timeout=5.0):
         """Run fn() in the device loop thread; return its result or raise its error."""

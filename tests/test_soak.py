@@ -157,7 +157,7 @@ def real_clients(port):
 
 def workload(port, report):
     start = time.monotonic()
-    ok, failed = cycles(port, CYCLES, 60.0)
+    ok, failed = cycles(port, CYCLES, 75.0)  # ~5 s alone; bounded for busy CI machines
     report["cycles"] = (ok, failed, round(time.monotonic() - start, 1))
     assert ok == CYCLES and failed == 0
     abrupt(port, 90)

@@ -446,11 +446,13 @@ class W5500Model:
         s.rx_wr = (s.rx_wr + len(data)) & 0xFFFF
 
 
-def install_driver_shims(sleep_scale=0.0, no_finalisers=True):
+def install_driver_shims(sleep_scale=0.0, no_finalisers=True, fast_gc=True):
     """Patch only what makes CPython behave like the board: the driver's time.sleep (1 s in
     WIZNET5K.__init__, scaled by sleep_scale), its one-argument OSError(EAGAIN) (.errno is
     None on CPython, 11 on the board), and Socket.__del__ (never called on the board).
-    Idempotent."""
+    fast_gc: the driver's gc.collect() calls (every send and socket allocation) become
+    no-ops; a full CPython collection in a test process costs milliseconds each, which
+    would halve the soak's speed and tell nothing about the board. Idempotent."""
     import time
     import types
 
@@ -469,6 +471,12 @@ def install_driver_shims(sleep_scale=0.0, no_finalisers=True):
                 self.errno = args[0]
 
     sp.OSError = _MPOSError
+    if fast_gc:
+        import gc
+
+        no_gc = types.SimpleNamespace(collect=lambda: None, enable=gc.enable,
+                                      disable=gc.disable)
+        wiz.gc = sp.gc = no_gc
     if no_finalisers:
         # CircuitPython and MicroPython never call __del__ on Python classes, so a Socket
         # object the driver loses keeps its hardware socket reserved for good. CPython
