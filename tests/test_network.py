@@ -137,6 +137,25 @@ def test_expired_lease_falls_back_then_recovers(dhcp_server):
     model.close()
 
 
+def test_nak_at_renewal_moves_to_the_new_lease(dhcp_server):
+    """The server forgot us (new scope): the renewal is refused, the device falls back, asks
+    again, gets another address and re-listens there."""
+    dhcp_server.lease_s = 2
+    model, net = make_network(settings={"dhcp": True})
+    model.udp_map[67] = dhcp_server.port
+    echo = EchoService(net.pool, 502)
+    net.attach(echo)
+    assert run([net, echo], 5.0, until=lambda: net.mode == "dhcp")
+    dhcp_server.leases.clear()
+    dhcp_server.first_ip = bytes((10, 9, 8, 150))
+    assert run([net, echo], 6.0, until=lambda: net.ip == "10.9.8.150")
+    assert net.mode == "dhcp" and sipr(model) == "10.9.8.150"
+    assert net.dhcp.naks >= 1 and any("lost" in line for line in net.lines)
+    assert echo.starts >= 3  # static fallback at boot, first lease, (fallback,) new lease
+    assert echo_while_polling(model, [net, echo]) == (b"hello", None)
+    model.close()
+
+
 def test_static_address_change_applies_within_10_s():
     model, net = make_network()
     echo = EchoService(net.pool, 502)
