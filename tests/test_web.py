@@ -416,3 +416,86 @@ def test_many_requests_leave_no_memory_behind(dev):
         tracemalloc.stop()
     assert sizes[2] - sizes[0] < 2000, sizes
     assert dev.web._conns == [None, None]
+
+
+def test_a_new_address_is_shown_after_a_network_change(dev):
+    csrf = dev.csrf()
+    status, _h, body = dev.post_form("/settings", dict(dev.settings_form(
+        ip="192.168.1.50"), csrf=csrf))
+    assert status == 200
+    assert ("http://192.168.1.50:%d/" % dev.port).encode() in body
+    status, _h, body = dev.post_form("/settings", dict(dev.settings_form(
+        dhcp="on", hostname="stue-han"), csrf=csrf))
+    assert status == 200 and b"DHCP" in body and b"<b>stue-han</b>" in body
+
+
+def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
+    """h11-style invariant over 300 seeded mutations of valid requests: the server answers
+    with a known status or closes, counts no error, and Modbus keeps answering."""
+    import random
+
+    if dev.modbus is None:
+        pytest.skip("no ModbusServer yet")
+    dev.web.read_ms = 200
+    csrf = dev.csrf()
+    form = "csrf=%s&scaling_factor=2000&modbus_port=%d" % (csrf, dev.app.settings[
+        "modbus_port"])
+    seeds = [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Language: nb\r\n\r\n",
+        b"GET /api/status?x=1 HTTP/1.1\r\nHost: a\r\nCookie: han2x=abc; x=y\r\n\r\n",
+        ("POST /settings HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded"
+         "\r\nContent-Length: %d\r\n\r\n%s" % (len(form), form)).encode(),
+        b"POST /api/settings HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 24\r\n\r\n{\"scaling_factor\": 1500}",
+        b"POST /login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Authorization: Basic Og==\r\nContent-Length: 11\r\n\r\npassword=x&",
+    ]
+    rng = random.Random(1234)
+    allowed = {200, 303, 400, 401, 403, 404, 405, 408, 411, 413, 415, 422, 429, 431, 503}
+    probe = ModbusProbe(dev.app.settings["modbus_port"])
+    seen = {}
+    try:
+        for _ in range(300):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                op = rng.randrange(5)
+                i = rng.randrange(len(data) or 1)
+                if op == 0 and data:
+                    data[i] = rng.randrange(256)
+                elif op == 1:
+                    del data[i:i + rng.randint(1, 20)]
+                elif op == 2:
+                    data[i:i] = rng.choice([b"\r\n", b":", b" ", b"%", b"\x00", b"\xff" * 50,
+                                            b"9" * 30, b"\r\n\r\n", b"=" * 3])
+                elif op == 3:
+                    data = data[:i]
+                else:
+                    data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+            s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+            try:
+                s.sendall(bytes(data))
+                s.shutdown(socket.SHUT_WR)
+                answer = b""
+                while True:
+                    try:
+                        piece = s.recv(65536)
+                    except ConnectionResetError:
+                        break
+                    if not piece:
+                        break
+                    answer += piece
+            finally:
+                s.close()
+            if answer:
+                assert answer[:9] == b"HTTP/1.1 ", answer[:60]
+                assert int(answer[9:12]) in allowed, answer[:60]
+                seen[int(answer[9:12])] = seen.get(int(answer[9:12]), 0) + 1
+            else:
+                seen["closed"] = seen.get("closed", 0) + 1
+    finally:
+        probe.stop()
+    assert dev.web.errors == 0, dev.web.last_error
+    assert len(seen) >= 5, seen  # the mutations reach several code paths
+    assert probe.failures == [] and probe.answers > 10
+    assert dev.get("/api/status")[0] == 200
+    assert dev.max_step_s < 0.1, dev.max_step_s
