@@ -10,6 +10,7 @@ address. Policy, socket budget and start-up budget: docs/network.md.
 from micropython import const
 
 from han2x_core import dhcp as _dhcp
+from han2x_core.sockjanitor import SocketJanitor
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _SOCK_DHCP = const(0)  # socket 0: never reserved by the driver's SocketPool
@@ -20,7 +21,6 @@ _LINK_CHECK_MS = const(500)
 _RESTART_RETRY_MS = const(1000)
 _APPLY_DELAY_MS = const(1500)  # let the settings page answer before the address moves
 _JANITOR_MS = const(1000)
-_SNSR_CLOSED = const(0x00)
 _BROADCAST = b"\xff\xff\xff\xff"
 _NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")
 DEFAULTS = (False, "192.168.1.232", "255.255.255.0", "192.168.1.1", "192.168.1.1", "")
@@ -104,7 +104,7 @@ class Network:
         self._udp_open = False
         self._dhcp_kick = False
         self._janitor_at = 0
-        self._suspects = 0  # bit n: hardware socket n looked orphaned at the last check
+        self.janitor = SocketJanitor(self.eth)  # sockets lost in the driver's accept() race
         self.reclaimed = 0
         self._txbuf = bytearray(_dhcp.BUF_SIZE)
         self._rxbuf = bytearray(576)
@@ -194,39 +194,10 @@ class Network:
             self._janitor()
 
     def _janitor(self):
-        """Close hardware sockets 1-7 that no attached server owns. adafruit_wiznet5k's
-        accept() swaps sockets, then raises if the new listening socket is not LISTEN at once
-        (a SYN arriving right then): the accepted client's Socket object is lost with its
-        hardware socket open and reserved (no __del__ on the board), one socket gone for
-        good each time. A socket must look orphaned on two checks in a row (>= 1 s apart).
-        Needs every attached server to have sockets(); otherwise it does nothing."""
-        if not self._services:
-            return
-        owned = []
-        for service in self._services:
-            sockets = getattr(service, "sockets", None)
-            if sockets is None:
-                return
-            for sock in sockets():
-                owned.append(getattr(sock, "_socknum", -1))
-        eth = self.eth
-        reserved = eth._sockets_reserved  # the driver's table for sockets 1..7 (7.4.x)
-        suspects = 0
-        for n in range(1, len(reserved) + 1):
-            if n in owned:
-                continue
-            if reserved[n - 1] or eth.socket_status(n) != _SNSR_CLOSED:
-                suspects |= 1 << n
-        confirmed = suspects & self._suspects
-        self._suspects = suspects & ~confirmed
-        for n in range(1, len(reserved) + 1):
-            if confirmed >> n & 1:
-                self.reclaimed += 1
-                self.last_error = "reclaimed orphaned socket %d" % n
-                if eth.socket_status(n) != _SNSR_CLOSED:
-                    eth.socket_disconnect(n)
-                    eth.socket_close(n)  # the chip closes at once; the driver waits <= 5 s
-                eth.release_socket(n)
+        n = self.janitor.check(self._services)
+        if n:
+            self.reclaimed = self.janitor.reclaimed
+            self.last_error = "reclaimed %d orphaned socket(s)" % n
 
     def _apply(self, cfg, now_ms):
         old = self._config
