@@ -22,6 +22,8 @@ def fmt(f, v):
     """Format a value for display; the same rules as fmt() in www/app.js."""
     if v is None or v == "":
         return NA
+    if f == "make":  # aidon -> Aidon
+        return v[:1].upper() + v[1:]
     if f == "clock":
         return "%04d-%02d-%02d %02d:%02d:%02d" % (v["year"], v["month"], v["day"], v["hour"],
                                                    v["minute"], v["second"])
@@ -81,14 +83,14 @@ def _dashboard(ctx):
     r = webapi.reading(app, ctx.now_ms)
     g = r.get
     yield '<section class="cards"><div class="card"><h2>%s</h2><dl>' % esc(tr("meter", lang))
-    for key, label, f in (("meter", "meter", "s"), ("meter_type", "meter_type", "s"),
+    for key, label, f in (("meter", "meter", "make"), ("meter_type", "meter_type", "s"),
                           ("meter_id", "meter_id", "s"), ("list", "list", "s"),
                           ("meter_clock", "meter_clock", "clock"),
                           ("age_s", "last_telegram", "age")):
         value = g(key)
-        text = fmt("s", value) if f != "age" or value is None else "%d %s" % (value, tr("ago",
-                                                                                      lang))
-        if f == "clock":
+        if f == "age" and value is not None:
+            text = "%d %s" % (value, tr("ago", lang))
+        else:
             text = fmt(f, value)
         yield '<dt>%s</dt><dd data-k="%s" data-f="%s">%s</dd>' % (
             esc(tr(label, lang)), key, f, esc(text))

@@ -156,7 +156,7 @@ def test_dashboard_shows_the_replayed_values_and_updates(sim, browser):
         shown_w = values["active_power_import_w"]
         assert shown_w in ["%d W" % p for p in powers], values
         exp = EXPECTED[["%d W" % p for p in powers].index(shown_w)]
-        assert values["meter"] == "aidon"
+        assert values["meter"] == "Aidon"
         assert values["meter_id"] == exp["meter_id"]
         assert values["meter_type"] == exp["meter_type"]
         assert values["voltage_l1_dv"] == "%d.%d V" % divmod(exp["voltage_l1_dv"], 10)

@@ -499,3 +499,10 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
     assert probe.failures == [] and probe.answers > 10
     assert dev.get("/api/status")[0] == 200
     assert dev.max_step_s < 0.1, dev.max_step_s
+
+
+def test_both_languages_have_every_text():
+    from han2x_core import i18n_en, i18n_nb
+
+    assert set(i18n_en.T) == set(i18n_nb.T)
+    assert all(i18n_nb.T.values()) and all(i18n_en.T.values())

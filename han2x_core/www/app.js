@@ -16,6 +16,7 @@
         pad(v.hour, 2) + ":" + pad(v.minute, 2) + ":" + pad(v.second, 2);
     }
     if (f === "age") { return v + " " + AGO; }
+    if (f === "make") { return v.charAt(0).toUpperCase() + v.slice(1); }
     if (f === "uptime") {
       return Math.floor(v / 86400) + " d " + pad(Math.floor(v / 3600) % 24, 2) + ":" +
         pad(Math.floor(v / 60) % 60, 2) + ":" + pad(v % 60, 2);
