@@ -87,3 +87,52 @@ def test_static_then_dhcp():
     assert net.mode == "dhcp" and net.ip == "10.0.0.9", net.status()
     assert svc.hosts == ["192.168.1.232", "10.0.0.9"]
     assert "10.0.0.9" in lines[-2] and net.status()["dhcp_state"] == "bound"
+
+
+class _JanitorEth:
+    def __init__(self):
+        self._sockets_reserved = [False] * 7
+        self.status = [0] * 8
+        self.closed = []
+
+    def socket_status(self, n):
+        return self.status[n]
+
+    def socket_disconnect(self, n):
+        pass
+
+    def socket_close(self, n):
+        self.status[n] = 0
+        self.closed.append(n)
+
+    def release_socket(self, n):
+        self._sockets_reserved[n - 1] = False
+
+
+class _Sock:
+    def __init__(self, n):
+        self._socknum = n
+
+
+class _Owner:
+    def __init__(self, nums):
+        self.socks = [_Sock(n) for n in nums]
+
+    def sockets(self):
+        return self.socks
+
+
+def test_janitor_reclaims_only_orphans_seen_twice():
+    from han2x_core.sockjanitor import SocketJanitor
+
+    eth = _JanitorEth()
+    for n in (1, 2, 5):  # 1, 2 owned (listener, client); 5 lost by the accept race
+        eth._sockets_reserved[n - 1] = True
+        eth.status[n] = 0x17
+    eth.status[1] = 0x14
+    j = SocketJanitor(eth)
+    owner = _Owner((1, 2))
+    assert j.check([owner]) == 0  # first sighting: only a suspect
+    assert j.check([owner]) == 1 and eth.closed == [5]
+    assert eth._sockets_reserved == [True, True, False, False, False, False, False]
+    assert j.check([owner, object()]) == 0  # a service without sockets(): hands off
