@@ -37,7 +37,6 @@ def main():
     app.settings_warning = warning
     regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
     han.watch(app.hdlc)
-    app.add(han)  # so that App.configure hands it the han_* settings
     sck, mosi, miso = (board_io.pin(board, name) for name in prof["spi"])
     reset = board_io.output(digitalio, board, prof["w5500_reset"], True)  # held out of reset
     cs = digitalio.DigitalInOut(board_io.pin(board, prof["w5500_cs"]))

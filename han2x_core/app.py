@@ -59,7 +59,7 @@ class App:
     def configure(self, settings):
         """Hand validated settings to every part that has configure(settings)."""
         self.settings = settings
-        for part in [self.registers] + self.services:
+        for part in [self.han, self.registers] + self.services:
             configure = getattr(part, "configure", None)
             if configure is not None:
                 try:

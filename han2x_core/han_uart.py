@@ -323,9 +323,6 @@ class HanReader:
             return "searching, trying " + name
         return name + " (set), no valid telegram yet"
 
-    def poll(self, now_ms):
-        """Nothing to do: added to the App's services so App.configure reaches it."""
-
     def readinto(self, buf):
         if self.receiver is None:
             self._start(self.index)
