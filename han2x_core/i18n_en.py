@@ -15,8 +15,14 @@ T = {
     "meter_clock": "Meter clock",
     "last_telegram": "Last telegram",
     "ago": "s ago",
-    "no_data": "No telegram received yet",
-    "stale": "No telegram for a while: check the HAN cable and that the port is opened",
+    "han_silent": ("No data on the HAN port. Check the cable (RJ45 pins 1-2 carry "
+                  "25-30 V when the port is open) and that your grid company has "
+                  "opened the port."),
+    "han_garbled": ("Bytes arrive on the HAN port but no valid telegram: check the line "
+                   "format and polarity settings and the wiring (see Diagnostics)."),
+    "han_unknown": ("Telegrams arrive but are not understood. Please send the last raw "
+                   "frame from Diagnostics."),
+    "han_stale": "No telegram for more than 30 seconds: check the HAN cable.",
     "power": "Power",
     "import": "Import",
     "export": "Export",

@@ -15,8 +15,14 @@ T = {
     "meter_clock": "Målerens klokke",
     "last_telegram": "Siste telegram",
     "ago": "s siden",
-    "no_data": "Ingen telegram mottatt ennå",
-    "stale": "Ingen telegram på en stund: sjekk HAN-kabelen og at porten er åpnet",
+    "han_silent": ("Ingen data på HAN-porten. Sjekk kabelen (RJ45 pinne 1-2 har 25-30 "
+                  "V når porten er åpnet) og at nettselskapet har åpnet porten."),
+    "han_garbled": ("Det kommer byte på HAN-porten, men ingen gyldige telegram: sjekk "
+                   "innstillingene for linjeformat og polaritet og kablingen (se "
+                   "Diagnostikk)."),
+    "han_unknown": ("Telegrammene kommer, men blir ikke forstått. Send gjerne siste rå "
+                   "ramme fra Diagnostikk."),
+    "han_stale": "Ingen telegram på mer enn 30 sekunder: sjekk HAN-kabelen.",
     "power": "Effekt",
     "import": "Import",
     "export": "Eksport",

@@ -58,6 +58,25 @@ def free_memory():
     return mem_free() if mem_free is not None else None
 
 
+def han_state(app, now_ms):
+    """What the HAN port is doing, for the dashboard's warning: "ok" (a telegram in the last
+    30 s), "stale" (there were telegrams, none lately), "unknown" (frames arrive but are not
+    understood), "garbled" (bytes arrive but no valid frame: line format, polarity, wiring)
+    or "silent" (nothing at all: cable, or the port not opened by the grid company)."""
+    age = app.data_age_ms(now_ms)
+    if age is not None:
+        return "ok" if age < 30000 else "stale"
+    if app.decode_errors:
+        return "unknown"
+    h = app.hdlc
+    han = app.han
+    if (h.frames_ok or h.hcs_errors or h.fcs_errors or h.discarded_bytes
+            or getattr(han, "bytes_ok", 0) or getattr(han, "framing_errors", 0)
+            or getattr(han, "parity_errors", 0)):
+        return "garbled"
+    return "silent"
+
+
 def device(app, web, now_ms):
     """The "device" object of /api/status."""
     h = app.hdlc
@@ -76,6 +95,7 @@ def device(app, web, now_ms):
         "discarded_bytes": h.discarded_bytes,
         "decode_errors": app.decode_errors,
         "line_format": line,
+        "han_state": han_state(app, now_ms),
         "modbus_clients": getattr(mb, "client_count", None),
         "modbus_requests": getattr(mb, "requests", None),
         "free_memory": free_memory(),

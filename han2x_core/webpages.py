@@ -94,10 +94,12 @@ def _dashboard(ctx):
             text = fmt(f, value)
         yield '<dt>%s</dt><dd data-k="%s" data-f="%s">%s</dd>' % (
             esc(tr(label, lang)), key, f, esc(text))
-    stale = r["age_s"] is None or r["age_s"] > 30
-    yield '</dl><p id="stale" class="warn"%s>%s</p></div>' % (
-        "" if stale else " hidden",
-        esc(tr("no_data" if r["age_s"] is None else "stale", lang)))
+    yield "</dl>"
+    state = webapi.han_state(app, ctx.now_ms)
+    for name in ("silent", "garbled", "unknown", "stale"):  # app.js shows the one in force
+        yield '<p class="warn" data-han="%s"%s>%s</p>' % (
+            name, "" if name == state else " hidden", esc(tr("han_" + name, lang)))
+    yield "</div>"
     yield '<div class="card"><h2>%s</h2><div class="big">' % esc(tr("power", lang))
     for key, label, f in (("active_power_import_w", "import", "w"),
                           ("active_power_export_w", "export", "w")):

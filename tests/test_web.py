@@ -91,7 +91,15 @@ def test_status_before_any_telegram_says_so(dev):
     data = json.loads(dev.get("/api/status")[2])
     assert data["reading"]["age_s"] is None
     assert data["reading"]["meter"] is None
-    assert b"No telegram received yet" in dev.get("/")[2]
+    assert data["device"]["han_state"] == "silent"
+    page = dev.get("/")[2].decode()
+    assert '<p class="warn" data-han="silent">No data on the HAN port.' in page
+    assert '<p class="warn" data-han="stale" hidden>' in page
+    dev.han.push(b"\x55\xaa\x7e\x00garbage")  # bytes, but no valid frame
+    time.sleep(0.2)
+    assert json.loads(dev.get("/api/status")[2])["device"]["han_state"] == "garbled"
+    dev.feed(AIDON_L2)
+    assert json.loads(dev.get("/api/status")[2])["device"]["han_state"] == "ok"
 
 
 def test_dashboard_and_registers_pages_show_the_values(dev):

@@ -46,13 +46,15 @@
   }
 
   function applyStatus(st) {
-    var els = document.querySelectorAll("[data-k]");
-    for (var i = 0; i < els.length; i++) {
+    var els = document.querySelectorAll("[data-k]"), i;
+    for (i = 0; i < els.length; i++) {
       var el = els[i], f = el.getAttribute("data-f"), v = lookup(st, el.getAttribute("data-k"));
       el.textContent = fmt(f, v);
     }
-    var stale = document.getElementById("stale"), age = st.reading.age_s;
-    if (stale) { stale.hidden = !(age === null || age > 30); }
+    var warn = document.querySelectorAll("[data-han]");
+    for (i = 0; i < warn.length; i++) {
+      warn[i].hidden = warn[i].getAttribute("data-han") !== st.device.han_state;
+    }
     polls += 1;
     body.setAttribute("data-polls", String(polls));
     body.removeAttribute("data-offline");
