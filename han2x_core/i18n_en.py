@@ -74,6 +74,8 @@ T = {
     "e_ip": "Not a valid address for this network (like 192.168.1.232)",
     "e_netmask": "Not a valid netmask (like 255.255.255.0)",
     "e_gateway": "Must be an address in the same network (or 0.0.0.0)",
+    "addr_now": "Address now",
+    "e_port_clash": "Must differ from the Modbus port",
     "e_port": "Must be a whole number from 1 to 65535",
     "e_modbus_max_clients": "Must be 1 to 5",
     "e_modbus_idle_timeout_s": "Must be 5 to 3600 seconds",

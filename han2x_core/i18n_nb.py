@@ -74,6 +74,8 @@ T = {
     "e_ip": "Ikke en gyldig adresse for dette nettet (som 192.168.1.232)",
     "e_netmask": "Ikke en gyldig nettmaske (som 255.255.255.0)",
     "e_gateway": "Må være en adresse i samme nett som IP-adressen (eller 0.0.0.0)",
+    "addr_now": "Adresse nå",
+    "e_port_clash": "Må være en annen enn Modbus-porten",
     "e_port": "Må være et heltall fra 1 til 65535",
     "e_modbus_max_clients": "Må være 1 til 5",
     "e_modbus_idle_timeout_s": "Må være 5 til 3600 sekunder",

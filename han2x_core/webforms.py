@@ -113,16 +113,30 @@ def json_changes(data):
     return changes, errors
 
 
+PORT_CLASH = "must differ from the Modbus port"
+
+
 def check(app, changes, errors):
-    """Validate changes on top of the current settings without saving; merged errors."""
+    """Validate changes on top of the current settings without saving: {key: message} from
+    settings.validate, errors, and a web port equal to the Modbus port (which would leave
+    the page unreachable after a restart)."""
     merged = dict(app.settings)
     for key in changes:
         if key not in errors:
             merged[key] = changes[key]
-    _clean, more = validate(merged)
+    clean, more = validate(merged)
     out = dict(more)
     out.update(errors)
+    if "web_port" not in out and "modbus_port" not in out and (
+            clean["web_port"] == clean["modbus_port"]):
+        out["web_port"] = PORT_CLASH
     return out
+
+
+def save(app, changes, errors):
+    """Check, then (only when all is valid) App.save_settings: {key: message}, {} = saved."""
+    errors = check(app, changes, errors)
+    return errors if errors else app.save_settings(changes)
 
 
 
@@ -171,7 +185,7 @@ def post_settings(self, conn, request, ctx):
         self.page(conn, webpages.settings_page(ctx, form, {}, "expired"), 403)
         return
     old = dict(self.app.settings)
-    errors = self.app.save_settings(changes)
+    errors = save(self.app, changes, {})
     if errors:
         self.page(conn, webpages.settings_page(ctx, form, errors, "not_saved"), 422)
         return
@@ -207,8 +221,7 @@ def post_api_settings(self, conn, request, ctx):
         self.json(conn, {"error": "body must be a JSON object"}, 400)
         return
     changes, errors = json_changes(data)
-    errors = check(self.app, changes, errors) if errors else \
-        self.app.save_settings(changes)
+    errors = save(self.app, changes, errors)
     if errors:
         self.json(conn, {"saved": False, "errors": errors}, 422)
         return

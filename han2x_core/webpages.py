@@ -207,7 +207,9 @@ def settings_page(ctx, form, errors, notice):
 def _error_text(key, message, lang):
     from han2x_core import webforms
 
-    return tr(webforms.error_key(key), lang) if lang == "nb" else message
+    if lang != "nb":
+        return message
+    return tr("e_port_clash" if message == webforms.PORT_CLASH else webforms.error_key(key), lang)
 
 
 def _settings(ctx, form, errors, notice):
@@ -238,6 +240,11 @@ def _settings(ctx, form, errors, notice):
     yield '<input type="hidden" name="csrf" value="%s">' % ctx.csrf
     for group, fields in webforms.FIELDS:
         yield '<fieldset><legend>%s</legend>' % esc(tr(group, lang))
+        net = webapi.service_with(app, "hostname") if group == "net" else None
+        if net is not None and getattr(net, "ip", None):
+            yield '<p class="note" id="addr-now">%s: %s (%s), %s</p>' % (
+                esc(tr("addr_now", lang)), esc(net.ip), esc(getattr(net, "mode", "")),
+                esc(net.hostname))
         for key, kind, choices in fields:
             if form is not None and kind != "b":
                 value = form.get(key, "")

@@ -164,6 +164,37 @@ def test_invalid_input_shows_messages_next_to_the_fields_and_saves_nothing(dev):
     assert open(dev.path).read() == before
 
 
+def test_settings_page_shows_the_address_in_use(dev):
+    class FakeNetwork:
+        ip = "10.0.0.7"
+        mode = "dhcp"
+        hostname = "han2x-0a0b0c"
+
+        def poll(self, now_ms):
+            pass
+
+    assert b'id="addr-now"' not in dev.get("/settings")[2]  # the PC has no Network
+    dev.app.add(FakeNetwork())
+    page = dev.get("/settings")[2].decode()
+    assert 'id="addr-now">Address now: 10.0.0.7 (dhcp), han2x-0a0b0c<' in page
+    assert json.loads(dev.get("/api/status")[2])["device"]["ip"] == "10.0.0.7"
+
+
+def test_the_web_port_cannot_be_the_modbus_port(dev):
+    csrf = dev.csrf()
+    same = str(dev.app.settings["modbus_port"])
+    status, _h, body = dev.post_form("/settings", dict(dev.settings_form(web_port=same),
+                                                       csrf=csrf))
+    assert status == 422 and b'id="err-web_port">must differ from the Modbus port<' in body
+    body = dev.post_form("/settings", dict(dev.settings_form(web_port=same), csrf=csrf),
+                         {"Accept-Language": "nb"})[2].decode()
+    assert 'id="err-web_port">Må være en annen enn Modbus-porten<' in body
+    status, _h, body = dev.request("POST", "/api/settings", '{"modbus_port": %d}' % dev.port,
+                                   {"Content-Type": "application/json"})
+    assert status == 422 and "web_port" in json.loads(body)["errors"]
+    assert dev.app.settings["web_port"] == dev.port
+
+
 def test_norwegian_from_the_browser_or_the_setting(dev):
     nb = {"Accept-Language": "nb-NO,nb;q=0.9,en;q=0.5"}
     assert b"Innstillinger" in dev.get("/", nb)[2]
