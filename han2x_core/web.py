@@ -9,8 +9,8 @@ while sending), grows requests without bound, and importing it costs ~60 KB of h
 from micropython import const
 
 from han2x_core.ticks import ticks_add, ticks_diff
-from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS, Conn,
-                                 Request, peer_gone, would_block)
+from han2x_core.webconn import (READING, REQUEST_MAX, SENDING, STATUS, Conn, Request,
+                                 peer_gone, victim, would_block)
 
 _READ_MS = const(5000)  # the whole request must arrive within this
 _SEND_MS = const(15000)
@@ -48,6 +48,7 @@ class WebServer:
         self.errors = 0
         self.evicted = 0
         self.resets = 0  # connections the client reset or closed mid-answer
+        self.starved = 0  # accepts refused by the W5500 for want of a free socket
         self.last_error = ""
         self.uptime_s = 0
         self._up_ms = 0
@@ -170,18 +171,20 @@ class WebServer:
             if would_block(e):
                 return False
             raise
-        except RuntimeError as e:  # wiznet: "All sockets in use."
+        except RuntimeError as e:
+            if "in use" in str(e):  # wiznet: "All sockets in use." The client waits on the
+                self.starved += 1  # listener's socket until one is free: not an error
+                return False
             self.errors += 1
             self.last_error = str(e)[:100]
-            if "in use" not in str(e):
-                # adafruit_wiznet5k: a client that reset before accept() leaves the listening
-                # hardware socket CLOSED; accept() then closes our listener object and raises
-                # "The socket has been closed." for ever. Listen on a new one (once per poll
-                # until it works; tests/test_w5500_services.py).
-                try:
-                    self.start(self.host)
-                except Exception as e2:
-                    self.last_error = ("re-listen: %s" % (e2,))[:100]
+            # adafruit_wiznet5k: a client that reset before accept() leaves the listening
+            # hardware socket CLOSED; accept() then closes our listener object and raises
+            # "The socket has been closed." for ever. Listen on a new one (once per poll
+            # until it works; tests/test_w5500_services.py).
+            try:
+                self.start(self.host)
+            except Exception as e2:
+                self.last_error = ("re-listen: %s" % (e2,))[:100]
             return False
         sock.settimeout(0)
         conns = self._conns
@@ -190,19 +193,8 @@ class WebServer:
             if conns[i] is None:
                 slot = i
                 break
-        if slot < 0:
-            # Full: evict a connection that is only draining, else the one that has waited
-            # longest for its request (a slow or idle client must not lock others out); if
-            # all are answering, refuse this one.
-            oldest = -1
-            for i in range(len(conns)):
-                c = conns[i]
-                if c.state == DRAINING:
-                    oldest = i
-                    break
-                if c.state == READING and (oldest < 0 or ticks_diff(
-                        conns[oldest].t0, c.t0) > 0):
-                    oldest = i
+        if slot < 0:  # full: make room (see victim()), or refuse this one
+            oldest = victim(conns)
             if oldest < 0:
                 try:
                     sock.settimeout(self.send_timeout_s or 0)

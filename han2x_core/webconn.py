@@ -39,6 +39,22 @@ def peer_gone(e):
     return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
 
 
+def victim(conns):
+    """Which connection to close for a new one when all slots are taken: one that is only
+    draining, else the one that has waited longest for its request (a slow or idle client
+    must not lock others out); -1 when all are answering."""
+    from han2x_core.ticks import ticks_diff
+
+    oldest = -1
+    for i in range(len(conns)):
+        c = conns[i]
+        if c.state == DRAINING:
+            return i
+        if c.state == READING and (oldest < 0 or ticks_diff(conns[oldest].t0, c.t0) > 0):
+            oldest = i
+    return oldest
+
+
 # The request headers we keep (others are skipped without storing them).
 _WANTED = ("host", "origin", "referer", "cookie", "authorization", "content-type",
            "accept-language")

@@ -105,3 +105,57 @@ def test_pages_json_and_bad_input_on_the_w5500():
     web.stop()
     modbus.stop()
     model.close()
+
+
+def test_all_w5500_sockets_in_use_makes_the_page_wait_not_fail():
+    """Modbus listener + 4 Modbus clients + web listener leave one socket of the seven: two
+    browsers at once are served one after the other, and nothing counts as an error."""
+    from han2x_core.modbus_server import ModbusServer
+
+    model, net = make_network()
+    regs = Registers(firmware_version=FIRMWARE_VERSION)
+    app = App(FeedHan(), regs, now_ms(), settings=dict(DEFAULTS))
+    app.add(net)
+    modbus = ModbusServer(net.pool, regs, port=502, max_clients=4)
+    web = WebServer(net.pool, app, port=80, max_clients=2, send_timeout_s=0.5)
+    for service in (modbus, web):
+        net.attach(service)
+        app.add(service)
+    parts = [_Stepper(app)]
+    held = []
+
+    def connect_modbus():
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", model.host_port(502)), timeout=5)
+            s.sendall(struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 2))
+            assert s.recv(64)[7] == 3
+            held.append(s)
+        return True
+
+    assert _in_thread(parts, connect_modbus)
+    results = []
+
+    def two_browsers():
+        threads = []
+        for path in ("/", "/api/status"):
+            def get(path=path):
+                c = http.client.HTTPConnection("127.0.0.1", model.host_port(80), timeout=10)
+                c.request("GET", path)
+                r = c.getresponse()
+                results.append((r.status, len(r.read())))
+                c.close()
+            t = threading.Thread(target=get)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join(15)
+        return True
+
+    _in_thread(parts, two_browsers)
+    assert sorted(s for s, _n in results) == [200, 200], results
+    assert web.errors == 0, web.last_error
+    for s in held:
+        s.close()
+    web.stop()
+    modbus.stop()
+    model.close()
