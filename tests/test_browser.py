@@ -54,8 +54,8 @@ class Sim:
         return out
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium(lang):
+    """Headless Chromium from Debian, a fresh profile, the browser language `lang`."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -67,10 +67,17 @@ def browser():
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run", "--user-data-dir=" + profile,
-                "--window-size=1200,1000", "--lang=en-US"):
+                "--window-size=1200,1000", "--lang=" + lang):
         opts.add_argument(arg)
+    opts.add_experimental_option("prefs", {"intl.accept_languages": lang})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(20)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium("en-US")
     yield driver
     driver.quit()
 
@@ -265,3 +272,21 @@ def test_the_password_works(sim, browser):
     submit(browser, "logout")
     browser.get(sim.url + "/settings")
     wait_for(lambda: "/login" in browser.current_url, what="the login page after logout")
+
+
+def test_a_norwegian_browser_gets_norwegian_pages(sim):
+    driver = chromium("nb-NO")
+    try:
+        driver.get(sim.url + "/")
+        assert driver.find_element("css selector", "nav a.on").text == "Oversikt"
+        wait_for(lambda: driver.find_element("tag name", "body").get_attribute("data-polls"),
+                 what="a status poll")
+        age = driver.find_element("css selector", '[data-k="age_s"]').text
+        assert age.endswith("s siden"), age
+        driver.get(sim.url + "/settings")
+        notice = save_settings(driver, scaling_factor="5")
+        assert notice.text == "Ingenting ble lagret: rett opp feltene som er merket."
+        assert driver.find_element("id", "err-scaling_factor").text == \
+            "Må være 10 til 1000000"
+    finally:
+        driver.quit()
