@@ -93,6 +93,8 @@ T = {
     "o_nb": "Norsk bokmål",
     "o_en": "English",
     "o_inverted": "inverted",
+    "han_bytes": "Bytes received (HAN)",
+    "han_line_errors": "Framing/parity errors (HAN)",
     "frames_ok": "Frames OK",
     "hcs_errors": "Header CRC errors",
     "fcs_errors": "Frame CRC errors",

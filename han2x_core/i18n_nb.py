@@ -93,6 +93,8 @@ T = {
     "o_nb": "Norsk bokmål",
     "o_en": "English",
     "o_inverted": "invertert",
+    "han_bytes": "Mottatte byte (HAN)",
+    "han_line_errors": "Ramme-/paritetsfeil (HAN)",
     "frames_ok": "Rammer OK",
     "hcs_errors": "CRC-feil i hode",
     "fcs_errors": "CRC-feil i ramme",

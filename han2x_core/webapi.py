@@ -58,6 +58,13 @@ def free_memory():
     return mem_free() if mem_free is not None else None
 
 
+def _line_errors(han):
+    """Framing + parity errors counted by the HAN reader (han_uart.HanReader.errors), None
+    when the source does not count them (the PC's simulated meter)."""
+    errors = getattr(han, "errors", None)
+    return errors if isinstance(errors, int) else None
+
+
 def han_state(app, now_ms):
     """What the HAN port is doing, for the dashboard's warning: "ok" (a telegram in the last
     30 s), "stale" (there were telegrams, none lately), "unknown" (frames arrive but are not
@@ -71,8 +78,7 @@ def han_state(app, now_ms):
     h = app.hdlc
     han = app.han
     if (h.frames_ok or h.hcs_errors or h.fcs_errors or h.discarded_bytes
-            or getattr(han, "bytes_ok", 0) or getattr(han, "framing_errors", 0)
-            or getattr(han, "parity_errors", 0)):
+            or getattr(han, "bytes_ok", 0) or _line_errors(han)):
         return "garbled"
     return "silent"
 
@@ -96,6 +102,8 @@ def device(app, web, now_ms):
         "decode_errors": app.decode_errors,
         "line_format": line,
         "han_state": han_state(app, now_ms),
+        "han_bytes": getattr(han, "bytes_ok", None),
+        "han_line_errors": _line_errors(han),
         "modbus_clients": getattr(mb, "client_count", None),
         "modbus_requests": getattr(mb, "requests", None),
         "free_memory": free_memory(),

@@ -136,7 +136,8 @@ def _dashboard(ctx):
                            esc(tr("export", lang))))
 
 
-_DIAG = (("frames_ok", "n"), ("hcs_errors", "n"), ("fcs_errors", "n"),
+_DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
+         ("hcs_errors", "n"), ("fcs_errors", "n"),
          ("discarded_bytes", "n"), ("decode_errors", "n"), ("line_format", "s"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),

@@ -545,3 +545,15 @@ def test_both_languages_have_every_text():
 
     assert set(i18n_en.T) == set(i18n_nb.T)
     assert all(i18n_nb.T.values()) and all(i18n_en.T.values())
+
+
+def test_han_reader_counters_reach_the_diagnostics(dev):
+    class Reader(type(dev.han)):  # what han_uart.HanReader adds: byte and line counters
+        bytes_ok = 0
+        errors = 7
+
+    dev.han.__class__ = Reader
+    device = json.loads(dev.get("/api/status")[2])["device"]
+    assert device["han_line_errors"] == 7 and device["han_bytes"] == 0
+    assert device["han_state"] == "garbled"  # line errors but no frame
+    assert b'data-k="dev.han_line_errors" data-f="n">7<' in dev.get("/diagnostics")[2]
