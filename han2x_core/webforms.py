@@ -139,7 +139,6 @@ def save(app, changes, errors):
     return errors if errors else app.save_settings(changes)
 
 
-
 def post_login(self, conn, request, ctx):
     from han2x_core import webpages
 
@@ -165,8 +164,10 @@ def post_logout(self, conn, request, ctx):
     form = read_form(self, conn, request)
     if form is None:
         return
-    if self.same_origin(request) and equal(form.get("csrf", ""), self.csrf):
-        self.sessions = []
+    token = request.cookie("han2x")
+    if token in self.sessions and self.same_origin(request) and equal(form.get("csrf", ""),
+                                                                       self.csrf):
+        self.sessions.remove(token)  # this browser only
     self.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
                      "Path=/; Max-Age=0\r\n")
 
