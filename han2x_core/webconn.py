@@ -39,6 +39,30 @@ def peer_gone(e):
     return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
 
 
+def pick_language(setting, accept_language):
+    """'nb' or 'en': the setting, or for 'auto' the first of them in Accept-Language."""
+    if setting in ("nb", "en"):
+        return setting
+    if accept_language:
+        for part in accept_language.split(","):
+            tag = part.strip()[:2].lower()
+            if tag in ("nb", "no", "nn"):
+                return "nb"
+            if tag == "en":
+                return "en"
+    return "en"
+
+
+def file_chunks(path):
+    """A file's bytes in pieces of 512 (a response body that never holds the whole file)."""
+    with open(path, "rb") as f:
+        while True:
+            piece = f.read(512)
+            if not piece:
+                break
+            yield piece
+
+
 def victim(conns):
     """Which connection to close for a new one when all slots are taken: one that is only
     draining, else the one that has waited longest for its request (a slow or idle client

@@ -11,6 +11,7 @@ from micropython import const
 
 from han2x_core import webapi
 from han2x_core.ticks import ticks_add, ticks_diff
+from han2x_core.webconn import file_chunks, pick_language
 
 _SESSIONS = const(4)
 _MAX_FAILS = const(5)
@@ -45,20 +46,6 @@ def release():
                 pass
 
 
-def pick_language(setting, accept_language):
-    """'nb' or 'en': the setting, or for 'auto' the first of them in Accept-Language."""
-    if setting in ("nb", "en"):
-        return setting
-    if accept_language:
-        for part in accept_language.split(","):
-            tag = part.strip()[:2].lower()
-            if tag in ("nb", "no", "nn"):
-                return "nb"
-            if tag == "en":
-                return "en"
-    return "en"
-
-
 def _token():
     import os
     from binascii import hexlify
@@ -74,15 +61,6 @@ def equal(a, b):
     for i in range(len(a)):
         diff |= ord(a[i]) ^ ord(b[i])
     return diff == 0
-
-
-def _file_chunks(path):
-    with open(path, "rb") as f:
-        while True:
-            piece = f.read(512)
-            if not piece:
-                break
-            yield piece
 
 
 def local_path(target):
@@ -207,7 +185,7 @@ class Routes:
         static = _STATIC.get(path)
         if static is not None and method != "POST":
             headers = "Cache-Control: max-age=86400\r\n"
-            web.respond(conn, 200, static[1], _file_chunks(self.www + "/" + static[0]), headers)
+            web.respond(conn, 200, static[1], file_chunks(self.www + "/" + static[0]), headers)
             return
         lang = pick_language(self.language, request.header("accept-language"))
         authed = self.authorised(request)
