@@ -5,9 +5,9 @@ control, HCS, information, FCS, 7E. CRCs are CRC-16/X.25. The meters do NOT byte
 0x7E and 0x7D occur raw inside frames, so frames are cut by the length field, never at flags.
 """
 
-from array import array
-
 from micropython import const
+
+from han2x_core.crc import crc_x25 as crc16
 
 _FLAG = const(0x7E)
 _MAX_FRAME = const(2049)  # 11-bit length field (2047) + the two flags
@@ -39,28 +39,6 @@ _ERROR_TEXT = (
 def error_text(code):
     """English message for a negative check_frame result."""
     return _ERROR_TEXT[-code]
-
-
-def _make_table():
-    table = array("H", [0] * 256)
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-        table[i] = crc
-    return table
-
-
-_TABLE = _make_table()
-
-
-def crc16(buf, start, end):
-    """CRC-16/X.25 (reflected 0x1021, init and final XOR 0xFFFF) of buf[start:end]."""
-    table = _TABLE
-    crc = 0xFFFF
-    for i in range(start, end):
-        crc = (crc >> 8) ^ table[(crc ^ buf[i]) & 0xFF]
-    return crc ^ 0xFFFF
 
 
 def _hcs_pos(buf, s, avail, total):

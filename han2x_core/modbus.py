@@ -7,9 +7,10 @@ against a Registers image and keeps the counters. No allocation on the read path
 """
 
 import struct
-from array import array
 
 from micropython import const
+
+from han2x_core.crc import crc_modbus as crc16
 
 ADU_SIZE = const(260)  # MBAP: 7 + 253; RTU: 256
 
@@ -27,28 +28,6 @@ EX_ILLEGAL_FUNCTION = const(1)
 EX_ILLEGAL_ADDRESS = const(2)
 EX_ILLEGAL_VALUE = const(3)
 EX_DEVICE_FAILURE = const(4)
-
-
-def _make_crc_table():
-    table = array("H", [0] * 256)
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table[i] = crc
-    return table
-
-
-_CRC_TABLE = _make_crc_table()
-
-
-def crc16(buf, start, end):
-    """Modbus RTU CRC-16 of buf[start:end] (poly 0xA001 reflected, init 0xFFFF)."""
-    crc = 0xFFFF
-    table = _CRC_TABLE
-    for i in range(start, end):
-        crc = (crc >> 8) ^ table[(crc ^ buf[i]) & 0xFF]
-    return crc
 
 
 def _rtu_length(buf, k, n):

@@ -16,18 +16,8 @@ import json
 import os
 import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-try:
-    from micropython import const  # noqa: F401
-except ImportError:  # CPython: the cores import const from micropython
-    import types
-
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools._host  # noqa: E402,F401  (repo root on sys.path, micropython.const)
 
 from han2x_core import DecodeError, decode_frame  # noqa: E402
 from han2x_core.cosem import content_pos, to_python  # noqa: E402

@@ -12,17 +12,8 @@ import random
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-try:
-    from micropython import const  # noqa: F401
-except ImportError:
-    import types
-
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools._host  # noqa: E402,F401  (repo root on sys.path, micropython.const)
 
 from han2x_core.hdlc import crc16  # noqa: E402
 

@@ -20,18 +20,8 @@ import socket
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-try:
-    from micropython import const  # noqa: F401
-except ImportError:  # CPython: the cores import const from micropython
-    import types
-
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools._host import ROOT as _ROOT  # noqa: E402  (sys.path, micropython.const)
 
 from han2x_core import FIRMWARE_VERSION, __version__  # noqa: E402
 from han2x_core.app import App  # noqa: E402
