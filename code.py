@@ -54,7 +54,9 @@ def main():
     except ImportError as e:
         print("web page unavailable:", e)
     else:
-        web = WebServer(net.pool, app, port=settings["web_port"], send_timeout_s=0.1)
+        # one browser at a time: 8 W5500 sockets = DHCP + 2 listeners + 4 Modbus + 1 web
+        web = WebServer(net.pool, app, port=settings["web_port"], max_clients=1,
+                        send_timeout_s=0.1)
         net.attach(web)
         app.add(web)
     ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))

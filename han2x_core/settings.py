@@ -180,6 +180,12 @@ def validate(d, old=None):
             errors[key] = message
             clean[key] = fallback
     _check_network(clean, errors, base)
+    if clean["web_port"] == clean["modbus_port"] and "web_port" not in errors:
+        # One port for both would leave the web page unreachable after a restart.
+        errors["web_port"] = "must differ from the Modbus port"
+        clean["web_port"] = base.get("web_port", DEFAULTS["web_port"])
+        if clean["web_port"] == clean["modbus_port"]:
+            clean["modbus_port"] = base.get("modbus_port", DEFAULTS["modbus_port"])
     return clean, errors
 
 

@@ -113,7 +113,7 @@ def json_changes(data):
     return changes, errors
 
 
-PORT_CLASH = "must differ from the Modbus port"
+PORT_CLASH = "must differ from the Modbus port"  # settings.validate's message
 
 
 def check(app, changes, errors):
@@ -124,12 +124,8 @@ def check(app, changes, errors):
     for key in changes:
         if key not in errors:
             merged[key] = changes[key]
-    clean, more = validate(merged)
-    out = dict(more)
+    _, out = validate(merged)  # a port clash comes back as PORT_CLASH (translated on the page)
     out.update(errors)
-    if "web_port" not in out and "modbus_port" not in out and (
-            clean["web_port"] == clean["modbus_port"]):
-        out["web_port"] = PORT_CLASH
     return out
 
 

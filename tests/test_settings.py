@@ -186,3 +186,15 @@ def test_from_text_bad_values_get_defaults_with_warnings():
     assert clean["modbus_port"] == 502 and clean["ip"] == DEFAULTS["ip"]
     assert clean["web_port"] == 8080
     assert len(warnings) == 2 and "modbus_port must be from 1 to 65535; using 502" in warnings
+
+
+def test_web_port_equal_to_modbus_port_is_refused_even_in_a_hand_edited_file():
+    clean, errors = validate(dict(DEFAULTS, web_port=502))
+    assert errors == {"web_port": "must differ from the Modbus port"}
+    assert clean["web_port"] == 80 and clean["modbus_port"] == 502
+    # the default web port clashing with a hand-set Modbus port still leaves two ports
+    clean, errors = validate(dict(DEFAULTS, modbus_port=80))
+    assert "web_port" in errors and clean["web_port"] != clean["modbus_port"]
+    # with valid old settings the old web port is kept
+    clean, errors = validate(dict(DEFAULTS, web_port=8080, modbus_port=8080), DEFAULTS)
+    assert (clean["web_port"], clean["modbus_port"]) == (80, 8080)

@@ -557,3 +557,11 @@ def test_han_reader_counters_reach_the_diagnostics(dev):
     assert device["han_line_errors"] == 7 and device["han_bytes"] == 0
     assert device["han_state"] == "garbled"  # line errors but no frame
     assert b'data-k="dev.han_line_errors" data-f="n">7<' in dev.get("/diagnostics")[2]
+
+
+def test_board_temperature_below_zero_is_shown_signed(dev):
+    # A meter cabinet in a Norwegian winter: register 40044 carries an int16.
+    dev.regs.set_board(temperature_c100=-1250)
+    assert json.loads(dev.get("/api/status")[2])["device"]["temperature_c"] == -12.5
+    dev.regs.set_board(temperature_c100=2175)
+    assert json.loads(dev.get("/api/status")[2])["device"]["temperature_c"] == 21.75
