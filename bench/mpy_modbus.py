@@ -24,7 +24,8 @@ def _dirname(path):
 
 sys.path.insert(0, _dirname(_dirname(__file__)) if "/" in __file__ else "..")
 
-from han2x_core.modbus import ModbusConnection, ModbusHandler, crc16  # noqa: E402
+from han2x_core.modbus import ModbusConnection, crc16  # noqa: E402
+from han2x_core.modbus_pdu import ModbusHandler  # noqa: E402
 from han2x_core.modbus_server import ModbusServer  # noqa: E402
 from han2x_core.registers import Registers  # noqa: E402
 

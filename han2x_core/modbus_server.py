@@ -7,7 +7,8 @@ hardware sockets) and the eviction policy are documented in docs/registers.md.
 
 from micropython import const
 
-from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection, ModbusHandler
+from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection
+from han2x_core.modbus_pdu import ModbusHandler
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _EAGAIN = (11, 35, 115, 119)  # EAGAIN/EWOULDBLOCK (Linux, BSD), EINPROGRESS/EALREADY

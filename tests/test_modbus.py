@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from han2x_core.modbus import CLOSE, MODE_MBAP, MODE_RTU, ModbusConnection, ModbusHandler
+from han2x_core.modbus import CLOSE, MODE_MBAP, MODE_RTU, ModbusConnection
+from han2x_core.modbus_pdu import ModbusHandler
 from han2x_core.registers import COUNT, Registers
 
 

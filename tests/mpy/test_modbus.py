@@ -3,7 +3,8 @@
 import gc
 import struct
 
-from han2x_core.modbus import CLOSE, ModbusConnection, ModbusHandler, crc16
+from han2x_core.modbus import CLOSE, ModbusConnection, crc16
+from han2x_core.modbus_pdu import ModbusHandler
 from han2x_core.registers import Registers
 
 
