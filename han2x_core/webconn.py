@@ -65,14 +65,18 @@ def file_chunks(path):
 
 def victim(conns):
     """Which connection to close for a new one when all slots are taken: one that is only
-    draining, else the one that has waited longest for its request (a slow or idle client
-    must not lock others out); -1 when all are answering."""
+    draining or has handed its whole answer to the socket (its client may already have it
+    all and be connecting again: poll() accepts before it services, so the slot would still
+    look busy and a browser's next request got a 503), else the one that has waited longest
+    for its request (a slow or idle client must not lock others out); -1 when all are
+    answering."""
     from han2x_core.ticks import ticks_diff
 
     oldest = -1
     for i in range(len(conns)):
         c = conns[i]
-        if c.state == DRAINING:
+        if c.state == DRAINING or (c.state == SENDING and c.gen is None
+                                   and c.pos >= len(c.out)):
             return i
         if c.state == READING and (oldest < 0 or ticks_diff(conns[oldest].t0, c.t0) > 0):
             oldest = i

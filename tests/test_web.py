@@ -565,3 +565,28 @@ def test_board_temperature_below_zero_is_shown_signed(dev):
     assert json.loads(dev.get("/api/status")[2])["device"]["temperature_c"] == -12.5
     dev.regs.set_board(temperature_c100=2175)
     assert json.loads(dev.get("/api/status")[2])["device"]["temperature_c"] == 21.75
+
+
+def test_a_finished_answer_makes_room_for_the_next_request():
+    """poll() accepts before it services: a connection whose whole answer is already in the
+    socket still looks busy then, while its client may have read it all and connected
+    again. victim() must give that slot (it was a 503 for a browser's next request, seen
+    on a loaded machine with one web slot on the W5500), never one still answering."""
+    from han2x_core.webconn import READING, Conn, victim
+
+    def conn(t0):
+        return Conn(None, None, bytearray(8), t0)
+
+    done, answering, reading = conn(1), conn(2), conn(3)
+    done.respond(200, "text/plain", "ok")
+    done.pos = len(done.out)
+    answering.respond(200, "text/plain", "ok")
+    answering.pos = 1
+    assert reading.state == READING
+    assert victim([answering, done]) == 1
+    assert victim([answering, reading]) == 1
+    assert victim([answering]) == -1
+    chunked = conn(4)
+    chunked.respond(200, "text/plain", iter(["more to come"]))
+    chunked.pos = len(chunked.out)  # the head is out, the body is not
+    assert victim([chunked]) == -1
