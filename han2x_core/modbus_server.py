@@ -1,53 +1,22 @@
 """Modbus TCP server shell: non-blocking, many clients, over any socket pool.
 
 The pool is CPython's or MicroPython's `socket` module, or adafruit_wiznet5k's SocketPool.
-It moves bytes only; framing and functions live in modbus.py. Budget rules (W5500: 8
-hardware sockets) and the eviction policy are documented in docs/registers.md.
+This is the listener, accepting and the client budget; each client is a ClientSlot
+(modbus_slot.py), framing and function codes are modbus.py and modbus_pdu.py. Budget rules
+(W5500: 8 hardware sockets) and the eviction policy are documented in docs/registers.md.
 """
 
 from micropython import const
 
-from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection
+from han2x_core.modbus import ADU_SIZE
 from han2x_core.modbus_pdu import ModbusHandler
+from han2x_core.modbus_slot import MORE, PEER_CLOSED, STALLED, TIMED_OUT, ClientSlot, again
 from han2x_core.ticks import ticks_add, ticks_diff
 
-_EAGAIN = (11, 35, 115, 119)  # EAGAIN/EWOULDBLOCK (Linux, BSD), EINPROGRESS/EALREADY
-_GONE = (32, 54, 104, 103, 107, 128)  # EPIPE, ECONNRESET (BSD, Linux), ECONNABORTED, ENOTCONN
-_MAX_FRAMES = const(4)  # requests served per client per poll: fairness
 _MAX_ACCEPTS = const(2)  # connections taken per poll
 _ACCEPT_EVERY_MS = const(5)  # accept() with nothing waiting raises (allocates) and costs SPI
 # transfers on the W5500: try it at most this often while nothing is coming in
 _REBIND_MS = const(1000)  # retry a failed bind this often
-_SEND_STALL_MS = const(10000)  # a client whose answer cannot be sent for this long is dropped
-
-
-def _again(e):
-    """True for 'would block' errors, portable: CPython's wiznet OSError has errno None."""
-    return bool(e.args) and e.args[0] in _EAGAIN
-
-
-class _Client:
-    """One preallocated client slot: reused for every connection it serves."""
-
-    def __init__(self, handler):
-        self.sock = None
-        self.conn = ModbusConnection(handler)
-        self.tx = bytearray(ADU_SIZE)
-        self.tx_mv = memoryview(self.tx)
-        self.view = None  # cached memoryview of tx[0:view_len]: no allocation per answer
-        self.view_len = -1
-        self.tx_len = 0
-        self.tx_pos = 0
-        self.last_rx_ms = 0
-        self.stall_ms = 0  # when the pending answer stopped moving
-        self.recv_into = True
-
-    def attach(self, sock, now_ms):
-        self.sock = sock
-        self.conn.reset()
-        self.tx_len = self.tx_pos = 0
-        self.last_rx_ms = now_ms
-        self.recv_into = hasattr(sock, "recv_into")  # MicroPython's socket has readinto
 
 
 class ModbusServer:
@@ -84,7 +53,7 @@ class ModbusServer:
         level = getattr(pool, "IPPROTO_TCP", None)
         option = getattr(pool, "TCP_NODELAY", None)
         self._nodelay = (level, option) if level is not None and option is not None else None
-        self._clients = [_Client(self.handler) for _ in range(max_clients)]
+        self._clients = [ClientSlot(self.handler) for _ in range(max_clients)]
         self.client_count = 0
         self.accepted = 0
         self.accept_tries = 0  # polls that called accept() (rate-limited, see _ACCEPT_EVERY_MS)
@@ -142,7 +111,7 @@ class ModbusServer:
         if max_clients is not None and max_clients >= 1:
             self.max_clients = max_clients
             while len(self._clients) < max_clients:
-                self._clients.append(_Client(self.handler))  # allocates (settings change)
+                self._clients.append(ClientSlot(self.handler))  # allocates (settings change)
         if idle_timeout_ms is not None:
             self.idle_timeout_ms = idle_timeout_ms
         if unit_id is not None:
@@ -187,117 +156,35 @@ class ModbusServer:
             if c.sock is None:
                 continue
             try:
-                self._serve(c, now_ms)
+                r = c.serve(now_ms, self._scratch, self.send_timeout_s, self.idle_timeout_ms)
+                if r:
+                    self._served(c, r)
             except MemoryError:
                 self._fail(c, "out of memory")
             except Exception as e:  # noqa: BLE001 - one client's failure never stops the rest
                 self._fail(c, e)
 
-    def _serve(self, c, now_ms):
-        if c.tx_len:
-            self._flush(c, now_ms)
-            if c.sock is None:
-                return
-            if c.tx_len:
-                if ticks_diff(now_ms, c.stall_ms) > _SEND_STALL_MS:
-                    self.stalled += 1
-                    self._close(c)
-                return
-        conn = c.conn
-        if conn.room():
-            n = self._recv(c)
-            if n == 0:
-                self.closed_by_peer += 1
-                self._close(c)
-                return
-            if n > 0:
-                c.last_rx_ms = now_ms
-        for _ in range(_MAX_FRAMES):
-            m = conn.respond(c.tx)
-            if m == CLOSE:
-                self._close(c)
-                return
-            if m == 0:
-                break
-            c.tx_len = m
-            c.tx_pos = 0
-            c.stall_ms = now_ms
-            self._flush(c, now_ms)
-            if c.sock is None or c.tx_len:
-                return
-        else:
+    def _served(self, c, r):
+        """Act on a ClientSlot.serve() result: note more work; count and close."""
+        if r & MORE:
             self._more = True  # stopped at the per-poll limit: more frames may be waiting
-        if ticks_diff(now_ms, c.last_rx_ms) > self.idle_timeout_ms:
+        if r & PEER_CLOSED:
+            self.closed_by_peer += 1
+        elif r & STALLED:
+            self.stalled += 1
+        elif r & TIMED_OUT:
             self.timed_out += 1
+        if r != MORE:  # any other bit, a framing error too (the handler counted it)
             self._close(c)
 
-    # ---- socket calls (each in one place, for the W5500's quirks) ----------------------------
-
-    def _recv(self, c):
-        """Receive what is waiting: n > 0 bytes, 0 = peer closed, -1 = nothing now."""
-        conn = c.conn
-        if conn.rx_len == 0:
-            buf = conn.rx  # straight into the frame buffer: no copy in the common case
-            size = ADU_SIZE
-        else:
-            buf = self._scratch
-            size = conn.room()
-        try:
-            if c.recv_into:
-                n = c.sock.recv_into(buf, size)
-            else:
-                n = c.sock.readinto(buf, size)  # MicroPython: None when nothing is waiting
-        except OSError as e:
-            if _again(e):
-                return -1
-            if e.args and e.args[0] in _GONE:
-                return 0  # reset by the peer: a normal way to leave
-            raise
-        if n is None:
-            return -1
-        if n and buf is conn.rx:
-            conn.rx_len = n
-        elif n:
-            conn.feed(buf, n)
-        return n
-
-    def _flush(self, c, now_ms):
-        """Send what the socket takes now; keep the rest for the next poll."""
-        while c.tx_pos < c.tx_len:
-            if c.tx_pos == 0:
-                if c.view_len != c.tx_len:
-                    c.view = c.tx_mv[0:c.tx_len]  # allocates once per answer size
-                    c.view_len = c.tx_len
-                data = c.view
-            else:
-                data = c.tx_mv[c.tx_pos:c.tx_len]  # allocates (partial send: rare)
-            if self.send_timeout_s:
-                c.sock.settimeout(self.send_timeout_s)  # W5500: bounded wait (see __init__)
-            try:
-                sent = c.sock.send(data)  # wiznet: RuntimeError on timeout -> client closed
-            except OSError as e:
-                if _again(e):
-                    return
-                if e.args and e.args[0] in _GONE:
-                    self.closed_by_peer += 1
-                    self._close(c)
-                    return
-                raise
-            finally:
-                if self.send_timeout_s and c.sock is not None:
-                    c.sock.settimeout(0)
-            if not sent:
-                return
-            c.tx_pos += sent
-            c.stall_ms = now_ms
-        c.tx_len = c.tx_pos = 0
+    # ---- accepting and the listener (each client's socket calls: modbus_slot.py) -----------
 
     def _accept(self, now_ms):
         """Take one waiting connection; True when one was taken."""
         try:
             sock, _ = self._listener.accept()
         except OSError as e:
-            if not _again(e):
+            if not again(e):
                 self.errors += 1
                 self.last_error = "accept: %s" % (e,)
             return False
@@ -318,15 +205,6 @@ class ModbusServer:
                 self.evicted += 1
                 self._close(victim)
             return False
-        try:
-            sock.settimeout(0)
-        except (OSError, AttributeError):
-            pass
-        if self._nodelay is not None:
-            try:  # answers go out at once instead of waiting for the previous ACK (Nagle)
-                sock.setsockopt(self._nodelay[0], self._nodelay[1], 1)
-            except (OSError, AttributeError, TypeError, ValueError):
-                pass
         slot = None
         if self.client_count >= self.max_clients:
             slot = self._longest_idle()
@@ -341,7 +219,7 @@ class ModbusServer:
         if slot is None:  # cannot happen while max_clients >= 1; never leak the socket
             self._close_sock(sock)
             return False
-        slot.attach(sock, now_ms)
+        slot.attach(sock, now_ms, self._nodelay)
         self.client_count += 1
         self.accepted += 1
         return True
@@ -352,8 +230,6 @@ class ModbusServer:
         except Exception as e:  # noqa: BLE001 - closing must not raise into the loop
             self.errors += 1
             self.last_error = "close: %s" % (e,)
-
-    # ---- helpers ---------------------------------------------------------------------------
 
     def _longest_idle(self):
         victim = None
@@ -372,10 +248,7 @@ class ModbusServer:
             self._close(victim)
 
     def _close(self, c):
-        sock = c.sock
-        c.sock = None
-        c.conn.reset()
-        c.tx_len = c.tx_pos = 0
+        sock = c.detach()
         if sock is not None:
             self.client_count -= 1
             self._close_sock(sock)
