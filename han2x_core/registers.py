@@ -1,30 +1,24 @@
 """The HAN2X register image: one preallocated bytearray of big-endian 16-bit registers.
 
-Governed by han2x-spec.md (register map, scaling, rounding, estimation) and documented for
-users in docs/registers.md. Offsets are protocol offsets (address - 40001). Sans-I/O: time
-comes in as now_ms; values come in as decode_frame readings.
+Governed by han2x-spec.md (register map, scaling, rounding), documented for users in
+docs/registers.md; estimation is energy.py, the scaling factor's write rules scaling.py.
+Offsets are protocol offsets (address - 40001). Sans-I/O: time comes in as now_ms.
 """
 
 import struct
 
 from micropython import const
 
+from han2x_core.energy import TOTAL_KEYS, EnergyEstimate
+from han2x_core.scaling import SCALING_DEFAULT, SCALING_MAX, SCALING_MIN, ScalingWrite
 from han2x_core.ticks import ticks_diff
 
 # Size of the image: the original map (offsets 0-49) plus the extended block (50-76).
 COUNT = const(77)
 ORIGINAL_COUNT = const(50)
 
-SCALING_MIN = const(10)
-SCALING_MAX = const(1000000)
-SCALING_DEFAULT = const(1000)
-
 STALE_MS = const(60000)  # like the HAN LED: no telegram for 60 s -> data not valid
 _EST_STEP_MS = const(1000)  # integrate power at most once a second
-_PENDING_MS = const(30000)  # an FC06 high word waits this long for its low word
-_WMS_PER_WH = const(3600000)  # W x ms in one Wh
-_FROZEN_DELAY_MS = const(10000)  # hourly totals are frozen at xx:00:00 and sent ~10 s later
-_MAX_DELAY_MS = const(120000)
 
 # Original map offsets.
 _OFF_CLOCK = const(36)  # 36..41: year, month, day, hour, minute, second
@@ -59,9 +53,7 @@ _KEYS = (
     "reactive_power_import_var", "reactive_power_export_var",
     "current_l1_ma", "current_l2_ma", "current_l3_ma",
     "voltage_l1_dv", "voltage_l2_dv", "voltage_l3_dv",
-    "active_energy_import_wh", "active_energy_export_wh",
-    "reactive_energy_import_varh", "reactive_energy_export_varh",
-)
+) + TOTAL_KEYS
 _NKEYS = const(14)
 _FIRST_ENERGY = const(10)
 _METERS = ("aidon", "kaifa", "kamstrup")
@@ -88,14 +80,7 @@ class Registers:
         self._list = 0
         self._meter_id = None
         self._clock_ok = False
-        # Energy estimation, one slot per energy (see docs/registers.md "Estimated energy").
-        self._base = [0] * 4  # last hourly total, Wh
-        self._since = [0] * 4  # whole Wh integrated since that total
-        self._acc = [0] * 4  # remainder, W x ms (< 3.6e6)
-        self._served = [0] * 4  # last estimate served, Wh: never goes backwards
-        self._have_base = False
-        self._totals_clock = None
-        self._est_ms = None  # tick of the last integration step
+        self._energy = EnergyEstimate()  # estimated energy (docs/registers.md)
         # Time keeping from tick() deltas (wrap-safe for any uptime).
         self._last_tick = None
         self._up_s = 0
@@ -103,8 +88,7 @@ class Registers:
         self._age_ms = -1  # ms since the last telegram; -1 = none yet
         self._hours = None  # set_board(hours=...) overrides the uptime count
         self._temperature = 0
-        self._pending_hi = -1  # FC06 high word of the scaling factor waiting for its low word
-        self._pending_ms = 0
+        self._scaling_write = ScalingWrite()  # a high word waiting for its low word
         self._render_all()
 
     # ---- feeding -------------------------------------------------------------------------
@@ -123,14 +107,23 @@ class Registers:
             self._forget_meter()
         if meter_id is not None:
             self._meter_id = meter_id
-        self._integrate(now_ms)  # the interval that ends now used the previous power
+        energy = self._energy  # the interval that ends now used the previous power:
+        energy.integrate(self._raw, now_ms, 0 <= self._age_ms < STALE_MS)
         raw = self._raw
         for i in range(_FIRST_ENERGY):
             value = reading.get(_KEYS[i])
             if value is not None:
                 raw[i] = -value if value < 0 else value  # Aidon's signed current: magnitude
                 self._present |= 1 << i
-        self._update_totals(reading, now_ms)
+        taken = energy.totals(reading, raw, now_ms)
+        if taken < 0:
+            self.stale_repeats += 1
+        elif taken:
+            for i in range(_FIRST_ENERGY, _NKEYS):
+                value = reading.get(_KEYS[i])
+                if value is not None:
+                    raw[i] = value
+                    self._present |= 1 << i
         clock = reading.get("meter_clock")
         if clock:
             self._clock_ok = True
@@ -145,8 +138,8 @@ class Registers:
         self._list = lst if lst in (1, 2, 3) else 0
         self.telegrams += 1
         self._age_ms = 0
-        if self._est_ms is None:
-            self._est_ms = now_ms
+        if energy.est_ms is None:
+            energy.est_ms = now_ms
         self._render_all()
 
     def tick(self, now_ms):
@@ -160,10 +153,8 @@ class Registers:
             return
         if self._age_ms >= 0 and self._age_ms < (1 << 29):
             self._age_ms += dt
-        if self._pending_hi >= 0:
-            self._pending_ms += dt
-            if self._pending_ms > _PENDING_MS:
-                self._pending_hi = -1
+        if self._scaling_write.pending_hi >= 0:
+            self._scaling_write.tick(dt)
         rem = self._up_rem_ms + dt
         if rem < 1000:
             self._up_rem_ms = rem
@@ -171,8 +162,9 @@ class Registers:
         self._up_s += rem // 1000
         self._up_rem_ms = rem % 1000
         # Once a second at most: integrate and refresh the time-dependent registers.
-        if self._est_ms is not None and ticks_diff(now_ms, self._est_ms) >= _EST_STEP_MS:
-            self._integrate(now_ms)
+        est_ms = self._energy.est_ms
+        if est_ms is not None and ticks_diff(now_ms, est_ms) >= _EST_STEP_MS:
+            self._energy.integrate(self._raw, now_ms, 0 <= self._age_ms < STALE_MS)
             self._render_energy()
         self._render_dynamic()
 
@@ -209,30 +201,9 @@ class Registers:
             reg = start + i
             if reg not in (44, 45, 48, 49):
                 return 2
-        value = self.scaling
-        pending = self._pending_hi
-        for i in range(count):
-            word = (data[off + 2 * i] << 8) | data[off + 2 * i + 1]
-            if (start + i) & 1 == 0:  # high word (44 or 48)
-                if word > (SCALING_MAX >> 16):
-                    return 3
-                pending = word
-            else:
-                hi = pending if pending >= 0 else value >> 16
-                value = (hi << 16) | word
-                if not SCALING_MIN <= value <= SCALING_MAX:
-                    return 3
-                pending = -1
-        if pending >= 0:
-            # A high word alone: applied at once when it makes a valid value with the current
-            # low word, and remembered either way so that a following low word completes it.
-            candidate = (pending << 16) | (value & 0xFFFF)
-            if SCALING_MIN <= candidate <= SCALING_MAX:
-                value = candidate
-            self._pending_hi = pending
-            self._pending_ms = 0
-        else:
-            self._pending_hi = -1
+        value = self._scaling_write.write(self.scaling, start, data, off, count)
+        if value < 0:
+            return 3
         if value != self.scaling:
             self.scaling = value
             self._render_all()
@@ -253,94 +224,11 @@ class Registers:
     def _forget_meter(self):
         for i in range(_NKEYS):
             self._raw[i] = 0
-        for i in range(4):
-            self._base[i] = self._since[i] = self._acc[i] = self._served[i] = 0
+        self._energy.forget()
         self._present = 0
-        self._have_base = False
-        self._totals_clock = None
         self._clock_ok = False
         for i in range(6):
             struct.pack_into(">H", self.image, 2 * (_OFF_CLOCK + i), 0)
-
-    def _update_totals(self, reading, now_ms):
-        have = False
-        for i in range(4):
-            if reading.get(_KEYS[_FIRST_ENERGY + i]) is not None:
-                have = True
-        if not have:
-            return
-        clock = reading.get("meter_clock")
-        key = None
-        if clock:
-            key = tuple(clock.get(k) or 0 for k in _CLOCK_KEYS)  # allocates (hourly)
-            if self._totals_clock is not None and key <= self._totals_clock and \
-                    not self._totals_grew(reading):
-                # Aidon may repeat the previous hour's list: same or older meter clock and
-                # no total above ours. (A clock that goes back with larger totals is the
-                # autumn daylight-saving change: taken.)
-                self.stale_repeats += 1
-                return
-        self._totals_clock = key
-        # The totals are the meter's registers frozen at the full hour; the telegram comes
-        # seconds later (han-protocol.md: xx:00:10, Kamstrup xx:00:05). Credit the energy
-        # of that delay at the current power, from the meter's clock when it says how late
-        # it is, else the usual 10 s (Aidon stamps the list with the freeze time xx:00:00).
-        delay_ms = _FROZEN_DELAY_MS
-        if clock:
-            late_ms = ((clock.get("minute") or 0) * 60 + (clock.get("second") or 0)) * 1000
-            if 0 < late_ms <= _MAX_DELAY_MS:
-                delay_ms = late_ms
-            elif late_ms > _MAX_DELAY_MS:
-                delay_ms = 0  # not an hourly freeze we understand: no credit
-        for i in range(4):
-            total = reading.get(_KEYS[_FIRST_ENERGY + i])
-            if total is None:
-                continue
-            slot = _FIRST_ENERGY + i
-            self._raw[slot] = total
-            self._present |= 1 << slot
-            if not self._have_base or total != self._base[i]:
-                # Re-base: the estimate restarts from the meter's own total.
-                self._base[i] = total
-                self._since[i] = 0
-                self._acc[i] = 0
-                self._add(i, self._raw[i] * delay_ms)
-            if not self._have_base:
-                self._served[i] = total
-        self._have_base = True
-        self._est_ms = now_ms
-
-    def _totals_grew(self, reading):
-        for i in range(4):
-            total = reading.get(_KEYS[_FIRST_ENERGY + i])
-            if total is not None and total > self._base[i]:
-                return True
-        return False
-
-    def _integrate(self, now_ms):
-        """Add power x elapsed time since the last step to the estimates (integers only)."""
-        if self._est_ms is None:
-            return
-        dt = ticks_diff(now_ms, self._est_ms)
-        if dt <= 0:
-            return
-        self._est_ms = now_ms
-        if not self._have_base or self._age_ms < 0 or self._age_ms >= STALE_MS:
-            return  # no total to add to, or no fresh power: hold the estimate
-        if dt > STALE_MS:
-            dt = STALE_MS
-        raw = self._raw
-        for i in range(4):
-            self._add(i, raw[i] * dt)
-
-    def _add(self, i, wms):
-        """Add W x ms to estimate i: whole Wh to _since, the remainder kept (integers only)."""
-        acc = self._acc[i] + wms
-        if acc >= _WMS_PER_WH:
-            whole = acc // _WMS_PER_WH
-            self._since[i] += whole
-            acc -= whole * _WMS_PER_WH
-        self._acc[i] = acc
 
     def _scaled(self, value):
         if value == 0:
@@ -379,15 +267,9 @@ class Registers:
         self._render_dynamic()
 
     def _render_energy(self):
+        energy = self._energy
         for i in range(4):
-            if self._have_base:
-                est = self._base[i] + self._since[i]
-                if est < self._served[i]:
-                    est = self._served[i]  # never backwards after a re-base
-                self._served[i] = est
-            else:
-                est = 0  # before the first hourly total, like the cumulative registers
-            wh = self._scaled(est)
+            wh = self._scaled(energy.estimate(i))
             self._put32(28 + 2 * i, wh // 1000)
             self._put32(_OFF_ESTIMATE_WH + 2 * i, wh)
 
@@ -395,13 +277,14 @@ class Registers:
         img = self.image
         age = self._age_ms
         status = 0
+        have_base = self._energy.have_base
         if age >= 0:
             status |= STATUS_EVER_RECEIVED
             if age < STALE_MS:
                 status |= STATUS_DATA_VALID
-                if self._have_base:
+                if have_base:
                     status |= STATUS_ESTIMATING
-        if self._have_base:
+        if have_base:
             status |= STATUS_TOTALS
         if self._clock_ok:
             status |= STATUS_CLOCK

@@ -17,8 +17,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "han2x_core")
-CORES = ("hdlc", "cosem", "meters", "registers", "modbus", "modbus_pdu", "settings", "indicators",
-         "ticks", "app")
+CORES = ("hdlc", "cosem", "meters", "registers", "energy", "scaling", "modbus", "modbus_pdu",
+         "settings", "indicators", "ticks", "app")
 HARDWARE = ("board", "busio", "digitalio", "microcontroller", "supervisor", "socketpool",
             "rp2pio", "time", "adafruit_")
 FORBIDDEN_MODULES = ("typing", "dataclasses", "enum", "abc", "re", "logging", "datetime")
