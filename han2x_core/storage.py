@@ -12,6 +12,7 @@ in step 1 and is deleted. A file that cannot be read gives the defaults plus a w
 """
 
 from han2x_core import settings as _settings
+from han2x_core.settings_toml import from_text, serialise
 
 _END = "# han2x-end "
 
@@ -134,7 +135,7 @@ class SettingsStore:
                 text = data.decode("utf-8")
         except Exception:
             return dict(_settings.DEFAULTS), _UNREADABLE % "not UTF-8 text"
-        clean, extra, warnings = _settings.from_text(text)
+        clean, extra, warnings = from_text(text)
         self.extra = extra
         if warnings:
             shown = warnings[:5]
@@ -173,7 +174,7 @@ class SettingsStore:
         Raises OSError whose str() is the user-facing reason: READ_ONLY_MESSAGE when the
         board may not write the drive (one argument, so str(e) is the same on every VM).
         """
-        data = seal(_settings.serialise(settings, self.extra))
+        data = seal(serialise(settings, self.extra))
         files = self.files
         try:
             files.write(self.new_path, data)

@@ -7,7 +7,8 @@ import tomllib
 import pytest
 
 from han2x_core import settings as S
-from han2x_core.settings import DEFAULTS, parse, serialise, validate
+from han2x_core.settings import DEFAULTS, validate
+from han2x_core.settings_toml import from_text, parse, serialise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,12 +178,12 @@ def test_serialise_round_trip_and_is_real_toml():
     assert back.pop("CIRCUITPY_PYSTACK_SIZE") == 1536
     assert back == d
     assert tomllib.loads(text) == dict(d, CIRCUITPY_PYSTACK_SIZE=1536)
-    clean, extra, warnings = S.from_text(text)
+    clean, extra, warnings = from_text(text)
     assert clean == d and extra == {"CIRCUITPY_PYSTACK_SIZE": 1536} and warnings == []
 
 
 def test_from_text_bad_values_get_defaults_with_warnings():
-    clean, extra, warnings = S.from_text('modbus_port = 0\nip = "1.2.3"\nweb_port = 8080\n')
+    clean, extra, warnings = from_text('modbus_port = 0\nip = "1.2.3"\nweb_port = 8080\n')
     assert clean["modbus_port"] == 502 and clean["ip"] == DEFAULTS["ip"]
     assert clean["web_port"] == 8080
     assert len(warnings) == 2 and "modbus_port must be from 1 to 65535; using 502" in warnings

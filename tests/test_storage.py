@@ -7,6 +7,7 @@ import os
 import pytest
 
 from han2x_core import settings as S
+from han2x_core.settings_toml import serialise
 from han2x_core.storage import READ_ONLY_MESSAGE, OsFiles, SettingsStore, seal, unseal
 
 
@@ -136,7 +137,7 @@ def test_hand_edited_file_wins_over_stale_new(tmp_path):
     path = tmp_path / "settings.toml"
     path.write_text("modbus_port = 1503\n")
     old, new = _old_new()
-    (tmp_path / "settings.toml.new").write_bytes(seal(S.serialise(new)))
+    (tmp_path / "settings.toml.new").write_bytes(seal(serialise(new)))
     got, warning = SettingsStore(str(path)).load()
     assert got["modbus_port"] == 1503 and warning is None
     assert not (tmp_path / "settings.toml.new").exists()
@@ -192,8 +193,8 @@ def test_circuitpython_keys_survive_a_save(tmp_path):
 
 def test_torn_new_file_is_discarded():
     old, new = _old_new()
-    data = seal(S.serialise(new))
-    assert unseal(data) == S.serialise(new)
+    data = seal(serialise(new))
+    assert unseal(data) == serialise(new)
     for cut in range(len(data) - 1):
         assert unseal(data[:cut]) is None
     flipped = bytearray(data)

@@ -1,6 +1,7 @@
 """settings.py and storage.py on the MicroPython VM (plain test_* functions)."""
 
 from han2x_core import settings as S
+from han2x_core import settings_toml as T
 from han2x_core.storage import SettingsStore, seal, unseal
 
 
@@ -28,15 +29,15 @@ def test_round_trip():
     d = dict(S.DEFAULTS)
     d["web_password"] = 'a"b\\c \u00e6'
     d["dhcp"] = True
-    text = S.serialise(d, {"CIRCUITPY_PYSTACK_SIZE": 1536})
-    back, warnings = S.parse(text)
+    text = T.serialise(d, {"CIRCUITPY_PYSTACK_SIZE": 1536})
+    back, warnings = T.parse(text)
     assert warnings == []
     assert back.pop("CIRCUITPY_PYSTACK_SIZE") == 1536
     assert back == d
 
 
 def test_parse_bad_lines():
-    d, warnings = S.parse('x\nmodbus_port = 5o2\nip = "a\nweb_port = 81\n[t]\nlanguage = "en"\n')
+    d, warnings = T.parse('x\nmodbus_port = 5o2\nip = "a\nweb_port = 81\n[t]\nlanguage = "en"\n')
     assert d == {"web_port": 81}
     assert len(warnings) == 4
 

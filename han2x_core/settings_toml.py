@@ -1,0 +1,187 @@
+"""The settings.toml text format: parse, serialise, and parse + validate (from_text).
+
+The file is a flat `key = value` subset of TOML (strings in double quotes, integers,
+true/false, # comments), the same subset CircuitPython's os.getenv() reads. Schema and
+validation are settings.py. Pure core: no files, no clock.
+"""
+
+from han2x_core.settings import DEFAULTS, SCHEMA, validate
+
+
+def _unquote(text, lineno, warnings):
+    """Parse a TOML basic ("...") or literal ('...') string at the start of text.
+
+    Returns (value, rest) or (None, None) after adding a warning.
+    """
+    quote = text[0]
+    out = []
+    i = 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == quote:
+            return "".join(out), text[i + 1:]
+        if c == "\\" and quote == '"':
+            i += 1
+            e = text[i:i + 1]
+            if e in ('"', "\\"):
+                out.append(e)
+            elif e == "n":
+                out.append("\n")
+            elif e == "t":
+                out.append("\t")
+            elif e in ("u", "U"):
+                width = 4 if e == "u" else 8
+                digits = text[i + 1:i + 1 + width]
+                try:
+                    out.append(chr(int(digits, 16)))
+                except ValueError:
+                    warnings.append("line %d: bad \\%s escape" % (lineno, e))
+                    return None, None
+                i += width
+            else:
+                warnings.append("line %d: unknown escape \\%s" % (lineno, e))
+                return None, None
+        else:
+            out.append(c)
+        i += 1
+    warnings.append("line %d: string has no closing quote" % lineno)
+    return None, None
+
+
+def _value(text, lineno, warnings):
+    """Parse the value part of one line (comments allowed after it)."""
+    text = text.strip()
+    if text[:1] in ('"', "'"):
+        value, rest = _unquote(text, lineno, warnings)
+        if value is None:
+            return None
+        rest = rest.strip()
+        if rest and rest[0] != "#":
+            warnings.append("line %d: unexpected text after the value" % lineno)
+            return None
+        return value
+    hash_at = text.find("#")
+    if hash_at >= 0:
+        text = text[:hash_at].strip()
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    digits = text.replace("_", "")
+    sign = 1
+    if digits[:1] in ("-", "+"):
+        sign = -1 if digits[0] == "-" else 1
+        digits = digits[1:]
+    try:
+        if digits[:2] in ("0x", "0X"):
+            return sign * int(digits[2:], 16)
+        if digits and digits.isdigit():
+            return sign * int(digits)
+    except ValueError:
+        pass
+    warnings.append("line %d: cannot read the value %r" % (lineno, text[:20]))
+    return None
+
+
+def parse(text):
+    """Read settings.toml text. Returns (dict, warnings); never raises on bad text.
+
+    The dict holds every key = value line that could be read (ours and unknown ones, such
+    as CircuitPython's CIRCUITPY_* keys); warnings is a list of English lines for the
+    lines that could not be read, tables, duplicates and unknown keys.
+    """
+    d = {}
+    warnings = []
+    lineno = 0
+    in_table = False
+    for line in text.split("\n"):
+        lineno += 1
+        line = line.strip()
+        if line[:1] == "\ufeff":
+            line = line[1:].strip()
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            if not in_table:
+                warnings.append("line %d: tables are not used; the rest is ignored" % lineno)
+            in_table = True
+            continue
+        if in_table:
+            continue
+        eq = line.find("=")
+        if eq <= 0:
+            warnings.append("line %d: expected key = value" % lineno)
+            continue
+        key = line[:eq].strip()
+        if key[:1] == '"' and key[-1:] == '"' and len(key) >= 2:
+            key = key[1:-1]
+        value = _value(line[eq + 1:], lineno, warnings)
+        if value is None:
+            continue
+        if key in d:
+            warnings.append("line %d: %s is set twice; the last one is used" % (lineno, key))
+        elif key not in DEFAULTS and key[:10] != "CIRCUITPY_":
+            warnings.append("line %d: unknown setting %s (ignored)" % (lineno, key))
+        d[key] = value
+    return d, warnings
+
+
+def _quote(value):
+    out = ['"']
+    for c in value:
+        if c == '"' or c == "\\":
+            out.append("\\" + c)
+        elif ord(c) < 32 or ord(c) == 127:
+            out.append("\\u%04x" % ord(c))
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def format_value(value):
+    """One value in settings.toml syntax."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    return _quote(str(value))
+
+
+def serialise(d, extra=None):
+    """Settings dict -> settings.toml text: every known key in table order, commented.
+
+    extra: optional dict of other keys to keep (e.g. CIRCUITPY_* lines), written at the end.
+    """
+    lines = [
+        "# HAN2X settings. Edit by hand or on the web page; see docs/settings.md.",
+        "# A bad value is replaced by its default and reported on the web page.",
+        "",
+    ]
+    for key, kind, a, b, comment in SCHEMA:
+        lines.append("# " + comment)
+        lines.append("%s = %s" % (key, format_value(d.get(key, DEFAULTS[key]))))
+    if extra:
+        lines.append("")
+        for key in sorted(extra):
+            if key not in DEFAULTS:
+                lines.append("%s = %s" % (key, format_value(extra[key])))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def from_text(text):
+    """parse + validate: (clean settings, extra keys, warnings). Bad fields get defaults."""
+    d, warnings = parse(text)
+    clean, errors = validate(d)
+    for key, _, _, _, _ in SCHEMA:
+        if key in errors:
+            warnings.append("%s %s; using %s" % (key, errors[key], format_value(clean[key])))
+    extra = {}
+    for key in d:
+        if key not in DEFAULTS and key[:10] == "CIRCUITPY_":
+            extra[key] = d[key]
+    return clean, extra, warnings
