@@ -14,7 +14,7 @@ import watchdog
 
 from han2x_core import FIRMWARE_VERSION, __version__, board_io, indicators
 from han2x_core.app import App
-from han2x_core.han_uart import HanReader
+from han2x_core.han_reader import HanReader
 from han2x_core.modbus_server import ModbusServer
 from han2x_core.network import Network
 from han2x_core.registers import Registers

@@ -1,7 +1,7 @@
 """han_uart.py: the PIO receiver program run in rp2040-pio-emulator on bit-level waveforms
 (8E1, 8N1, both polarities, parity and framing errors, glitches, back-to-back characters,
-+-2 % baud), the background ring across a 1 s stall, the busio fallback, and line-format
-auto-detection judged by the real HdlcReader on corpus frames."""
++-2 % baud), the background ring across a 1 s stall, the busio fallback, and han_reader.py's
+line-format auto-detection judged by the real HdlcReader on corpus frames."""
 
 import random
 
@@ -9,8 +9,9 @@ import adafruit_pioasm
 import pytest
 
 from fakes._state import load
-from han2x_core import han_uart
-from han2x_core.han_uart import HanReader, PioReceiver, UartReceiver, program_source
+from han2x_core import han_reader, han_uart
+from han2x_core.han_reader import HanReader
+from han2x_core.han_uart import PioReceiver, UartReceiver, program_source
 from han2x_core.hdlc import HdlcReader
 from util import load_corpus
 
@@ -348,6 +349,7 @@ def test_lost_lock_searches_again():
 
 
 def test_module_has_no_device_imports_at_top():
-    src = open(han_uart.__file__).read().split("\nclass ", 1)[0]
-    for name in ("import rp2pio", "import busio", "import adafruit_pioasm", "import board"):
-        assert ("\n" + name) not in src
+    for module in (han_uart, han_reader):
+        src = open(module.__file__).read().split("\nclass ", 1)[0]
+        for name in ("import rp2pio", "import busio", "import adafruit_pioasm", "import board"):
+            assert ("\n" + name) not in src, module.__name__

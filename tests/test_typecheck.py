@@ -12,7 +12,8 @@ from util import ROOT
 
 FILES = ["code.py", "boot.py", "safemode.py"] + [
     "han2x_core/%s.py" % name
-    for name in ("board_io", "han_uart", "storage", "network", "modbus_server", "web")
+    for name in ("board_io", "han_uart", "han_reader", "storage", "network", "modbus_server",
+                 "modbus_slot", "web")
 ]
 
 

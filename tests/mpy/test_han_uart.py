@@ -1,8 +1,9 @@
-"""han_uart.py decode path and auto-detection on the MicroPython VM (fake state machine
-that writes words the way the PIO program + DMA do; the program itself is tested in
-tests/test_han_uart.py with the PIO emulator)."""
+"""han_uart.py decode path and han_reader.py auto-detection on the MicroPython VM (fake
+state machine that writes words the way the PIO program + DMA do; the program itself is
+tested in tests/test_han_uart.py with the PIO emulator)."""
 
-from han2x_core.han_uart import HanReader, PioReceiver
+from han2x_core.han_reader import HanReader
+from han2x_core.han_uart import PioReceiver
 
 
 class _Program:
@@ -128,14 +129,16 @@ def test_detection_switches_on_errors():
 
 
 def test_zz_release_modules():
-    """Runs last in this file: drop han2x_core.han_uart from the shared heap (the runner keeps
-    one process for every file; the modules tested later do not need this one)."""
+    """Runs last in this file: drop han2x_core.han_uart and han_reader from the shared heap
+    (the runner keeps one process for every file; the modules tested later do not need
+    them)."""
     import sys
 
     import han2x_core
 
-    sys.modules.pop("han2x_core.han_uart", None)
-    try:
-        delattr(han2x_core, "han_uart")
-    except AttributeError:
-        pass
+    for name in ("han_reader", "han_uart"):
+        sys.modules.pop("han2x_core." + name, None)
+        try:
+            delattr(han2x_core, name)
+        except AttributeError:
+            pass
