@@ -335,6 +335,13 @@ def test_web_port_change_moves_the_server_and_tells_the_new_address(dev):
         socket.create_connection(("127.0.0.1", old_port), timeout=1).close()
 
 
+# "The loop never blocks" (design.md): the slowest app.step() while the web server is
+# abused. Not a speed check: a step that blocked would wait for a socket or read timeout,
+# >= 1 s here (read_ms = 1000; CPython sockets are non-blocking, a blocking one waits for
+# ever), while a loaded 2-core CI machine stretches a normal step to ~0.15 s at worst.
+STEP_BOUND_S = 0.5
+
+
 class ModbusProbe:
     """Reads registers 0-1 over MBAP every 20 ms in a thread; records the slowest answer."""
 
@@ -394,25 +401,31 @@ def test_bad_requests_get_clean_errors_while_modbus_keeps_answering(dev):
             b"HTTP/1.1 400")
         assert dev.raw(b"POST /settings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                        b"5\r\nhello\r\n0\r\n\r\n").startswith(b"HTTP/1.1 411")
-        # a half request: 408 once the read deadline (1 s here) passes
+        # a half request: 408 once the read deadline (1 s here) passes. The bound only tells
+        # the 1 s deadline from the 5 s default (raw() itself gives up after 5 s); it is not
+        # a speed check, so it leaves a loaded CI machine 3 s of slack.
         t = time.monotonic()
         assert dev.raw(b"GET / HTTP/1.1\r\nHost: x\r\n").startswith(b"HTTP/1.1 408")
-        assert time.monotonic() - t < 3
+        assert time.monotonic() - t < 4.0
         # a connection that sends nothing is closed without an answer
         assert dev.raw(b"") == b""
         # a malformed form and a bad percent escape
         assert dev.post_form("/settings", "a=%zz")[0] in (400, 403)
-        # slow clients hold connections: a normal request is still served at once
+        # slow clients hold connections: a normal request is still served, by evicting one.
+        # With a 60 s read deadline, a server that made it wait for a slow client to time
+        # out would not answer within request()'s 10 s: no stopwatch needed.
+        dev.web.read_ms = 60000
+        evicted = dev.web.evicted
         slow = []
         for _ in range(6):
             slow.append(socket.create_connection(("127.0.0.1", dev.port)))
             slow[-1].sendall(b"GET / HT")
             time.sleep(0.02)
-        t = time.monotonic()
         assert dev.get("/api/status")[0] == 200
-        assert time.monotonic() - t < 1.0
+        assert dev.web.evicted > evicted
         for s in slow:
             s.close()
+        dev.web.read_ms = 1000
         # a client that never reads its (long) answer does not block the others
         lazy = socket.create_connection(("127.0.0.1", dev.port))
         lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
@@ -422,10 +435,9 @@ def test_bad_requests_get_clean_errors_while_modbus_keeps_answering(dev):
         time.sleep(0.2)
     finally:
         probe.stop()
-    assert probe.failures == []
+    assert probe.failures == []  # every Modbus request answered within its 2 s timeout
     assert probe.answers > 20
-    assert probe.worst < 0.25, probe.worst
-    assert dev.max_step_s < 0.1, dev.max_step_s
+    assert dev.max_step_s < STEP_BOUND_S, dev.max_step_s
     assert dev.get("/api/status")[0] == 200
     assert dev.web.errors == 0, dev.web.last_error
 
@@ -537,7 +549,7 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
     assert len(seen) >= 5, seen  # the mutations reach several code paths
     assert probe.failures == [] and probe.answers > 10
     assert dev.get("/api/status")[0] == 200
-    assert dev.max_step_s < 0.1, dev.max_step_s
+    assert dev.max_step_s < STEP_BOUND_S, dev.max_step_s
 
 
 def test_both_languages_have_every_text():
