@@ -49,14 +49,18 @@ def main():
     app.add(net)
     net.attach(modbus)
     app.add(modbus)
+    # Modbus is what the device is for: without the memory for the web server it serves
+    # Modbus alone rather than restarting for ever (tests/test_device_vm.py, at 192k).
     try:
         from han2x_core.web import WebServer
-    except ImportError as e:
-        print("web page unavailable:", e)
-    else:
+
         # one browser at a time: 8 W5500 sockets = DHCP + 2 listeners + 4 Modbus + 1 web
         web = WebServer(net.pool, app, port=settings["web_port"], max_clients=1,
                         send_timeout_s=0.1)
+    except (ImportError, MemoryError) as e:
+        print("web page unavailable:", repr(e))
+        gc.collect()
+    else:
         net.attach(web)
         app.add(web)
     ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))

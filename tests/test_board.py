@@ -248,14 +248,26 @@ def _frame():
     raise AssertionError("no Aidon list 2 frame in the corpus")
 
 
-@pytest.mark.parametrize("board_id", ["wiznet_w5500_evb_pico", "adafruit_feather_rp2040"])
-def test_code_py_serves_modbus_from_a_pio_telegram(board_id, paths, monkeypatch, capsys):
+@pytest.mark.parametrize("board_id, web_memory", [("wiznet_w5500_evb_pico", True),
+                                                   ("adafruit_feather_rp2040", True),
+                                                   ("wiznet_w5500_evb_pico", False)])
+def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, monkeypatch,
+                                                   capsys):
     """code.py boots on fakes: settings from the file, W5500 (model + real driver), Modbus
     and web servers, PIO HAN input (emulator), LEDs, watchdog, temperature; a telegram
-    on the HAN pin shows up in the registers read by a Modbus client over 127.0.0.1."""
+    on the HAN pin shows up in the registers read by a Modbus client over 127.0.0.1.
+    Without the memory for the web server (MemoryError building it) the device serves
+    Modbus alone instead of restarting."""
     from w5500_model import W5500Model, install_driver_shims
 
+    from han2x_core import web
+
     install_driver_shims()
+    if not web_memory:
+        def no_memory(self, *a, **k):
+            raise MemoryError("memory allocation failed, allocating 3072 bytes")
+
+        monkeypatch.setattr(web.WebServer, "__init__", no_memory)
     settings_path, marker = paths
     SettingsStore(settings_path).save(dict(S.DEFAULTS, modbus_port=1502))
     modbus_port, web_port = free_port(), free_port()
@@ -317,6 +329,8 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, paths, monkeypatch,
         assert hw.digitalio.outputs[prof["han_led"]][-1] is True  # a telegram just came
         assert "HAN2X" in out and prof["name"] in out
         assert hw.microcontroller.resets == []
+        assert ("web page unavailable: MemoryError" in out) is not web_memory, out
+        assert (80 in model._listeners) is web_memory  # device port 80: the web listener
     model.close()
 
 

@@ -162,12 +162,16 @@ class Device:
         return "\n".join(self.lines[-60:])
 
     def wait_listening(self, timeout=60):
+        """True when the web server started too (it may not, short of memory)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(line.startswith("listening") for line in self.lines):
-                wait_port(self.modbus_port, timeout=10)
-                wait_port(self.web_port, timeout=10)
-                return
+            for line in list(self.lines):
+                if line.startswith("listening"):
+                    wait_port(self.modbus_port, timeout=10)
+                    if line.split()[2] == "0":
+                        return False
+                    wait_port(self.web_port, timeout=10)
+                    return True
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
@@ -312,13 +316,15 @@ def test_whole_device_on_micropython(tmp_path):
 
 @pytest.mark.slow
 def test_device_at_192k_keeps_serving_without_pages(tmp_path):
-    """At the 64-bit VM's 192 KB the device starts and Modbus and /api/status work; an HTML
-    page may run out of memory (compiling webpages.py): that page fails alone, counted as a
-    web error, the device goes on (no service error, Modbus still answers)."""
+    """At the 64-bit VM's 192 KB memory runs short, and how short depends on every line of
+    code: the web server may not fit at start (code.py then serves Modbus alone), or it
+    starts and an HTML page runs out of memory compiling webpages.py (that page fails alone,
+    counted as a web error). Either way the device goes on: no service error, no restart,
+    every Modbus read answered with the telegrams' values."""
     _need_binaries()
     dev = Device(tmp_path, "192k", [0, 1, 2, 3], 30)
     try:
-        dev.wait_listening()
+        web_up = dev.wait_listening()
         client = ModbusTcpClient("127.0.0.1", port=dev.modbus_port, timeout=10)
         assert client.connect()
         deadline = time.monotonic() + 20
@@ -326,7 +332,7 @@ def test_device_at_192k_keeps_serving_without_pages(tmp_path):
             assert time.monotonic() < deadline, dev.output()
             time.sleep(0.05)
         page_ok = 0
-        for _ in range(3):
+        for _ in range(3 if web_up else 0):
             try:
                 code, body = dev.get("/")
                 page_ok += code == 200 and b"</html>" in body
@@ -344,8 +350,13 @@ def test_device_at_192k_keeps_serving_without_pages(tmp_path):
         assert reason == "stop", dev.output()
         assert counters["service_errors"] == 0 and counters["han_errors"] == 0, dev.output()
         assert counters["modbus_errors"] == 0, dev.output()
-        assert counters["web_errors"] == 3 - page_ok, dev.output()
-        print("at 192k: %d of 3 dashboard loads served" % page_ok)
+        if web_up:
+            assert counters["web_errors"] == 3 - page_ok, dev.output()
+            print("at 192k: %d of 3 dashboard loads served" % page_ok)
+        else:
+            assert "web page unavailable: MemoryError" in dev.output()
+            assert counters["modbus_requests"] >= 2, dev.output()
+            print("at 192k: no memory for the web server; Modbus alone")
     finally:
         dev.kill()
 

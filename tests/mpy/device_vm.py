@@ -7,6 +7,7 @@ Usage: micropython -X heapsize=192k tests/mpy/device_vm.py MODBUS_PORT WEB_PORT 
   chunk=24           bytes, at most one chunk per loop step (a UART fills a buffer slowly)
   max_s=40           stop after this many seconds whatever happens
   heap_ms=250        how often to print a heap line
+  start_ms=0         no telegram before this (bench/bench_heap.py measures the idle loop)
   stop=4242          stop when a Modbus client writes this scaling factor (it is saved in
                      DIR/settings.toml through App.save_settings first, as on the board)
 
@@ -24,11 +25,13 @@ Lines on stdout (tests/test_device_vm.py and bench/bench_heap.py read them):
   imports free F used U          after every import, gc.collect()ed
   started free F                 after building and starting everything
   listening MODBUS WEB
-  heap T FREE PEAK Q FRAMES MBREQ WEBREQ
+  heap T FREE PEAK Q FRAMES MBREQ WEBREQ ALLOC STEPS
       T ms since start; FREE gc.mem_free() after the loop's gc.collect(); PEAK the most
       gc.mem_alloc() seen at the end of a step (before its collect) since the last line, i.e.
       the heap high-water mark with the board's collect-every-step loop; Q 1 when the heap
-      is quiescent (no web connection open, page modules released); counters.
+      is quiescent (no web connection open, page modules released); counters; ALLOC the
+      bytes allocated by all steps so far (each step's gc.mem_alloc() growth: nothing is
+      collected within a step unless the heap fills), STEPS the steps so far.
   done REASON key value ...      counters when it stops (REASON: stop, max_s)
 """
 
@@ -61,7 +64,7 @@ def load_frames(ids):
 
 def _args(argv):
     opts = {"frames": "", "schedule": "", "frame_ms": "250", "chunk": "24", "max_s": "40",
-            "heap_ms": "250", "stop": "4242"}
+            "heap_ms": "250", "stop": "4242", "start_ms": "0"}
     for a in argv[4:]:
         k, v = a.split("=", 1)
         if k not in opts:
@@ -77,14 +80,13 @@ _F0 = gc.mem_free()
 
 import socket  # noqa: E402
 
-# As code.py imports them (minus han_uart and network: hardware).
+# As code.py imports them (minus han_reader and network: hardware; web in main(), as there).
 from han2x_core import FIRMWARE_VERSION, __version__, board_io, indicators  # noqa: E402
 from han2x_core.app import App  # noqa: E402
 from han2x_core.modbus_server import ModbusServer  # noqa: E402
 from han2x_core.registers import Registers  # noqa: E402
 from han2x_core.settings import validate  # noqa: E402
 from han2x_core.storage import SettingsStore  # noqa: E402
-from han2x_core.web import WebServer  # noqa: E402
 
 _MASK = (1 << 29) - 1
 _EAGAIN = 11
@@ -199,13 +201,13 @@ class CorpusHan:
     """readinto(buf) -> n like han_uart.HanReader: telegram schedule[i] starts every frame_ms
     and comes out `chunk` bytes per call; copies without allocating."""
 
-    def __init__(self, frames, schedule, frame_ms, chunk, now):
+    def __init__(self, frames, schedule, frame_ms, chunk, now, start_ms=0):
         self.frames = frames
         self.schedule = schedule
         self.frame_ms = frame_ms
         self.chunk = chunk
         self.clock = now
-        self.next_ms = now()
+        self.next_ms = time.ticks_add(now(), start_ms)
         self.sent = 0  # telegrams completely handed out
         self.cur = None
         self.pos = 0
@@ -234,6 +236,15 @@ class CorpusHan:
         return n
 
 
+class _NoWeb:
+    _conns = ()
+    requests = errors = 0
+    last_error = ""
+
+    def stop(self):
+        pass
+
+
 def main():
     modbus_port, web_port, folder, opts = ARGS
     gc.collect()
@@ -260,7 +271,8 @@ def main():
         raise SystemExit("bad settings: %s" % errors)
     print("HAN2X", __version__, "on", prof["name"], "" if known else "(unknown board)")
     regs = Registers(settings["scaling_factor"], FIRMWARE_VERSION)
-    han = CorpusHan(frames, schedule, int(opts["frame_ms"]), int(opts["chunk"]), now_ms)
+    han = CorpusHan(frames, schedule, int(opts["frame_ms"]), int(opts["chunk"]), now_ms,
+                   int(opts["start_ms"]))
     app = App(han, regs, now, settings=settings, store=store)
     app.settings_warning = warning
     regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
@@ -269,8 +281,17 @@ def main():
                           settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
                           send_timeout_s=0.1)
     app.add(modbus)
-    web = WebServer(pool, app, port=settings["web_port"], send_timeout_s=0.1)
-    app.add(web)
+    try:  # as code.py: without the memory for the web server, Modbus alone
+        from han2x_core.web import WebServer
+
+        web = WebServer(pool, app, port=settings["web_port"], max_clients=1, send_timeout_s=0.1)
+    except (ImportError, MemoryError) as e:
+        print("web page unavailable:", repr(e))
+        web = None
+        gc.collect()
+    else:
+        app.add(web)
+    web_up = web is not None
     ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))
     if board_io.dhcp_requested(_Microcontroller):
         ind.blink(indicators.BLINK_DHCP, now)
@@ -282,28 +303,37 @@ def main():
     app.configure(settings)
     # What net.attach() does once the link is up.
     modbus.start("127.0.0.1")
-    web.start("127.0.0.1")
+    if web_up:
+        web.start("127.0.0.1")
+    else:
+        web = _NoWeb()  # counters for the lines below
     gc.collect()
     print("started free", gc.mem_free())
-    print("listening", modbus_port, web_port)
+    print("listening", modbus_port, web_port if web_up else 0)
 
     t0 = now_ms()
     next_heap = t0
     peak = 0
+    allocated = 0
+    steps = 0
     reason = "max_s"
+    gc.collect()
     while True:
         t = now_ms()
+        before = gc.mem_alloc()
         app.step(t)
         used = gc.mem_alloc()  # heap in use before the collect: this step's high-water mark
         if used > peak:
             peak = used
+        allocated += used - before
+        steps += 1
         gc.collect()  # code.py collects after every step
         elapsed = time.ticks_diff(t, t0)
         if time.ticks_diff(t, next_heap) >= 0:
             next_heap = time.ticks_add(t, heap_ms)
             quiet = 1 if (not any(web._conns) and "han2x_core.webpages" not in sys.modules) else 0
             print("heap", elapsed, gc.mem_free(), peak, quiet, app.hdlc.frames_ok,
-                  modbus.requests, web.requests)
+                  modbus.requests, web.requests, allocated, steps)
             peak = 0
         if regs.scaling == stop_value:
             reason = "stop"
