@@ -35,6 +35,7 @@ def main():
     han = HanReader(board_io.pin(board, prof["han_rx"]))
     app = App(han, regs, now, settings=settings, store=store)
     app.settings_warning = warning
+    app.usb_write = board_io.usb_write_hook(microcontroller)  # the web page's drive button
     regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
     han.watch(app.hdlc)
     sck, mosi, miso = (board_io.pin(board, name) for name in prof["spi"])

@@ -34,6 +34,11 @@ class App:
         self.settings = settings if settings is not None else {}
         self.store = store  # storage.SettingsStore or None (then changes are not persisted)
         self.settings_warning = None  # shown on the web page, e.g. "drive is read-only"
+        # The web page's "open the drive for a firmware update" button (docs/settings.md):
+        # None (no button), or a callable that writes usb_write.txt (OSError when it
+        # cannot) and returns the callable that restarts the board, which the web server
+        # runs once its answer is sent (board_io.usb_write_hook).
+        self.usb_write = None
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame

@@ -155,11 +155,31 @@ def dhcp_requested(microcontroller):
 def request_usb_write(microcontroller, path=None, keep=False):
     """Open the drive to the computer from the next start on (then reset the board).
 
-    Called from the web page or the serial console: the board owns the drive, so it
-    can create the marker file that boot.py looks for. Raises OSError if it cannot."""
-    with open(path or USB_WRITE_MARKER, "w") as f:
-        f.write("keep\n" if keep else "once\n")
-    microcontroller.reset()
+    For the serial console: the board owns the drive, so it can create the marker file
+    that boot.py looks for. Raises OSError if it cannot (then nothing is reset)."""
+    usb_write_hook(microcontroller, path, keep)()()
+
+
+def usb_write_hook(microcontroller, path=None, keep=False):
+    """App.usb_write, the web page's button: a callable that writes the marker at once
+    (OSError if it cannot) and returns microcontroller.reset, which the web server calls
+    once the answer page is sent."""
+    def usb_write():
+        marker = path or USB_WRITE_MARKER
+        try:
+            with open(marker, "w") as f:
+                f.write("keep\n" if keep else "once\n")
+        except OSError:  # disk full: no half marker, boot.py would act on an empty one
+            try:
+                import os
+
+                os.remove(marker)
+            except OSError:
+                pass
+            raise
+        return microcontroller.reset
+
+    return usb_write
 
 
 def boot(storage, digitalio, board, microcontroller, sleep_ms, ticks_ms, exists=None,

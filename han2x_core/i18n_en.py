@@ -122,4 +122,19 @@ T = {
     "login_bad": "Wrong password.",
     "login_wait": "Too many attempts; wait a minute.",
     "bad_request": "Refused: the form did not come from this device's page.",
+    "usb_title": "Firmware update",
+    "usb_note": ("Restarts the device so that a computer on USB can write the CIRCUITPY "
+                 "drive for one start (to copy an update). Modbus and this page stop for a "
+                 "few seconds; the next restart gives the drive back to the device."),
+    "usb_button": "Open the drive for a firmware update",
+    "usb_done": ("The device restarts now. In a few seconds the CIRCUITPY drive appears on "
+                 "the computer and can be written: copy the update files. Then press reset "
+                 "or power the device off and on to give the drive back to the device."),
+    "usb_open": ("The CIRCUITPY drive is open for a computer at this start (USB write mode): "
+                 "copy the update files, then press reset or power the device off and on to "
+                 "give the drive back to the device."),
+    "usb_failed": "Could not open the drive; nothing was changed:",
+    "usb_expired": ("The page was out of date (the device restarted). Open the settings "
+                    "page and try again."),
+    "usb_back": "Back to the settings",
 }

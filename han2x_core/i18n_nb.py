@@ -123,4 +123,21 @@ T = {
     "login_bad": "Feil passord.",
     "login_wait": "For mange forsøk; vent et minutt.",
     "bad_request": "Avvist: skjemaet kom ikke fra enhetens egen side.",
+    "usb_title": "Fastvareoppdatering",
+    "usb_note": ("Starter enheten på nytt slik at en datamaskin på USB kan skrive til "
+                 "CIRCUITPY-stasjonen i én oppstart (for å kopiere en oppdatering). Modbus "
+                 "og denne siden stopper i noen sekunder; neste omstart gir stasjonen "
+                 "tilbake til enheten."),
+    "usb_button": "Åpne stasjonen for fastvareoppdatering",
+    "usb_done": ("Enheten starter på nytt nå. Om noen sekunder dukker CIRCUITPY-stasjonen "
+                 "opp på datamaskinen og kan skrives til: kopier oppdateringsfilene. Trykk "
+                 "deretter reset eller slå enheten av og på for å gi stasjonen tilbake til "
+                 "enheten."),
+    "usb_open": ("CIRCUITPY-stasjonen er åpen for en datamaskin i denne oppstarten "
+                 "(USB-skrivemodus): kopier oppdateringsfilene, og trykk deretter reset eller "
+                 "slå enheten av og på for å gi stasjonen tilbake til enheten."),
+    "usb_failed": "Kunne ikke åpne stasjonen; ingenting ble endret:",
+    "usb_expired": ("Siden var utdatert (enheten har startet på nytt). Åpne "
+                    "innstillingssiden og prøv igjen."),
+    "usb_back": "Tilbake til innstillingene",
 }

@@ -220,6 +220,9 @@ class WebServer:
                 conn.sock.close()
             except Exception:
                 pass
+            after, conn.after = conn.after, None
+            if after is not None:  # the answer is sent (or the client gone): e.g. restart
+                after()
             if conn.transient:  # it used the page modules: drop them when nobody else does
                 for c in self._conns:
                     if c is not None and c.transient:

@@ -155,6 +155,7 @@ class Conn:
         self.unread = False  # the request body was not read (drain before closing)
         self.head = False  # HEAD: headers only
         self.transient = False  # the answer uses the page modules (see webroutes.release)
+        self.after = None  # called once when the connection closes (webdrive's restart)
 
     def complete(self):
         """After new bytes: 0 = need more, 1 = the whole request is in buf, or the HTTP

@@ -225,6 +225,12 @@ def post_api_settings(self, conn, request, ctx):
     self.json(conn, {"saved": True, "settings": webapi.public_settings(self.app.settings)})
 
 
+def post_usb_write(self, conn, request, ctx):
+    from han2x_core.webdrive import post
+
+    post(self, conn, request, ctx)
+
+
 def read_form(self, conn, request):
     if request.content_type() != "application/x-www-form-urlencoded":
         self.web.respond(conn, 415, "text/plain", "send a form\n")
@@ -241,4 +247,5 @@ POST = {
     "/logout": post_logout,
     "/settings": post_settings,
     "/api/settings": post_api_settings,
+    "/usb-write": post_usb_write,
 }

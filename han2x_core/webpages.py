@@ -278,6 +278,9 @@ def _settings(ctx, form, errors, notice):
                 key, esc(_error_text(key, message, lang)) if message else "")
         yield "</fieldset>"
     yield '<button type="submit" id="save">%s</button></form>' % esc(tr("save", lang))
+    from han2x_core.webdrive import section
+
+    yield from section(ctx)  # the button that opens the drive for a firmware update
 
 
 _OPTION_KEYS = ("o_auto", "o_settings", "o_all", "o_normal", "o_inverted", "o_pio", "o_uart",

@@ -99,6 +99,41 @@ def test_request_usb_write_writes_the_marker_and_resets(paths):
     assert open(marker).read() == "once\n"
 
 
+def test_usb_write_hook_writes_now_and_restarts_only_when_asked(paths):
+    marker = paths[1]
+    with installed() as hw:
+        restart = board_io.usb_write_hook(hw.microcontroller)()
+        assert open(marker).read() == "once\n" and hw.microcontroller.resets == []
+        with pytest.raises(hw.microcontroller.ResetCalled):
+            restart()
+
+
+def test_usb_write_hook_leaves_no_half_marker(paths, monkeypatch):
+    """A disk that fills while the marker is written: no marker (boot.py would act on an
+    empty one), the OSError for the web page, and no restart."""
+    marker = paths[1]
+
+    class Full:
+        def __init__(self, path, mode):
+            self.f = open(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(board_io, "open", Full, raising=False)
+    with installed() as hw:
+        with pytest.raises(OSError, match="No space"):
+            board_io.usb_write_hook(hw.microcontroller)()
+        assert hw.microcontroller.resets == []
+    assert not os.path.exists(marker)
+
+
 def test_boot_button_held_at_power_up_sets_dhcp(paths, capsys):
     settings, marker = paths
     SettingsStore(settings).save(dict(S.DEFAULTS, modbus_port=1502))
@@ -406,6 +441,39 @@ def test_code_py_reports_a_read_only_drive(paths, monkeypatch):
             runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
     model.close()
     assert seen["warning"] == READ_ONLY_MESSAGE
+
+
+def test_code_py_gives_the_web_page_the_drive_button(paths, monkeypatch):
+    """App.usb_write from code.py writes usb_write.txt, then restarts the board."""
+    import han2x_core.app as app_mod
+
+    seen = {}
+
+    class Probe(app_mod.App):
+        def step(self, now_ms):
+            seen["usb_write"] = self.usb_write
+            raise StopLoop()
+
+    monkeypatch.setattr(app_mod, "App", Probe)
+    from w5500_model import W5500Model, install_driver_shims
+
+    install_driver_shims()
+    model = W5500Model(port_map={502: free_port(), 80: free_port()})
+    with installed() as hw:
+        real_dio = hw.digitalio.DigitalInOut
+        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
+                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
+        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+        hw.storage.getmount("/").readonly = False
+        with pytest.raises(StopLoop):
+            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+        restart = seen["usb_write"]()
+        assert open(paths[1]).read() == "once\n"
+        assert hw.microcontroller.resets == []  # not before the web page's answer is sent
+        with pytest.raises(hw.microcontroller.ResetCalled):
+            restart()
+        assert hw.microcontroller.resets == [True]
+    model.close()
 
 
 def test_indicator_constants_documented():

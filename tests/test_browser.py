@@ -274,6 +274,19 @@ def test_the_password_works(sim, browser):
     wait_for(lambda: "/login" in browser.current_url, what="the login page after logout")
 
 
+def test_the_drive_button_for_a_firmware_update(sim, browser):
+    """On the PC the simulator writes usb_write.txt next to its settings file and only says
+    that a board would restart now; it goes on serving."""
+    browser.get(sim.url + "/settings")
+    submit(browser, "usb-write")
+    answer = browser.find_element("id", "usb-answer")
+    assert answer.text.startswith("The device restarts now."), answer.text
+    assert (sim.settings.parent / "usb_write.txt").read_text() == "once\n"
+    browser.get(sim.url + "/settings")
+    assert browser.find_element("id", "usb-write").is_displayed()
+    assert "usb_write.txt written: a board would restart now" in sim.stop()
+
+
 def test_a_norwegian_browser_gets_norwegian_pages(sim):
     driver = chromium("nb-NO")
     try:

@@ -283,6 +283,26 @@ def build_device(args, on_frame=None, store=None, settings=None):
     return device
 
 
+class _PcBoard:
+    """The microcontroller module for board_io.usb_write_hook on the PC: no restart."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def reset(self):
+        print("%s written: a board would restart now, its drive writable by the computer "
+              "for one start (the simulator goes on)" % self.marker, flush=True)
+
+
+def usb_write_hook(settings_path):
+    """App.usb_write on the PC (the web page's "open the drive" button): the board's hook,
+    writing usb_write.txt next to the settings file; the restart only says so."""
+    from han2x_core import board_io
+
+    marker = os.path.join(os.path.dirname(os.path.abspath(settings_path)), "usb_write.txt")
+    return board_io.usb_write_hook(_PcBoard(marker), marker)
+
+
 def format_reading(reading, now):
     """One line per telegram for the console."""
     parts = ["%s list %s" % (reading.get("meter"), reading.get("list"))]
@@ -362,6 +382,7 @@ def main(argv=None):
             print(warning, file=sys.stderr)
         settings = build_settings(args, base)
         device = build_device(args, on_frame=on_frame, store=store, settings=settings)
+        device.app.usb_write = usb_write_hook(args.settings)
     except OSError as e:
         print("cannot listen on %s (Modbus port %d, web port %d): %s" % (
             args.host, settings["modbus_port"], settings["web_port"], e), file=sys.stderr)

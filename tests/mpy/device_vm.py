@@ -189,6 +189,10 @@ class _Microcontroller:
     nvm = bytearray(8)
     watchdog = _Wdt()
 
+    @staticmethod
+    def reset():  # the web page's drive button (app.usb_write) ends the VM
+        raise SystemExit("microcontroller.reset()")
+
 
 class _Watchdog:
     class WatchDogMode:
@@ -275,6 +279,7 @@ def main():
                    int(opts["start_ms"]))
     app = App(han, regs, now, settings=settings, store=store)
     app.settings_warning = warning
+    app.usb_write = board_io.usb_write_hook(_Microcontroller, folder + "/usb_write.txt")
     regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
     pool = _Pool()
     modbus = ModbusServer(pool, regs, settings["modbus_port"], settings["modbus_max_clients"],

@@ -1,0 +1,84 @@
+"""The settings page's "open the drive for a firmware update" button and its POST handler.
+
+The board owns the CIRCUITPY drive (boot.py, docs/settings.md). App.usb_write writes the
+marker file usb_write.txt and hands back what restarts the board; the restart is put on the
+connection (Conn.after) and runs once the answer page is sent, so the browser gets its
+page first. A failed write (OSError) is shown instead, and nothing restarts. Loaded per
+request like webpages and dropped again afterwards (webroutes.release).
+"""
+
+from han2x_core.i18n import tr
+from han2x_core.webpages import esc, layout
+from han2x_core.webroutes import equal
+
+PATH = "/usb-write"
+
+
+def drive_open(app):
+    """True when the computer already writes the drive (USB write mode at this start)."""
+    warning = app.settings_warning
+    if not warning:
+        return False
+    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
+
+    return READ_ONLY_MESSAGE in warning
+
+
+def section(ctx):
+    """The settings page's last part: the button, or that the drive is already open;
+    nothing when the device has no App.usb_write."""
+    app = ctx.app
+    if app.usb_write is None:
+        return
+    lang = ctx.lang
+    yield '<form method="post" action="%s" id="usb"><fieldset><legend>%s</legend>' % (
+        PATH, esc(tr("usb_title", lang)))
+    if drive_open(app):
+        yield '<p class="note" id="usb-open">%s</p>' % esc(tr("usb_open", lang))
+    else:
+        yield ('<input type="hidden" name="csrf" value="%s"><p class="note">%s</p>'
+               '<button type="submit" id="usb-write">%s</button>' % (
+                   ctx.csrf, esc(tr("usb_note", lang)), esc(tr("usb_button", lang))))
+    yield "</fieldset></form>"
+
+
+def _answer(ctx, cls, key, detail=""):
+    lang = ctx.lang
+    yield '<section class="card"><h2>%s</h2><p class="%s" id="usb-answer">%s%s</p>' % (
+        esc(tr("usb_title", lang)), cls, esc(tr(key, lang)),
+        " " + esc(detail) if detail else "")
+    yield '<p><a href="/settings">%s</a></p></section>' % esc(tr("usb_back", lang))
+
+
+def answer(ctx, cls, key, detail=""):
+    """A small page with one message (class ok or bad) and a link back to the settings."""
+    return layout(ctx, "settings", "usb_title", _answer(ctx, cls, key, detail))
+
+
+def post(self, conn, request, ctx):
+    """POST /usb-write (self: the Routes; the password was checked by Routes.handle)."""
+    from han2x_core.webforms import read_form
+
+    form = read_form(self, conn, request)
+    if form is None:
+        return
+    app = self.app
+    if app.usb_write is None:
+        self.web.respond(conn, 404, "text/plain", "not found\n")
+        return
+    if not self.same_origin(request):
+        self.page(conn, answer(ctx, "bad", "bad_request"), 403)
+        return
+    if not equal(form.get("csrf", ""), self.csrf):
+        self.page(conn, answer(ctx, "bad", "usb_expired"), 403)
+        return
+    if drive_open(app):
+        self.page(conn, answer(ctx, "ok", "usb_open"))
+        return
+    try:
+        restart = app.usb_write()
+    except OSError as e:
+        self.page(conn, answer(ctx, "bad", "usb_failed", str(e)), 500)
+        return
+    self.page(conn, answer(ctx, "ok", "usb_done"))
+    conn.after = restart  # web.py runs it when the connection closes, the page sent
