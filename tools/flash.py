@@ -10,8 +10,8 @@ Host-only tool (CPython 3.11, standard library; mtools only for --image).
     python tools/flash.py --uf2 cp.uf2        # put CircuitPython on an RPI-RP2 boot drive first
 
 What it guarantees (docs/update.md says the same for users):
-- Only our files are written: code.py, boot.py, safemode.py, han2x_core/ (.py files and
-  the web assets in www/), lib/ and the manifest.
+- Only our files are written: code.py, boot.py, safemode.py, han2x_core/ (.py files, or
+  .mpy with --mpy-cross, and the web assets in www/), lib/ and the manifest.
   The user's settings (settings.toml and any other settings* file) are never written,
   renamed or removed.
 - Changed files are first written to a staging folder (.han2x-new/) on the drive and read
@@ -132,6 +132,29 @@ def collect_tree(source=ROOT, lib_dir=None):
     if bad:  # cannot happen with the rules above; a guard for future edits
         raise FlashError("refusing to ship user files: %s" % ", ".join(bad))
     return dict(sorted(tree.items()))
+
+
+def compile_core(tree, mpy_cross, log=print):
+    """The tree with han2x_core's modules as CircuitPython .mpy files (all but __init__.py,
+    which stays source: flash.py reads the version from its text). Loading .mpy needs no
+    compiler on the board, which is the biggest heap peak of a start (docs/benchmarks.md).
+    BuildError when mpy_cross is not CircuitPython's or fails on a module."""
+    build_lib.mpy_cross_version(mpy_cross)
+    sources = {rel: data for rel, data in tree.items()
+               if rel.startswith("han2x_core/") and rel.endswith(".py")
+               and rel != "han2x_core/__init__.py"}
+    with tempfile.TemporaryDirectory(prefix="han2x-mpy-") as tmp:
+        for rel, data in sources.items():
+            path = os.path.join(tmp, *rel.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        build_lib.compile_mpy(tmp, mpy_cross, log=log)
+        out = {rel: data for rel, data in tree.items() if rel not in sources}
+        for rel in sources:
+            out[rel[:-3] + ".mpy"] = _read(os.path.join(tmp, *rel[:-3].split("/")) + ".mpy")
+    log("Compiled %d modules of han2x_core/ to .mpy" % len(sources))
+    return dict(sorted(out.items()))
 
 
 def _is_asset(name):
@@ -654,6 +677,7 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
             if in_place:
                 drive.replace(staged, rel)
                 _verify(drive, rel, tree[rel])
+                _unshadow(drive, plan, rel, out)
         except OSError as e:
             _cleanup(drive)
             raise _os_error(e, rel, "placing" if in_place else "staging") from e
@@ -670,6 +694,7 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
             for current in plan.copy:
                 drive.replace(STAGING + "/" + current, current)
                 _verify(drive, current, tree[current])
+                _unshadow(drive, plan, current, out)
         except OSError as e:
             raise _os_error(e, current, "placing") from e
 
@@ -700,6 +725,20 @@ def install(drive, tree, out=print, dry_run=False, in_place=False, check_space=T
     if why:
         out("When you are done, press RESET: %s." % "; ".join(why))
     return plan
+
+
+def _unshadow(drive, plan, rel, out):
+    """Just placed x.mpy where our old x.py stays behind: remove x.py now, before code.py is
+    placed, because CircuitPython imports x.py before x.mpy (the new code.py would run with
+    the old module)."""
+    shadow = rel[:-4] + ".py" if rel.endswith(".mpy") else None
+    if shadow in plan.remove:
+        out("remove %s (now %s)" % (shadow, rel))
+        try:
+            drive.remove(shadow)
+        except FileNotFoundError:
+            pass
+        plan.remove.remove(shadow)
 
 
 def _verify(drive, rel, data):
@@ -840,7 +879,8 @@ def main(argv=None, out=print):
     ap.add_argument("--lib", help="built lib folder (default: SOURCE/lib)")
     ap.add_argument("--no-build", action="store_true", help="use lib/ as it is (no rebuild)")
     ap.add_argument("--offline", action="store_true", help="build lib/ from the cache only")
-    ap.add_argument("--mpy-cross", help="CircuitPython mpy-cross: ship lib/ as .mpy")
+    ap.add_argument("--mpy-cross",
+                    help="CircuitPython mpy-cross: ship lib/ and han2x_core/ as .mpy")
     ap.add_argument("--in-place", action="store_true",
                     help="replace files one by one (needs less free space, less safe)")
     args = ap.parse_args(argv)
@@ -887,10 +927,14 @@ def _main(args, out):
                                   build_lib.read_stamp(lib_dir).get("mpy_major")):
         out("WARNING: %s does not match lib/requirements.txt (built from other pins?)" % lib_dir)
     tree = collect_tree(args.source, lib_dir)
+    mpy_major = (build_lib.read_stamp(lib_dir) or {}).get("mpy_major")
+    if args.mpy_cross:
+        mpy_major = build_lib.mpy_cross_version(args.mpy_cross)[0]
+        tree = compile_core(tree, args.mpy_cross, log=out)
     version = tree_version(tree)
     if args.zip:
         if args.zip.endswith(("/", os.sep)) or os.path.isdir(args.zip):
-            major = (build_lib.read_stamp(lib_dir) or {}).get("mpy_major")
+            major = mpy_major
             args.zip = os.path.join(args.zip, "han2x-%s%s.zip" % (
                 version, "-circuitpython%d-mpy" % major if major else ""))
         names = build_zip(tree, args.zip, version)
@@ -900,12 +944,10 @@ def _main(args, out):
         return 0
     drive = _pick_drive(args, out)
     info = check_board(drive, supported, out)
-    stamp = build_lib.read_stamp(lib_dir) or {}
-    lib_major = stamp.get("mpy_major")
-    if lib_major and info["version"] and lib_major != info["version"][0]:
-        raise FlashError("lib/ is .mpy for CircuitPython %d but the board runs %s: rebuild with "
-                         "the matching mpy-cross, or without --mpy-cross for .py sources."
-                         % (lib_major, info["version_text"]), EXIT_NOT_CP)
+    if mpy_major and info["version"] and mpy_major != info["version"][0]:
+        raise FlashError("lib/ or han2x_core/ is .mpy for CircuitPython %d but the board runs "
+                         "%s: rebuild with the matching mpy-cross, or without --mpy-cross for "
+                         ".py sources." % (mpy_major, info["version_text"]), EXIT_NOT_CP)
     out("Board: CircuitPython %s, %s" % (info["version_text"] or "?", info["board_id"] or "?"))
     install(drive, tree, out=out, dry_run=args.dry_run, in_place=args.in_place)
     return 0
