@@ -17,6 +17,9 @@ _SEND_MS = const(15000)
 _DRAIN_MS = const(1000)
 _BACKLOG = const(4)  # CPython; the W5500 has one listening socket whatever this says
 _ACCEPTS = const(2)  # connections taken per poll
+# accept() with nothing waiting costs an exception object (heap) and, on the W5500, SPI
+# reads: look for new connections at most this often, and at once again after one came in.
+_ACCEPT_EVERY_MS = const(10)
 _STEPS = const(4)  # sends per connection per poll
 
 
@@ -49,6 +52,8 @@ class WebServer:
         self.evicted = 0
         self.resets = 0  # connections the client reset or closed mid-answer
         self.starved = 0  # accepts refused by the W5500 for want of a free socket
+        self.accept_tries = 0  # polls that looked for a new connection (_ACCEPT_EVERY_MS)
+        self._accept_ms = -1  # last look; -1 = look at the next poll
         self.last_error = ""
         self.uptime_s = 0
         self._up_ms = 0
@@ -108,10 +113,14 @@ class WebServer:
         if self._want_port is not None and not any(self._conns):
             if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
                 self._relisten(now_ms)
-        if self._sock is not None:
+        if self._sock is not None and (
+                self._accept_ms < 0 or ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS):
+            self._accept_ms = now_ms
+            self.accept_tries += 1
             for _ in range(_ACCEPTS):
                 if not self._accept(now_ms):
                     break
+                self._accept_ms = -1  # one came in: look again at the next poll
         for i in range(len(self._conns)):
             conn = self._conns[i]
             if conn is None:

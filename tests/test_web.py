@@ -602,3 +602,50 @@ def test_a_finished_answer_makes_room_for_the_next_request():
     chunked.respond(200, "text/plain", iter(["more to come"]))
     chunked.pos = len(chunked.out)  # the head is out, the body is not
     assert victim([chunked]) == -1
+
+
+def test_accept_is_looked_for_every_10_ms_and_at_once_after_a_connection(tmp_path):
+    """accept() with nothing waiting raises (an exception object on the heap; SPI on the
+    W5500): the server looks for new connections at most every 10 ms of its clock, and at
+    the very next poll again after one came in. Driven with a synthetic clock."""
+    from han2x_core.app import App
+    from han2x_core.registers import Registers
+    from han2x_core.settings import DEFAULTS
+    from han2x_core.web import WebServer
+    from webdevice import FeedHan
+
+    app = App(FeedHan(), Registers(), 0, settings=dict(DEFAULTS))
+    web = WebServer(socket, app, port=free_port())
+    web.start("127.0.0.1")
+    try:
+        for ms in range(1, 101):  # 100 polls 1 ms apart, nobody connecting
+            web.poll(ms)
+        assert web.accept_tries == 10
+        client = socket.create_connection(("127.0.0.1", web.port), timeout=5)
+        time.sleep(0.05)  # in the kernel's accept queue
+        tries = web.accept_tries
+        web.poll(101)  # 10 ms after the last look at 91: looks, takes it
+        assert web.accept_tries == tries + 1 and sum(c is not None for c in web._conns) == 1
+        web.poll(102)  # one came in: looks again at once
+        assert web.accept_tries == tries + 2
+        web.poll(103)  # nothing more: back to every 10 ms
+        web.poll(111)
+        assert web.accept_tries == tries + 2
+        web.poll(112)
+        assert web.accept_tries == tries + 3
+        client.sendall(b"GET /api/status HTTP/1.0\r\n\r\n")
+        client.settimeout(0.01)
+        got = b""
+        for ms in range(113, 2000):
+            web.poll(ms)
+            try:
+                piece = client.recv(65536)
+            except socket.timeout:
+                continue
+            if not piece:
+                break
+            got += piece
+        assert got.startswith(b"HTTP/1.1 200") and b'"reading"' in got
+        client.close()
+    finally:
+        web.stop()
