@@ -14,13 +14,12 @@ Run as: micropython -X heapsize=192k bench/mpy_http.py han2x|adafruit PORT SITE_
             CircuitPython's built-ins. Stand-ins for those three names are put in
             sys.modules first (a few hundred bytes, counted in neither figure).
 Both get the same socket pool: MicroPython's socket module in CircuitPython's shape
-(tuple bind(), recv_into() raising EAGAIN), the one tests/mpy/device_vm.py uses.
+(tuple bind(), recv_into() raising EAGAIN): tests/mpy/vmsock.py, as tests/mpy/device_vm.py.
 Both serve the same file, han2x_core/www/style.css, once; bench_heap.py fetches it.
 Prints "figure NAME VALUE" lines.
 """
 
 import gc
-import socket
 import sys
 import time
 
@@ -29,7 +28,8 @@ PORT = int(sys.argv[2])
 SITE = sys.argv[3]
 ROOT = (__file__.rsplit("/", 1)[0] if "/" in __file__ else ".") + "/.."
 sys.path.insert(0, ROOT)
-_EAGAIN = 11
+sys.path.insert(0, ROOT + "/tests/mpy")
+from vmsock import Pool  # noqa: E402
 
 
 class _Obj:
@@ -54,61 +54,6 @@ def _shims():
     tb = _Obj()
     tb.print_exception = lambda *a: sys.print_exception(a[1] if len(a) > 1 else a[0])
     sys.modules["traceback"] = tb
-
-
-class _Conn:
-    """recv_into() as CircuitPython's: one read of what is there. MicroPython's readinto()
-    on a socket with a timeout waits until the whole buffer is full, so a socket with a
-    timeout (adafruit_httpserver uses 1 s) reads with recv() and copies."""
-
-    def __init__(self, sock):
-        self._sock = sock
-        self._timeout = None
-        self.send = sock.send
-        self.close = sock.close
-
-    def settimeout(self, t):
-        self._timeout = t
-        self._sock.settimeout(t)
-
-    def setblocking(self, flag):
-        self._timeout = None if flag else 0
-        self._sock.setblocking(flag)
-
-    def recv_into(self, buf, nbytes=0):
-        nbytes = nbytes or len(buf)
-        if self._timeout == 0:
-            n = self._sock.readinto(buf, nbytes)
-            if n is None:
-                raise OSError(_EAGAIN)
-            return n
-        data = self._sock.recv(nbytes)
-        buf[:len(data)] = data
-        return len(data)
-
-
-class _Listener(socket.socket):
-    def bind(self, addr):
-        if isinstance(addr, tuple):
-            addr = socket.getaddrinfo(addr[0], addr[1])[0][-1]
-        super().bind(addr)
-
-    def accept(self):
-        sock, addr = super().accept()
-        return _Conn(sock), addr
-
-
-class _Pool:
-    AF_INET = socket.AF_INET
-    SOCK_STREAM = socket.SOCK_STREAM
-    SOL_SOCKET = socket.SOL_SOCKET
-    SO_REUSEADDR = socket.SO_REUSEADDR
-
-    def socket(self, family=socket.AF_INET, kind=socket.SOCK_STREAM, proto=0):
-        return _Listener(family, kind)
-
-    def getaddrinfo(self, host, port, *args):
-        return socket.getaddrinfo(host, port)
 
 
 def figure(name, value):
@@ -142,7 +87,7 @@ def serve(listener, poll, done, seconds=20):
 
 
 def main():
-    pool = _Pool()
+    pool = Pool()
     www = ROOT + "/han2x_core/www"
     gc.collect()
     base = gc.mem_alloc()

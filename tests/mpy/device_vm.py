@@ -16,7 +16,7 @@ watchdog services, all as code.py builds them, on 127.0.0.1. What is left out is
 the hardware: the W5500 (Network: the servers are started here instead of by net.attach)
 and the PIO HAN reader (a corpus feed instead). Pins, cpu and watchdog are small stand-ins.
 
-The socket pool is MicroPython's socket module in CircuitPython's shape (_Pool): bind()
+The socket pool is MicroPython's socket module in CircuitPython's shape (vmsock.Pool): bind()
 takes an (host, port) tuple and connections have recv_into() that raises OSError(EAGAIN)
 when nothing is waiting, as CircuitPython's socketpool and adafruit_wiznet5k's do. The
 web server needs both (MicroPython's own sockets bind a sockaddr and only have readinto()).
@@ -43,6 +43,8 @@ HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 ROOT = HERE + "/../.."
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
+
+from vmsock import Pool  # noqa: E402  (a test shim, before the import figure)
 
 
 def load_frames(ids):
@@ -78,8 +80,6 @@ FRAMES = load_frames([s for s in ARGS[3]["frames"].split(",") if s])
 gc.collect()
 _F0 = gc.mem_free()
 
-import socket  # noqa: E402
-
 # As code.py imports them (minus han_reader and network: hardware; web in main(), as there).
 from han2x_core import FIRMWARE_VERSION, __version__, board_io, indicators  # noqa: E402
 from han2x_core.app import App  # noqa: E402
@@ -89,53 +89,10 @@ from han2x_core.settings import validate  # noqa: E402
 from han2x_core.storage import SettingsStore  # noqa: E402
 
 _MASK = (1 << 29) - 1
-_EAGAIN = 11
 
 
 def now_ms():
     return time.ticks_ms() & _MASK  # supervisor.ticks_ms(): wraps at 2**29
-
-
-# ---- the socket pool, CircuitPython-shaped ---------------------------------------------------
-
-class _Conn:
-    """An accepted connection with CircuitPython's recv_into() semantics."""
-
-    def __init__(self, sock):
-        self._sock = sock
-        self.send = sock.send
-        self.settimeout = sock.settimeout
-        self.close = sock.close
-
-    def recv_into(self, buf, nbytes=0):
-        n = self._sock.readinto(buf, nbytes or len(buf))
-        if n is None:  # MicroPython: nothing waiting; CircuitPython raises EAGAIN
-            raise OSError(_EAGAIN)
-        return n
-
-
-class _Listener(socket.socket):
-    def bind(self, addr):
-        if isinstance(addr, tuple):
-            addr = socket.getaddrinfo(addr[0], addr[1])[0][-1]
-        super().bind(addr)
-
-    def accept(self):
-        sock, addr = super().accept()
-        return _Conn(sock), addr
-
-
-class _Pool:
-    AF_INET = socket.AF_INET
-    SOCK_STREAM = socket.SOCK_STREAM
-    SOL_SOCKET = socket.SOL_SOCKET
-    SO_REUSEADDR = socket.SO_REUSEADDR
-
-    def socket(self, family=socket.AF_INET, kind=socket.SOCK_STREAM, proto=0):
-        return _Listener(family, kind)
-
-    def getaddrinfo(self, host, port, *args):
-        return socket.getaddrinfo(host, port)
 
 
 # ---- board stand-ins (digitalio, board, microcontroller, watchdog) ---------------------------
@@ -281,7 +238,7 @@ def main():
     app.settings_warning = warning
     app.usb_write = board_io.usb_write_hook(_Microcontroller, folder + "/usb_write.txt")
     regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
-    pool = _Pool()
+    pool = Pool()
     modbus = ModbusServer(pool, regs, settings["modbus_port"], settings["modbus_max_clients"],
                           settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
                           send_timeout_s=0.1)
