@@ -2,6 +2,7 @@
 tests/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
 emulator, and real Modbus requests over 127.0.0.1."""
 
+import contextlib
 import os
 import re
 import runpy
@@ -416,15 +417,17 @@ def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
     assert "HAN2X stopped" in capsys.readouterr().out
 
 
-def test_code_py_reports_a_read_only_drive(paths, monkeypatch):
-    """USB write mode: the web page must say why settings are not saved."""
+@contextlib.contextmanager
+def code_py_first_step(monkeypatch, readonly=True):
+    """Run code.py on the fakes and the W5500 model up to the App's first step; yields
+    (that App, the fake hardware), the hardware still installed."""
     import han2x_core.app as app_mod
 
     seen = {}
 
     class Probe(app_mod.App):
         def step(self, now_ms):
-            seen["warning"] = self.settings_warning
+            seen["app"] = self
             raise StopLoop()
 
     monkeypatch.setattr(app_mod, "App", Probe)
@@ -432,48 +435,36 @@ def test_code_py_reports_a_read_only_drive(paths, monkeypatch):
 
     install_driver_shims()
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
-    with installed() as hw:
-        real_dio = hw.digitalio.DigitalInOut
-        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
-        with pytest.raises(StopLoop):
-            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
-    model.close()
-    assert seen["warning"] == READ_ONLY_MESSAGE
+    try:
+        with installed() as hw:
+            real_dio = hw.digitalio.DigitalInOut
+            monkeypatch.setattr(hw.digitalio, "DigitalInOut",
+                                lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
+            monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+            hw.storage.getmount("/").readonly = readonly
+            with pytest.raises(StopLoop):
+                runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+            yield seen["app"], hw
+    finally:
+        model.close()
+
+
+def test_code_py_reports_a_read_only_drive(paths, monkeypatch):
+    """USB write mode: the web page must say why settings are not saved."""
+    with code_py_first_step(monkeypatch) as (app, _hw):
+        assert app.settings_warning == READ_ONLY_MESSAGE
 
 
 def test_code_py_gives_the_web_page_the_drive_button(paths, monkeypatch):
     """App.usb_write from code.py writes usb_write.txt, then restarts the board."""
-    import han2x_core.app as app_mod
-
-    seen = {}
-
-    class Probe(app_mod.App):
-        def step(self, now_ms):
-            seen["usb_write"] = self.usb_write
-            raise StopLoop()
-
-    monkeypatch.setattr(app_mod, "App", Probe)
-    from w5500_model import W5500Model, install_driver_shims
-
-    install_driver_shims()
-    model = W5500Model(port_map={502: free_port(), 80: free_port()})
-    with installed() as hw:
-        real_dio = hw.digitalio.DigitalInOut
-        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
-        hw.storage.getmount("/").readonly = False
-        with pytest.raises(StopLoop):
-            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
-        restart = seen["usb_write"]()
+    with code_py_first_step(monkeypatch, readonly=False) as (app, hw):
+        assert app.settings_warning is None
+        restart = app.usb_write()
         assert open(paths[1]).read() == "once\n"
         assert hw.microcontroller.resets == []  # not before the web page's answer is sent
         with pytest.raises(hw.microcontroller.ResetCalled):
             restart()
         assert hw.microcontroller.resets == [True]
-    model.close()
 
 
 def test_indicator_constants_documented():
