@@ -471,6 +471,49 @@ def test_find_drives_reads_linux_mounts(tmp_path, monkeypatch):
     assert flash.find_drives("CIRCUITPY") == ["/media/pat/CIRCUITPY", "/run/media/kim/CIRCUITPY1"]
 
 
+def test_find_drives_on_macos_looks_in_volumes(monkeypatch):
+    """sys.platform darwin: the folders in /Volumes named like the label (a second board
+    mounts as "CIRCUITPY 1"). The file system calls are faked; the logic is ours."""
+    volumes = ["Macintosh HD", "CIRCUITPY 1", "CIRCUITPY", "CIRCUITPYTHON", "RPI-RP2"]
+    monkeypatch.setattr(flash.sys, "platform", "darwin")
+    monkeypatch.setattr(flash.os.path, "isdir", lambda p: p == "/Volumes")
+    monkeypatch.setattr(flash.os, "listdir", lambda p: list(volumes) if p == "/Volumes" else [])
+    assert flash.find_drives("CIRCUITPY") == ["/Volumes/CIRCUITPY", "/Volumes/CIRCUITPY 1"]
+    assert flash.find_drives("RPI-RP2") == ["/Volumes/RPI-RP2"]
+
+
+def test_find_drives_on_windows_asks_each_drive_letter_for_its_label(monkeypatch):
+    """sys.platform win32: GetLogicalDrives' bit mask, then GetVolumeInformationW per letter
+    (a kernel32 stand-in that fills the label buffer as Windows does)."""
+    import ctypes
+
+    labels = {"C:\\": "WINDOWS", "E:\\": "CIRCUITPY", "F:\\": "", "G:\\": "circuitpy"}
+    asked = []
+
+    class Kernel32:
+        def SetErrorMode(self, mode):
+            self.mode = mode
+
+        def GetLogicalDrives(self):
+            return sum(1 << (ord(k[0]) - ord("A")) for k in labels)
+
+        def GetVolumeInformationW(self, root, buf, size, *rest):
+            asked.append(root.value)
+            if root.value == "F:\\":
+                return 0  # an empty card reader: no volume
+            buf.value = labels[root.value]
+            return 1
+
+    class WinDLL:
+        kernel32 = Kernel32()
+
+    monkeypatch.setattr(ctypes, "windll", WinDLL(), raising=False)
+    monkeypatch.setattr(flash.sys, "platform", "win32")
+    assert flash.find_drives("CIRCUITPY") == ["E:\\", "G:\\"]
+    assert asked == ["C:\\", "E:\\", "F:\\", "G:\\"]
+    assert WinDLL.kernel32.mode == 1  # no "insert a disk" dialogs
+
+
 # ---------------------------------------------------------------------------- zip
 
 

@@ -421,7 +421,8 @@ class ImageDrive:
 
 
 def _label_re(label):
-    return re.compile(re.escape(label) + r"\d*$")
+    # a second board's drive: CIRCUITPY1 (Linux udisks), "CIRCUITPY 1" (macOS)
+    return re.compile(re.escape(label) + r"( ?\d+)?$")
 
 
 def find_drives(label="CIRCUITPY"):
@@ -458,7 +459,7 @@ def find_drives(label="CIRCUITPY"):
     return out
 
 
-def _windows_drives(label):  # pragma: no cover - needs Windows
+def _windows_drives(label):
     import ctypes
     import string
 
