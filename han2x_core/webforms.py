@@ -10,37 +10,13 @@ from micropython import const
 
 from han2x_core import webapi
 from han2x_core.settings import DEFAULTS, validate
+from han2x_core.webfields import FIELDS
 from han2x_core.webroutes import equal, local_path
 
 _MAX_FIELDS = const(40)
 _JSON = "application/json"
 
-# Settings form: (group, ((key, kind, choices), ...)); kind b=bool i=int s=str p=password c=choice
-FIELDS = (
-    ("net", (("dhcp", "b", None), ("ip", "s", None), ("netmask", "s", None),
-             ("gateway", "s", None), ("dns", "s", None), ("hostname", "s", None))),
-    ("modbus", (("modbus_port", "i", None), ("modbus_max_clients", "i", None),
-                ("modbus_idle_timeout_s", "i", None), ("modbus_unit_id", "i", None),
-                ("scaling_factor", "i", None))),
-    ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
-             ("han_polarity", "c", ("auto", "normal", "inverted")),
-             ("han_input", "c", ("pio", "uart")))),
-    ("web", (("web_port", "i", None), ("web_password", "p", None),
-             ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
-)
-
-# Which Norwegian message explains an invalid value of each key.
-_NB_ERROR = {"ip": "e_ip", "netmask": "e_netmask", "gateway": "e_gateway", "dns": "e_ip",
-             "modbus_port": "e_port", "web_port": "e_port", "han_line": "e_choice",
-             "han_polarity": "e_choice", "han_input": "e_choice", "web_protect": "e_choice",
-             "language": "e_choice"}
-
 NETWORK_KEYS = ("dhcp", "ip", "netmask", "gateway", "web_port", "hostname")
-
-
-def error_key(key):
-    """The i18n key of the Norwegian message for an invalid value of settings key."""
-    return _NB_ERROR.get(key, "e_" + key)
 
 
 def url_decode(text):
@@ -113,9 +89,6 @@ def json_changes(data):
     return changes, errors
 
 
-PORT_CLASH = "must differ from the Modbus port"  # settings.validate's message
-
-
 def check(app, changes, errors):
     """Validate changes on top of the current settings without saving: {key: message} from
     settings.validate, errors, and a web port equal to the Modbus port (which would leave
@@ -124,7 +97,7 @@ def check(app, changes, errors):
     for key in changes:
         if key not in errors:
             merged[key] = changes[key]
-    _, out = validate(merged)  # a port clash comes back as PORT_CLASH (translated on the page)
+    _, out = validate(merged)  # a port clash: webfields.PORT_CLASH (translated on the page)
     out.update(errors)
     return out
 

@@ -206,15 +206,16 @@ def settings_page(ctx, form, errors, notice):
 
 
 def _error_text(key, message, lang):
-    from han2x_core import webforms
+    from han2x_core import webfields
 
     if lang != "nb":
         return message
-    return tr("e_port_clash" if message == webforms.PORT_CLASH else webforms.error_key(key), lang)
+    return tr("e_port_clash" if message == webfields.PORT_CLASH else webfields.error_key(key),
+              lang)
 
 
 def _settings(ctx, form, errors, notice):
-    from han2x_core import webforms
+    from han2x_core.webfields import FIELDS
 
     lang = ctx.lang
     app = ctx.app
@@ -239,7 +240,7 @@ def _settings(ctx, form, errors, notice):
             esc(tr("store_err", lang)), esc(errors.get("_store") or app.settings_warning))
     yield '<form method="post" action="/settings" id="settings" novalidate>'
     yield '<input type="hidden" name="csrf" value="%s">' % ctx.csrf
-    for group, fields in webforms.FIELDS:
+    for group, fields in FIELDS:
         yield '<fieldset><legend>%s</legend>' % esc(tr(group, lang))
         net = webapi.service_with(app, "hostname") if group == "net" else None
         if net is not None and getattr(net, "ip", None):
@@ -278,9 +279,36 @@ def _settings(ctx, form, errors, notice):
                 key, esc(_error_text(key, message, lang)) if message else "")
         yield "</fieldset>"
     yield '<button type="submit" id="save">%s</button></form>' % esc(tr("save", lang))
-    from han2x_core.webdrive import section
+    yield from _drive_section(ctx)
 
-    yield from section(ctx)  # the button that opens the drive for a firmware update
+
+def drive_open(app):
+    """True when the computer already writes the drive (USB write mode at this start)."""
+    warning = app.settings_warning
+    if not warning:
+        return False
+    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
+
+    return READ_ONLY_MESSAGE in warning
+
+
+def _drive_section(ctx):
+    """The settings page's last part: the button that opens the drive for a firmware update
+    (its POST: webdrive.py), or that the drive is already open; nothing when the device has
+    no App.usb_write."""
+    app = ctx.app
+    if app.usb_write is None:
+        return
+    lang = ctx.lang
+    yield '<form method="post" action="/usb-write" id="usb"><fieldset><legend>%s</legend>' % (
+        esc(tr("usb_title", lang)))
+    if drive_open(app):
+        yield '<p class="note" id="usb-open">%s</p>' % esc(tr("usb_open", lang))
+    else:
+        yield ('<input type="hidden" name="csrf" value="%s"><p class="note">%s</p>'
+               '<button type="submit" id="usb-write">%s</button>' % (
+                   ctx.csrf, esc(tr("usb_note", lang)), esc(tr("usb_button", lang))))
+    yield "</fieldset></form>"
 
 
 _OPTION_KEYS = ("o_auto", "o_settings", "o_all", "o_normal", "o_inverted", "o_pio", "o_uart",

@@ -27,7 +27,7 @@ _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
 
 
 # Loaded for a page or a form post, then dropped again (see release()).
-_TRANSIENT = ("webpages", "webforms", "webdrive", "i18n", "i18n_en", "i18n_nb")
+_TRANSIENT = ("webpages", "webforms", "webfields", "webdrive", "i18n", "i18n_en", "i18n_nb")
 
 
 def release():

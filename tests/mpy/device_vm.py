@@ -10,6 +10,7 @@ Usage: micropython -X heapsize=192k tests/mpy/device_vm.py MODBUS_PORT WEB_PORT 
   start_ms=0         no telegram before this (bench/bench_heap.py measures the idle loop)
   stop=4242          stop when a Modbus client writes this scaling factor (it is saved in
                      DIR/settings.toml through App.save_settings first, as on the board)
+  core=FOLDER        import han2x_core from FOLDER (compiled to .mpy, with its www/)
 
 App + Registers + ModbusServer + WebServer + board_io's LED/button, temperature and
 watchdog services, all as code.py builds them, on 127.0.0.1. What is left out is what needs
@@ -66,7 +67,7 @@ def load_frames(ids):
 
 def _args(argv):
     opts = {"frames": "", "schedule": "", "frame_ms": "250", "chunk": "24", "max_s": "40",
-            "heap_ms": "250", "stop": "4242", "start_ms": "0"}
+            "heap_ms": "250", "stop": "4242", "start_ms": "0", "core": ""}
     for a in argv[4:]:
         k, v = a.split("=", 1)
         if k not in opts:
@@ -76,6 +77,8 @@ def _args(argv):
 
 
 ARGS = _args(sys.argv)
+if ARGS[3]["core"]:  # a folder holding han2x_core compiled to .mpy (with its www/)
+    sys.path.insert(0, ARGS[3]["core"])
 FRAMES = load_frames([s for s in ARGS[3]["frames"].split(",") if s])
 gc.collect()
 _F0 = gc.mem_free()

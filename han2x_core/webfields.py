@@ -1,0 +1,29 @@
+"""The settings form's fields, shared by the settings page (webpages, on GET) and the form's
+POST handler (webforms), so that showing the page does not load the POST handlers."""
+
+# Settings form: (group, ((key, kind, choices), ...)); kind b=bool i=int s=str p=password c=choice
+FIELDS = (
+    ("net", (("dhcp", "b", None), ("ip", "s", None), ("netmask", "s", None),
+             ("gateway", "s", None), ("dns", "s", None), ("hostname", "s", None))),
+    ("modbus", (("modbus_port", "i", None), ("modbus_max_clients", "i", None),
+                ("modbus_idle_timeout_s", "i", None), ("modbus_unit_id", "i", None),
+                ("scaling_factor", "i", None))),
+    ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
+             ("han_polarity", "c", ("auto", "normal", "inverted")),
+             ("han_input", "c", ("pio", "uart")))),
+    ("web", (("web_port", "i", None), ("web_password", "p", None),
+             ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
+)
+
+# Which Norwegian message explains an invalid value of each key.
+_NB_ERROR = {"ip": "e_ip", "netmask": "e_netmask", "gateway": "e_gateway", "dns": "e_ip",
+             "modbus_port": "e_port", "web_port": "e_port", "han_line": "e_choice",
+             "han_polarity": "e_choice", "han_input": "e_choice", "web_protect": "e_choice",
+             "language": "e_choice"}
+
+PORT_CLASH = "must differ from the Modbus port"  # settings.validate's message
+
+
+def error_key(key):
+    """The i18n key of the Norwegian message for an invalid value of settings key."""
+    return _NB_ERROR.get(key, "e_" + key)
