@@ -34,3 +34,16 @@ def crc_x25(buf, start, end):
 def crc_modbus(buf, start, end):
     """Modbus RTU CRC-16 of buf[start:end] (init 0xFFFF, no final XOR); sent low byte first."""
     return _crc(_MODBUS, buf, start, end)
+
+
+def modbus_frame_end(buf, start, end):
+    """Length of the shortest RTU frame at buf[start:end] (at least 4 bytes: unit, function,
+    CRC) whose last two bytes are the Modbus CRC of the bytes before them; 0 if none. One
+    pass: for frames whose length the function code does not tell."""
+    table = _MODBUS
+    crc = 0xFFFF
+    for i in range(start, end - 2):
+        crc = (crc >> 8) ^ table[(crc ^ buf[i]) & 0xFF]
+        if i > start and buf[i + 1] == crc & 0xFF and buf[i + 2] == crc >> 8:
+            return i + 3 - start
+    return 0

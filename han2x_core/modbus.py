@@ -11,6 +11,7 @@ import struct
 from micropython import const
 
 from han2x_core.crc import crc_modbus as crc16
+from han2x_core.crc import modbus_frame_end
 
 ADU_SIZE = const(260)  # MBAP: 7 + 253; RTU: 256
 
@@ -47,6 +48,41 @@ def _rtu_ok(buf, k, length):
     crc = crc16(buf, k, k + length - 2)
     end = k + length
     return buf[end - 2] == crc & 0xFF and buf[end - 1] == crc >> 8
+
+
+def _rtu_frames(buf, k, n, partial):
+    """True when buf[k:n] is RTU frames, each with a matching CRC; with partial, the last
+    may be the unfinished start of a request whose function code we know."""
+    while k < n:
+        length = _rtu_length(buf, k, n)
+        if partial and (length < 0 or (length > 0 and k + length > n)):
+            return length <= _RTU_MAX
+        if length == 0:
+            length = modbus_frame_end(buf, k, n)
+        if length <= 0 or k + length > n or not _rtu_ok(buf, k, length):
+            return False
+        k += length
+    return True
+
+
+def _mbap_frames(buf, n, exact):
+    """True when buf[0:n] reads as MBAP frames: exact, ending with the segment; else the
+    last may be unfinished."""
+    k = 0
+    while k + 6 <= n:
+        if buf[k + 2] or buf[k + 3] or buf[k + 4] or not 2 <= buf[k + 5] <= 254:
+            return False
+        k += 6 + buf[k + 5]
+    if exact:
+        return k == n
+    return k >= n or not (n - k >= 4 and (buf[k + 2] or buf[k + 3]))
+
+
+def _mbap_fits(buf):
+    """The first MBAP frame's length field is what its function code needs (or the code is
+    one we do not know): a frame that is an RTU request's first bytes mostly is not."""
+    need = _rtu_length(buf, 6, 6 + buf[5])  # read as RTU: unit, PDU, 2 CRC bytes
+    return need == 0 or need == buf[5] + 2
 
 
 class ModbusConnection:
@@ -116,23 +152,42 @@ class ModbusConnection:
         """MODE_MBAP or MODE_RTU once the first frame is recognisable; 0 = wait; CLOSE."""
         rx = self.rx
         n = self.rx_len
-        rtu = _rtu_length(rx, 0, n)
-        rtu_done = False
-        if rtu > 0 and rtu <= n and rtu <= _RTU_MAX:
-            rtu_done = _rtu_ok(rx, 0, rtu)
-        elif rtu == 0 and n >= 4:
-            rtu_done = _rtu_ok(rx, 0, n)
-            rtu = n
         mbap = n < 6 or (rx[2] == 0 and rx[3] == 0 and rx[4] == 0 and 2 <= rx[5] <= 254)
         if n >= 4 and (rx[2] or rx[3]):
             mbap = False
         mbap_done = mbap and n >= 6 and n >= 6 + rx[5]
+        rtu = _rtu_length(rx, 0, n)
+        rtu_done = False
+        if rtu > 0 and rtu <= n and rtu <= _RTU_MAX:
+            rtu_done = _rtu_ok(rx, 0, rtu)
+        elif rtu == 0 and n >= 4 and (mbap_done or not mbap or (
+                n >= 6 and _rtu_frames(rx, 0, n, False))):
+            # An unknown function code ends where the CRC first matches. While the bytes
+            # can still be the start of an unfinished MBAP request, that needs CRC-valid
+            # RTU frames up to the end of at least 6 bytes: the first 4 bytes of a split
+            # MBAP request can carry a matching "CRC" (transaction id 0xFFFF: ff ff 00 00).
+            end = modbus_frame_end(rx, 0, n if n < _RTU_MAX else _RTU_MAX)
+            rtu_done = end > 0
+            rtu = end if end else n
         if rtu_done and mbap_done:
-            # Both readings fit: prefer the one that explains the whole segment.
-            return MODE_MBAP if n == 6 + rx[5] and rtu != n else MODE_RTU
+            # Both readings fit the first frame. A CRC at the length a known function code
+            # gives, or at the end of the segment, is strong evidence: RTU, unless MBAP
+            # frames fill the segment exactly and RTU frames do not. A CRC found earlier
+            # by trying every length (an unknown function code) is weak: RTU only if more
+            # RTU frames fill the rest; else MBAP, if its first frame has the length its
+            # function code needs or the bytes read as MBAP frames.
+            if rtu == n or _rtu_length(rx, 0, n) > 0:
+                if _mbap_frames(rx, n, True) and not _rtu_frames(rx, rtu, n, True):
+                    return MODE_MBAP
+                return MODE_RTU
+            if _rtu_frames(rx, rtu, n, False):
+                return MODE_RTU
+            return MODE_MBAP if _mbap_fits(rx) or _mbap_frames(rx, n, False) else MODE_RTU
         if rtu_done:
             return MODE_RTU
         if mbap_done:
+            if rtu > n and rtu <= _RTU_MAX and not _mbap_fits(rx):
+                return 0  # more likely the first part of an RTU request: wait for it
             return MODE_MBAP
         if mbap or (rtu < 0) or (rtu > n and rtu <= _RTU_MAX) or (rtu == n and n < 8):
             if n < ADU_SIZE:
@@ -177,9 +232,10 @@ class ModbusConnection:
             self._waiting = True
             return 0
         if length == 0:
-            # Unknown function: the frame ends where the CRC matches (then exception 01).
-            if n >= 4 and _rtu_ok(rx, 0, n):
-                length = n
+            # Unknown function: the frame ends where the CRC first matches (exception 01).
+            end = modbus_frame_end(rx, 0, n if n < _RTU_MAX else _RTU_MAX)
+            if end:
+                length = end
             elif n >= 8:
                 h.malformed += 1
                 self._resync()
