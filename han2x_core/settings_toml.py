@@ -34,7 +34,11 @@ def _unquote(text, lineno, warnings):
                 width = 4 if e == "u" else 8
                 digits = text[i + 1:i + 1 + width]
                 try:
-                    out.append(chr(int(digits, 16)))
+                    code = int(digits, 16)
+                    if len(digits) != width or 0xD800 <= code <= 0xDFFF or \
+                            digits.strip("0123456789abcdefABCDEF"):
+                        raise ValueError  # TOML: a Unicode scalar value, all its digits
+                    out.append(chr(code))
                 except ValueError:
                     warnings.append("line %d: bad \\%s escape" % (lineno, e))
                     return None, None
