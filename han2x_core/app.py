@@ -93,6 +93,10 @@ class App:
             except OSError as e:
                 self.settings_warning = str(e)
                 return {"_store": str(e)}
+            except Exception as e:  # e.g. MemoryError: the old file stays (atomic write)
+                message = "could not save: %s: %s" % (type(e).__name__, e)
+                self.settings_warning = message
+                return {"_store": message}
         self.settings_warning = None
         self.configure(clean)
         return {}

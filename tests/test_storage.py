@@ -239,3 +239,34 @@ def test_app_save_settings_reports_read_only(tmp_path):
     app.store = SettingsStore(str(path))
     assert app.save_settings({"modbus_port": "1502"}) == {}
     assert SettingsStore(str(path)).load()[0]["modbus_port"] == 1502
+
+
+def test_app_save_settings_reports_memory_short_and_keeps_the_old_file(tmp_path):
+    """A save that runs out of memory half-way (the board's heap): reported like a write
+    that failed, settings not applied, the old file intact, the next save works."""
+    from han2x_core.app import App
+
+    class Regs:
+        def tick(self, now_ms):
+            pass
+
+        def configure(self, settings):
+            self.settings = settings
+
+    class ShortOfMemory(OsFiles):
+        def write(self, path, data):
+            raise MemoryError("memory allocation failed, allocating 2048 bytes")
+
+    path = tmp_path / "settings.toml"
+    SettingsStore(str(path)).save(dict(S.DEFAULTS))
+    before = path.read_bytes()
+    app = App(None, Regs(), 0, settings=dict(S.DEFAULTS),
+              store=SettingsStore(str(path), ShortOfMemory()))
+    errors = app.save_settings({"modbus_port": "1502"})
+    assert errors == {"_store": "could not save: MemoryError: memory allocation failed, "
+                                "allocating 2048 bytes"}
+    assert app.settings["modbus_port"] == S.DEFAULTS["modbus_port"]  # not applied
+    assert path.read_bytes() == before
+    app.store = SettingsStore(str(path))
+    assert app.save_settings({"modbus_port": "1502"}) == {}
+    assert app.settings_warning is None
