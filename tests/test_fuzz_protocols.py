@@ -270,3 +270,35 @@ def test_escapes_that_are_not_characters_are_refused():
                                                             % escape[1]], escape
     clean, _extra, warnings = settings_toml.from_text('web_password = "\\u00e6\\U0001F600"\n')
     assert clean["web_password"] == "\u00e6\U0001F600" and warnings == []
+
+
+# ---------------------------------------------------------------- form bodies
+
+
+NAME = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@FUZZ
+@given(st.dictionaries(NAME, TEXT, max_size=12))
+def test_form_bodies_read_back_what_a_browser_encodes(fields):
+    """urllib's urlencode (what browsers send for a form) read back by webforms.parse_form."""
+    from urllib.parse import urlencode
+
+    from han2x_core.webforms import parse_form
+
+    assert parse_form(urlencode(fields).encode()) == fields
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(st.sampled_from([b"a", b"=", b"&", b"%", b"%4", b"%41", b"%zz",
+                                           b"+", b"%C3", b"%A6", b"%-1", b"\xc3"]),
+                          max_size=40).map(b"".join)))
+def test_any_form_body_reads_or_raises_value_error(body):
+    from han2x_core.webforms import parse_form
+
+    try:
+        form = parse_form(body)
+    except ValueError:  # UnicodeError is one: the page answers 400
+        return
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in form.items())
