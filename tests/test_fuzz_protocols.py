@@ -302,3 +302,23 @@ def test_any_form_body_reads_or_raises_value_error(body):
     except ValueError:  # UnicodeError is one: the page answers 400
         return
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in form.items())
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(sorted(S.DEFAULTS)),
+                       JSON | st.sampled_from([80, 502, "80", "502", 65535, 0]),
+                       min_size=1, max_size=6))
+def test_any_json_values_for_the_settings_are_checked_never_raise(data):
+    """POST /api/settings takes any JSON object: each value is accepted and converted, or
+    refused with a message; what is accepted validates again unchanged."""
+    clean, errors = S.validate(dict(S.DEFAULTS, **data))
+    assert set(clean) == set(S.DEFAULTS)
+    assert all(isinstance(m, str) and m for m in errors.values())
+    assert set(errors) <= set(data) | {"web_port"}  # a port clash is reported there
+    again, errors2 = S.validate(clean)
+    assert errors2 == {} and again == clean
