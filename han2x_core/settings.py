@@ -179,12 +179,19 @@ def validate(d, old=None):
             errors[key] = message
             clean[key] = fallback
     _check_network(clean, errors, base)
-    if clean["web_port"] == clean["modbus_port"] and "web_port" not in errors:
-        # One port for both would leave the web page unreachable after a restart.
-        errors["web_port"] = "must differ from the Modbus port"
+    if clean["web_port"] == clean["modbus_port"]:
+        # One port for both would leave the web page unreachable after a restart. (Also
+        # when a bad web_port fell back onto the new Modbus port: clean must be usable.)
+        if "web_port" not in errors:
+            errors["web_port"] = "must differ from the Modbus port"
         clean["web_port"] = base.get("web_port", DEFAULTS["web_port"])
         if clean["web_port"] == clean["modbus_port"]:
+            if "modbus_port" not in errors:
+                errors["modbus_port"] = "must differ from the web port"
             clean["modbus_port"] = base.get("modbus_port", DEFAULTS["modbus_port"])
+        if clean["web_port"] == clean["modbus_port"]:
+            clean["web_port"] = DEFAULTS["web_port"]
+            clean["modbus_port"] = DEFAULTS["modbus_port"]
     return clean, errors
 
 

@@ -199,3 +199,15 @@ def test_web_port_equal_to_modbus_port_is_refused_even_in_a_hand_edited_file():
     # with valid old settings the old web port is kept
     clean, errors = validate(dict(DEFAULTS, web_port=8080, modbus_port=8080), DEFAULTS)
     assert (clean["web_port"], clean["modbus_port"]) == (80, 8080)
+
+
+def test_a_bad_web_port_falling_back_onto_the_modbus_port_is_resolved():
+    """settings.toml with web_port = 0 (bad: the default 80 is used) and modbus_port = 80:
+    both servers would want port 80. The Modbus port falls back as well, with a warning."""
+    from han2x_core.settings_toml import from_text
+
+    clean, _extra, warnings = from_text("web_port = 0\nmodbus_port = 80\n")
+    assert clean["web_port"] != clean["modbus_port"]
+    assert (clean["web_port"], clean["modbus_port"]) == (80, 502)
+    assert any(w.startswith("web_port ") for w in warnings)
+    assert any(w.startswith("modbus_port must differ from the web port") for w in warnings)
