@@ -12,7 +12,7 @@ from han2x_core import __version__, FIRMWARE_VERSION
 
 _T_OFFSET = const(43)  # 40044 board temperature, degC x100
 
-# Every register of the map as (offset, words) pairs; names and units are in webpages.py.
+# Every register of the map as (offset, words) pairs; names and units are in www/registers.txt.
 # Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76.
 LAYOUT = (0, 2, 2, 2, 4, 2, 6, 2, 8, 2, 10, 2, 12, 2, 14, 2, 16, 2, 18, 2, 20, 2, 22, 2,
           24, 2, 26, 2, 28, 2, 30, 2, 32, 2, 34, 2, 36, 1, 37, 1, 38, 1, 39, 1, 40, 1, 41, 1,

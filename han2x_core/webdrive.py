@@ -1,5 +1,5 @@
 """POST /usb-write: the settings page's "open the drive for a firmware update" button
-(the button itself: webpages._drive_section).
+(the button itself: websettings._drive_section).
 
 The board owns the CIRCUITPY drive (boot.py, docs/settings.md). App.usb_write writes the
 marker file usb_write.txt and hands back what restarts the board; the restart is put on the
@@ -9,7 +9,8 @@ request like webpages and dropped again afterwards (webroutes.release).
 """
 
 from han2x_core.i18n import tr
-from han2x_core.webpages import drive_open, esc, layout
+from han2x_core.webpages import esc, layout
+from han2x_core.websettings import drive_open
 from han2x_core.webroutes import equal
 
 

@@ -1,5 +1,5 @@
-"""The settings form's fields, shared by the settings page (webpages, on GET) and the form's
-POST handler (webforms), so that showing the page does not load the POST handlers."""
+"""The settings form's fields, shared by the settings page (websettings, on GET) and the
+form's POST handler (webforms), so that showing the page does not load the POST handlers."""
 
 # Settings form: (group, ((key, kind, choices), ...)); kind b=bool i=int s=str p=password c=choice
 FIELDS = (

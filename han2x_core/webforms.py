@@ -142,22 +142,22 @@ def post_logout(self, conn, request, ctx):
 
 
 def post_settings(self, conn, request, ctx):
-    from han2x_core import webpages
+    from han2x_core import websettings
 
     form = read_form(self, conn, request)
     if form is None:
         return
     if not self.same_origin(request):
-        self.page(conn, webpages.settings_page(ctx, None, {}, "bad_request"), 403)
+        self.page(conn, websettings.settings_page(ctx, None, {}, "bad_request"), 403)
         return
     changes = form_changes(form)
     if not equal(form.get("csrf", ""), self.csrf):
-        self.page(conn, webpages.settings_page(ctx, form, {}, "expired"), 403)
+        self.page(conn, websettings.settings_page(ctx, form, {}, "expired"), 403)
         return
     old = dict(self.app.settings)
     errors = save(self.app, changes, {})
     if errors:
-        self.page(conn, webpages.settings_page(ctx, form, errors, "not_saved"), 422)
+        self.page(conn, websettings.settings_page(ctx, form, errors, "not_saved"), 422)
         return
     moved = False
     for key in NETWORK_KEYS:
@@ -170,7 +170,7 @@ def post_settings(self, conn, request, ctx):
             self.new_session())
         ctx.authed = True
     if moved:  # show the new address here: a redirect would go to the old one
-        self.page(conn, webpages.settings_page(ctx, None, {}, "moved"), 200, cookie)
+        self.page(conn, websettings.settings_page(ctx, None, {}, "moved"), 200, cookie)
     else:
         self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n" +
                          cookie)

@@ -27,7 +27,8 @@ _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
 
 
 # Loaded for a page or a form post, then dropped again (see release()).
-_TRANSIENT = ("webpages", "webforms", "webfields", "webdrive", "i18n", "i18n_en", "i18n_nb")
+_TRANSIENT = ("webpages", "webstatus", "websettings", "webforms", "webfields", "webdrive",
+              "i18n", "i18n_en", "i18n_nb")
 
 
 def release():
@@ -223,25 +224,25 @@ class Routes:
 
     # -- GET -----------------------------------------------------------------------------
     def _page_dashboard(self, conn, request, ctx):
-        from han2x_core import webpages
+        from han2x_core import webstatus
 
-        self.page(conn, webpages.dashboard(ctx))
+        self.page(conn, webstatus.dashboard(ctx))
 
     def _page_diag(self, conn, request, ctx):
-        from han2x_core import webpages
+        from han2x_core import webstatus
 
-        self.page(conn, webpages.diagnostics(ctx))
+        self.page(conn, webstatus.diagnostics(ctx))
 
     def _page_registers(self, conn, request, ctx):
-        from han2x_core import webpages
+        from han2x_core import webstatus
 
-        self.page(conn, webpages.register_map(ctx))
+        self.page(conn, webstatus.register_map(ctx))
 
     def _page_settings(self, conn, request, ctx):
-        from han2x_core import webpages
+        from han2x_core import websettings
 
         saved = request.arg("saved") is not None
-        self.page(conn, webpages.settings_page(ctx, None, {}, "saved" if saved else None))
+        self.page(conn, websettings.settings_page(ctx, None, {}, "saved" if saved else None))
 
     def _page_login(self, conn, request, ctx):
         from han2x_core import webpages

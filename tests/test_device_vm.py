@@ -318,7 +318,7 @@ def test_whole_device_on_micropython(tmp_path):
 def test_device_at_192k_keeps_serving_without_pages(tmp_path):
     """At the 64-bit VM's 192 KB memory runs short, and how short depends on every line of
     code: the web server may not fit at start (code.py then serves Modbus alone), or it
-    starts and an HTML page runs out of memory compiling webpages.py (that page fails alone,
+    starts and an HTML page runs out of memory compiling its page module (that page fails alone,
     counted as a web error). Either way the device goes on: no service error, no restart,
     every Modbus read answered with the telegrams' values."""
     _need_binaries()

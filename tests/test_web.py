@@ -299,8 +299,10 @@ def test_page_modules_are_dropped_once_the_page_is_sent(dev):
 
     assert dev.get("/settings")[0] == 200
     assert dev.get("/registers", {"Accept-Language": "nb"})[0] == 200
+    assert dev.post_form("/settings", {"csrf": dev.csrf(), "modbus_port": "x"})[0] == 422
     time.sleep(0.1)
-    for name in ("webpages", "webforms", "i18n", "i18n_en", "i18n_nb"):
+    for name in ("webpages", "webstatus", "websettings", "webfields", "webforms", "i18n",
+                 "i18n_en", "i18n_nb"):
         assert "han2x_core." + name not in sys.modules, name
     assert "han2x_core.web" in sys.modules
 
