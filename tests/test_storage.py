@@ -220,15 +220,18 @@ def test_read_only_drive_says_how_to_fix_it(tmp_path):
     assert SettingsStore(str(path)).load() == (old, None)
 
 
+class Regs:
+    """The registers as App sees them, for the save_settings tests."""
+
+    def tick(self, now_ms):
+        pass
+
+    def configure(self, settings):
+        self.settings = settings
+
+
 def test_app_save_settings_reports_read_only(tmp_path):
     from han2x_core.app import App
-
-    class Regs:
-        def tick(self, now_ms):
-            pass
-
-        def configure(self, settings):
-            self.settings = settings
 
     path = tmp_path / "settings.toml"
     store = SettingsStore(str(path), ReadOnlyFiles())
@@ -245,13 +248,6 @@ def test_app_save_settings_reports_memory_short_and_keeps_the_old_file(tmp_path)
     """A save that runs out of memory half-way (the board's heap): reported like a write
     that failed, settings not applied, the old file intact, the next save works."""
     from han2x_core.app import App
-
-    class Regs:
-        def tick(self, now_ms):
-            pass
-
-        def configure(self, settings):
-            self.settings = settings
 
     class ShortOfMemory(OsFiles):
         def write(self, path, data):
