@@ -100,6 +100,7 @@ T = {
     "fcs_errors": "Frame CRC errors",
     "discarded_bytes": "Discarded bytes",
     "decode_errors": "Undecodable frames",
+    "repeated_hourly_lists": "Repeated hourly lists (ignored)",
     "line_format": "Detected line format",
     "last_frame": "Last raw frame (hex)",
     "frame_hint": "Send this when a meter is not understood.",

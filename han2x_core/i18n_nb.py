@@ -100,6 +100,7 @@ T = {
     "fcs_errors": "CRC-feil i ramme",
     "discarded_bytes": "Forkastede byte",
     "decode_errors": "Ukjente rammer",
+    "repeated_hourly_lists": "Gjentatte timelister (ignorert)",
     "line_format": "Oppdaget linjeformat",
     "last_frame": "Siste rå ramme (hex)",
     "frame_hint": "Send denne når en måler ikke blir forstått.",

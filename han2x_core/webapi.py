@@ -100,6 +100,7 @@ def device(app, web, now_ms):
         "fcs_errors": h.fcs_errors,
         "discarded_bytes": h.discarded_bytes,
         "decode_errors": app.decode_errors,
+        "repeated_hourly_lists": getattr(app.registers, "stale_repeats", None),
         "line_format": line,
         "han_state": han_state(app, now_ms),
         "han_bytes": getattr(han, "bytes_ok", None),

@@ -106,7 +106,8 @@ def _dashboard(ctx):
 
 _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("hcs_errors", "n"), ("fcs_errors", "n"),
-         ("discarded_bytes", "n"), ("decode_errors", "n"), ("line_format", "s"),
+         ("discarded_bytes", "n"), ("decode_errors", "n"), ("repeated_hourly_lists", "n"),
+         ("line_format", "s"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
          ("ip", "s"), ("web_requests", "n"), ("last_error", "s"))

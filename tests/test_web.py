@@ -87,6 +87,18 @@ def test_status_json_has_the_decoded_values_of_the_frame(dev):
     assert reading["meter"] == "kaifa"
 
 
+def test_a_repeated_hourly_list_is_counted_in_status_and_diagnostics(dev):
+    """Aidon may send the previous hour's list 3 again: the energies ignore it, and
+    /api/status and the diagnostics page count it."""
+    dev.feed(KAIFA_L3)
+    assert json.loads(dev.get("/api/status")[2])["device"]["repeated_hourly_lists"] == 0
+    dev.feed(KAIFA_L3)  # the same hour again
+    data = json.loads(dev.get("/api/status")[2])
+    assert data["device"]["repeated_hourly_lists"] == 1 and data["device"]["frames_ok"] == 2
+    page = dev.get("/diagnostics")[2].decode()
+    assert re.search(r"Repeated hourly lists \(ignored\)</dt><dd[^>]*>1<", page), page[-3000:]
+
+
 def test_status_before_any_telegram_says_so(dev):
     data = json.loads(dev.get("/api/status")[2])
     assert data["reading"]["age_s"] is None
