@@ -333,3 +333,48 @@ def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
               case["expected"], 4000)
     tcp.close()
     sim.stop()
+
+
+def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
+    """On the PC a saved new address does not move the simulator: the page says so, names
+    the address a board would use, and the DHCP hint names han2x- plus the MAC suffix."""
+    import threading
+
+    import webdevice
+    from han2x_core.network import default_hostname, mac_from_uid
+    from han2x_core.storage import SettingsStore
+    from tools import simulate
+
+    class SimWeb(webdevice.Device):
+        def __init__(self):  # simulate.py's own wiring, with webdevice's HTTP helpers
+            args = _sim_args(tmp_path)
+            args.http_port = free_port()
+            self.path = str(tmp_path / "settings.toml")
+            self.store = SettingsStore(self.path)
+            settings = simulate.build_settings(args, self.store.load()[0])
+            dev = simulate.build_device(args, store=self.store, settings=settings)
+            self.app, self.han, self.modbus = dev.app, dev.han, dev.modbus
+            self.web = dev.services["web"]
+            self.max_step_s = 0.0
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    dev = SimWeb()
+    try:
+        csrf = dev.csrf()
+        status, _h, body = dev.post_form("/settings", dict(dev.settings_form(
+            ip="192.168.1.50"), csrf=csrf))
+        page = body.decode()
+        assert status == 200 and 'id="moved-pc">This is the simulator on a PC' in page
+        assert "http://192.168.1.50:%d/" % dev.port in page  # what a board would use
+        assert dev.get("/api/status")[0] == 200  # and it is still here
+        status, _h, body = dev.post_form("/settings", dict(dev.settings_form(dhcp="on"),
+                                                           csrf=csrf))
+        name = default_hostname(mac_from_uid(b"simulate"))
+        assert status == 200 and ("<b>%s</b>" % name).encode() in body, body
+        assert name.startswith("han2x-") and len(name) == 12
+        status, _h, body = dev.get("/settings")
+        assert ('id="addr-now">Address now: 127.0.0.1 (pc), %s<' % name).encode() in body
+    finally:
+        dev.close()

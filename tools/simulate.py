@@ -334,6 +334,7 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
     registers.on_scaling_change = scaling_changed
     modbus.start(args.host)
     device = Device(app, registers, han, modbus, settings)
+    app.add(PcNetwork(args.host))
     if getattr(args, "http_port", 0) != 0:  # the web pages (han2x_core/web.py); None = on
         from han2x_core.web import WebServer
 
@@ -342,6 +343,27 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
         app.add(web)
         device.services["web"] = web
     return device
+
+
+class PcNetwork:
+    """The PC's stand-in for the board's Network service: where the simulator listens, and
+    the host name a board would give DHCP (han2x- and the last three bytes of its MAC; the
+    MAC as --w5500 makes it). `stays`: saved network settings do not move the simulator,
+    and the settings page says so."""
+
+    name = "network"
+    stays = True
+    mode = "pc"
+
+    def __init__(self, host):
+        from han2x_core.network import default_hostname, mac_from_uid
+
+        self.ip = host
+        self.mac = mac_from_uid(b"simulate")
+        self.hostname = default_hostname(self.mac)
+
+    def poll(self, now_ms):
+        pass
 
 
 class _PcBoard:
