@@ -925,7 +925,6 @@ def bare_env(tmp_path, monkeypatch):
     return path_dir
 
 
-@needs_mtools
 def test_without_mpy_cross_nothing_is_installed_and_the_message_says_what_to_do(
         tmp_path, drive, bare_env):
     src = make_source(str(tmp_path), "0.1.0")
