@@ -47,9 +47,9 @@ STATUS_CLOCK = const(8)
 STATUS_ESTIMATING = const(16)
 STATUS_RESTORED = const(32)  # energies restored at start, no hourly total since
 
-# The registers documented as never decreasing while the meter id stays the same
-# (docs/registers.md "Energy across restarts"): offsets of the extended block's energies.
-NEVER_DECREASING = (61, 63, 65, 67, 69, 71, 73, 75)
+# Documented as never decreasing for one meter id, across restarts (docs/registers.md
+# "Energy across restarts"): the extended block's hourly totals, Wh (40062-40069).
+NEVER_DECREASING = (61, 63, 65, 67)
 
 # Raw value slots, in register order: 4 powers, 3 currents, 3 voltages, 4 energies.
 # Slot i is served at offset 2*i; slots 0-6 and 10-13 are scaled, 7-9 (voltage) are not.
