@@ -72,11 +72,13 @@ class EnergyEstimate:
         key = None
         if clock:
             key = tuple(clock.get(k) or 0 for k in _CLOCK_KEYS)  # allocates (hourly)
-            if self._totals_clock is not None and key <= self._totals_clock and \
+            old = self._totals_clock
+            if old is not None and (key < old or key == old and not self.restored) and \
                     not self._grew(reading):
                 # Aidon may repeat the previous hour's list: same or older meter clock and
                 # no total above ours. (A clock that goes back with larger totals is the
-                # autumn daylight-saving change: taken.)
+                # autumn daylight-saving change: taken. The restored hour itself, sent
+                # again after a restart, is taken: the original map shows it.)
                 return -1
         self._totals_clock = key
         # The totals are the meter's registers frozen at the full hour; the telegram comes

@@ -150,17 +150,14 @@ class Registers:
         self._render_all()
 
     def restore(self, meter_id, clock, totals, estimates):
-        """Energies saved before a restart (energystate.py), served by the extended block at
-        once, flagged by status bit 5 until the meter's next hourly total; the original map
-        keeps reading 0 until then (the manual's behaviour). Another meter id starts fresh."""
+        """Energies saved before a restart (energystate.py; docs/registers.md)."""
         self._meter_id = meter_id
         self._energy.restore(clock, totals, estimates)
         self._render_all()
 
     def energy_state(self):
         """(meter id, meter clock tuple, totals, estimates) for energystate.save."""
-        clock, totals, estimates = self._energy.state()
-        return self._meter_id, clock, totals, estimates
+        return (self._meter_id,) + self._energy.state()
 
     def tick(self, now_ms):
         """Advance clocks: uptime, hours, data age, estimation. Call every loop; cheap."""

@@ -308,3 +308,19 @@ def test_lower_meter_total_of_the_same_meter_holds_the_totals(tmp_path):
     assert after.u32(69) >= 9_000_000
     after.frame(list3(9_000_500, 16))
     assert after.u32(61) == 9_000_500
+
+
+def test_the_restored_hour_sent_again_after_a_restart_is_taken_once(tmp_path):
+    """Aidon repeats its last hourly list: after a restart the restored hour itself fills
+    the original map (40021) without a new write; older hours stay ignored."""
+    files = CountingFiles()
+    path = tmp_path / "energy_state.txt"
+    Device(path, files).frame(list3(6_000_000, 10))
+    assert files.writes == 1
+    after = Device(path, files, now=9)
+    after.frame(list3(5_990_000, 9))  # an older hour: ignored
+    assert after.u32(20) == 0 and after.regs.value(50) & STATUS_RESTORED
+    after.frame(list3(6_000_000, 10))
+    assert after.u32(20) == 6_000 and not after.regs.value(50) & STATUS_RESTORED
+    after.frame(list3(6_000_000, 10))
+    assert after.regs.stale_repeats == 2 and files.writes == 1
