@@ -37,10 +37,10 @@ def parse(text):
     for line in text.split("\n"):
         line = line.strip()
         if line and line[0] != "#":
-            key, sep, value = line.partition("=")
-            if not sep:
+            cut = line.find("=")
+            if cut < 0:
                 raise ValueError("not key = value: %r" % line[:40])
-            fields[key.strip()] = value.strip()
+            fields[line[:cut].strip()] = line[cut + 1:].strip()
     try:
         meter_id = fields["meter_id"]
         clock = fields["clock"]
