@@ -157,7 +157,7 @@ def test_no_build_refuses_an_unbuilt_lib(tmp_path, drive):
 
 def test_users_files_are_recognised():
     for rel in ("settings.toml", "settings.toml.new", "settings.bak", "SETTINGS.TOML",
-                ".settings.tmp", "boot_out.txt"):
+                ".settings.tmp", "boot_out.txt", "energy_state.txt", "energy_state.txt.new"):
         assert flash.is_users_file(rel)
     for rel in ("code.py", "han2x_core/settings.py", "lib/settings.py"):
         assert not flash.is_users_file(rel)

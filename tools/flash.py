@@ -92,7 +92,7 @@ def is_users_file(rel):
     name = rel.lower()
     if "/" in name:
         return False
-    return (name.startswith(("settings", ".settings"))
+    return (name.startswith(("settings", ".settings", "energy_state"))  # energystate.py
             or name in ("boot_out.txt", USB_WRITE_MARKER))
 
 

@@ -386,6 +386,14 @@ def usb_write_hook(settings_path):
     return board_io.usb_write_hook(_PcBoard(marker), marker)
 
 
+def energy_path(settings_path):
+    """The energy state file next to the settings file, as on the board's drive."""
+    from han2x_core import board_io
+
+    return os.path.join(os.path.dirname(os.path.abspath(settings_path)),
+                        board_io.ENERGY_PATH.lstrip("/"))
+
+
 def format_reading(reading, now):
     """One line per telegram for the console."""
     parts = ["%s list %s" % (reading.get("meter"), reading.get("list"))]
@@ -438,7 +446,8 @@ def build_parser():
     simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
     p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
                    help="settings file, as settings.toml on the board (simdata/settings.toml,"
-                   " or in $HAN2X_SIMDATA; --modbus-port and --http-port override it)")
+                   " or in $HAN2X_SIMDATA; --modbus-port and --http-port override it); the "
+                   "energy state file energy_state.txt is kept next to it")
     p.add_argument("--max-seconds", type=float, default=0,
                    help="stop by itself after this many seconds (0 = run until stopped)")
     return p
@@ -476,6 +485,9 @@ def main(argv=None):
     try:
         device = build_device(args, on_frame=on_frame, store=store, settings=settings, han=han)
         device.app.usb_write = usb_write_hook(args.settings)
+        warning = device.app.restore_energy(energy_path(args.settings))
+        if warning:
+            print(warning, file=sys.stderr)
     except ImportError as e:
         print("%s: %s (--w5500 needs the test packages: make setup)" % (type(e).__name__, e),
               file=sys.stderr)
