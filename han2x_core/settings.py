@@ -13,6 +13,7 @@ _IP = const(3)
 _MASK = const(4)
 _HOST = const(5)
 _TEXT = const(6)
+_STEPS = const(7)
 
 _TEXT_MAX = const(64)
 
@@ -35,6 +36,9 @@ DEFAULTS = {
     "web_password": "",
     "web_protect": "settings",
     "language": "auto",
+    "tariff": False,
+    "tariff_peaks": 3,
+    "tariff_steps": "2 5 10 15 20 25 50 75 100",
 }
 
 # (key, kind, a, b, comment written above the key). a/b: int range or enum choices.
@@ -58,7 +62,35 @@ SCHEMA = (
     ("web_password", _TEXT, None, None, 'web password; "" = none'),
     ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
+    ("tariff", _BOOL, None, None, "capacity tariff (effekttrinn) on the page and registers"),
+    ("tariff_peaks", _INT, 1, 5, "capacity tariff: highest hours (different days) averaged"),
+    ("tariff_steps", _STEPS, None, None, "capacity tariff: step thresholds in kW, ascending"),
 )
+
+_STEPS_MAX = const(16)
+
+
+def steps_w(text):
+    """Step thresholds "2 5 10" or "2,5; 2.5 ..." (kW, ascending, up to 3 decimals) as a
+    tuple of W, or None when the text is not such a list (docs/tariff.md)."""
+    if not isinstance(text, str):
+        return None
+    out = []
+    for part in text.replace(",", " ").replace(";", " ").split():
+        whole, dot, frac = part, "", ""
+        cut = part.find(".")
+        if cut >= 0:
+            whole, dot, frac = part[:cut], ".", part[cut + 1:]
+        if not whole.isdigit() or len(whole) > 6 or len(frac) > 3 or (
+                dot and not frac.isdigit()):
+            return None
+        w = int(whole) * 1000 + (int(frac + "00"[:3 - len(frac)]) if frac else 0)
+        if w <= 0 or w > 100000000 or (out and w <= out[-1]):
+            return None
+        out.append(w)
+    if not out or len(out) > _STEPS_MAX:
+        return None
+    return tuple(out)
 
 _TRUE = ("true", "1", "on", "yes")
 _FALSE = ("false", "0", "off", "no", "")
@@ -148,6 +180,13 @@ def _check(key, kind, a, b, value):
         if value[:1] == "-" or value[-1:] == "-":
             return None, "must not start or end with '-'"
         return value, None
+    if kind == _STEPS:
+        steps = steps_w(value)
+        if steps is None:
+            return None, "must be 1 to 16 ascending numbers of kW, like 2 5 10 15 20"
+        return " ".join(("%d.%03d" % (w // 1000, w % 1000)).rstrip("0") if w % 1000 else
+                        str(w // 1000)
+                        for w in steps), None
     # _TEXT
     if len(value) > _TEXT_MAX:
         return None, "must be at most %d characters" % _TEXT_MAX
