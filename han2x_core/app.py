@@ -27,9 +27,19 @@ def _import_energystate():
 
 def _drop_energystate():
     """Loaded for the start and each hourly save only (it is not needed in between)."""
+    _drop("energystate")
+
+
+def _drop(name):
     import sys
 
-    sys.modules.pop("han2x_core.energystate", None)
+    import han2x_core
+
+    sys.modules.pop("han2x_core." + name, None)
+    try:
+        delattr(han2x_core, name)
+    except AttributeError:
+        pass
 
 
 class App:
@@ -60,6 +70,9 @@ class App:
         self.energy_warning = None
         self._energy_hourly = 0
         self._energy_hour = None
+        # The capacity tariff (tariff.Tariff, docs/tariff.md): None while the setting
+        # "tariff" is off, and then its module is not loaded at all.
+        self.tariff = None
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame
@@ -85,8 +98,9 @@ class App:
     def configure(self, settings):
         """Hand validated settings to every part that has configure(settings)."""
         self.settings = settings
-        for part in [self.han, self.registers] + self.services:
-            configure = getattr(part, "configure", None)
+        self._tariff_setting(settings)
+        for part in [self.han, self.registers, self.tariff] + self.services:
+            configure = getattr(part, "configure", None) if part is not None else None
             if configure is not None:
                 try:
                     configure(settings)
@@ -134,8 +148,57 @@ class App:
         finally:
             _drop_energystate()
         if state is not None:
-            self.registers.restore(*state)
+            self.registers.restore(*state[:4])
             self._energy_hour = state[1][:4] if state[1] else None
+        self._tariff_setting(self.settings)
+        tariff = self.tariff
+        if tariff is not None:
+            why = self.energy_warning and "the file is damaged"
+            saved = state[4] if state is not None else None
+            if isinstance(saved, str):
+                why = saved
+            elif saved is not None:
+                try:
+                    tariff.restore(saved)
+                except ValueError as e:
+                    why = str(e)
+            if why:
+                tariff.warning = "Capacity tariff: peaks not restored (%s); they start " \
+                                 "empty. Check them on the settings page." % why
+            self._render_tariff()
+        return self.energy_warning
+
+    def _tariff_setting(self, settings):
+        """Load the tariff when the setting turns it on; forget it (module and registers)
+        when it turns it off."""
+        if settings.get("tariff") and self.tariff is None:
+            from han2x_core.tariff import Tariff
+
+            self.tariff = Tariff()
+            self.tariff.configure(settings)
+        elif not settings.get("tariff") and self.tariff is not None:
+            self.tariff = None
+            _drop("tariff")
+            from han2x_core.registers import COUNT, TARIFF_OFF
+
+            image = self.registers.image
+            for i in range(2 * TARIFF_OFF, 2 * COUNT):
+                image[i] = 0
+
+    def _render_tariff(self):
+        from han2x_core.registers import TARIFF_OFF
+
+        self.tariff.render(self.registers.image, TARIFF_OFF)
+
+    def save_tariff(self):
+        """Save now (a peak edited on the settings page): the same file and write as the
+        hourly save. Returns None, or why it failed."""
+        if self.energy_path is None or not self.registers.energy_state()[0]:
+            return "not saved: no meter telegram yet"
+        self._energy_hour = None
+        self._save_energy()
+        if self.tariff is not None:
+            self._render_tariff()
         return self.energy_warning
 
     def _save_energy(self):
@@ -145,9 +208,13 @@ class App:
         hour = state[1][:4] if state[1] else None  # meter clock: year, month, day, hour
         if hour is not None and hour == self._energy_hour:
             return  # at most once per meter hour (the autumn's repeated hour)
+        tariff = self.tariff
         try:
-            if _import_energystate().save(self.energy_path, state, self.energy_files):
+            if _import_energystate().save(self.energy_path, state, self.energy_files,
+                                          None if tariff is None else tariff.state()):
                 self._energy_hour = hour
+                if tariff is not None:
+                    tariff.warning = None  # a good file holds the peaks again
             self.energy_warning = None
         except Exception as e:  # read-only drive, out of memory: the next hour tries again
             self.energy_warning = "energy state not saved: %s: %s" % (type(e).__name__, e)
@@ -215,6 +282,9 @@ class App:
         self.last_list = reading.get("list")
         self._merge(reading)
         self.registers.update(reading, now_ms)
+        if self.tariff is not None:
+            self.tariff.feed(reading, now_ms)
+            self._render_tariff()
         if self.energy_path is not None and self.registers.hourly != self._energy_hourly:
             self._save_energy()  # before any client can read the new totals
         self._record_history(now_ms)

@@ -13,8 +13,10 @@ from han2x_core.energy import TOTAL_KEYS, EnergyEstimate
 from han2x_core.scaling import SCALING_DEFAULT, SCALING_MAX, SCALING_MIN, ScalingWrite
 from han2x_core.ticks import ticks_diff
 
-# Size of the image: the original map (offsets 0-49) plus the extended block (50-76).
-COUNT = const(77)
+# Size of the image: the original map (offsets 0-49) plus the extended block (50-101):
+# 77-79 reserved (read 0), 80-101 the capacity tariff (tariff.py renders them; 0 when off).
+COUNT = const(102)
+TARIFF_OFF = const(80)
 ORIGINAL_COUNT = const(50)
 
 STALE_MS = const(60000)  # like the HAN LED: no telegram for 60 s -> data not valid

@@ -472,7 +472,7 @@ def test_extended_block():
     assert [u32(regs, 63 + 2 * i) for i in range(3)] == [0, 0, 0]
     # the 10 s credit (4.2 Wh) and 2 s at 1500 W (0.8 Wh) since
     assert u32(regs, 69) == (12_345_678 + 5) * 2
-    assert COUNT == 77
+    assert COUNT == 102
 
 
 def test_consistent_snapshot_single_read():
