@@ -14,6 +14,10 @@
    port and on the 32-bit WebAssembly build (npm package pinned in bench/wasm/, installed
    into .venv/wasm-micropython on first use; skipped without node/npm): the ratio says how
    much the 64-bit figures overstate a 32-bit board's.
+4. The capacity tariff (han2x_core/tariff.py, opt-in: setting "tariff"): its .mpy size from
+   CircuitPython 10.2.1's mpy-cross (the board's), and on the unix port at 192 KB
+   (bench/mpy_tariff.py) the heap held by its import (source and .mpy) and one Tariff, and
+   what a telegram and an hourly total allocate; against the board's ~160 KB budget.
 Prints figures and ratios; asserts nothing about them.
 """
 
@@ -456,6 +460,53 @@ def run_imports():
           "request only)")
 
 
+CP_MPY_CROSS = os.environ.get("HAN2X_MPY_CROSS") or next(
+    (p for p in (os.path.join(ROOT, up, "shared", "circuitpython",
+                              "mpy-cross-10.2.1-linux-x86_64") for up in ("..", "../.."))
+     if os.path.exists(p)), "mpy-cross-10.2.1-linux-x86_64")
+BOARD_HEAP = 160 * 1024  # CircuitPython 10.2.1 on the RP2040 (docs/benchmarks.md)
+
+
+def _tariff_figures(folder):
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=192k",
+                          os.path.join(ROOT, "bench", "mpy_tariff.py"), folder],
+                         capture_output=True, text=True, timeout=120).stdout
+    return dict((p[0], int(p[1])) for p in (line.split() for line in out.splitlines())
+                if len(p) == 2)
+
+
+def run_tariff():
+    src = os.path.join(ROOT, "han2x_core", "tariff.py")
+    print("Capacity tariff (han2x_core/tariff.py; not imported while the setting is off):")
+    print("  source %d bytes" % os.path.getsize(src))
+    if os.path.exists(CP_MPY_CROSS):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "tariff.mpy")
+            subprocess.run([CP_MPY_CROSS, "-o", out, "-s", "han2x_core/tariff.py", src],
+                           check=True, timeout=60)
+            print("  .mpy (CircuitPython 10.2.1 mpy-cross): %d bytes" % os.path.getsize(out))
+    else:
+        print("  no CircuitPython mpy-cross at %s ($HAN2X_MPY_CROSS)" % CP_MPY_CROSS)
+    rows = [("source", _tariff_figures(ROOT))]
+    folder = tempfile.mkdtemp(prefix="bench-tariff-")
+    try:
+        if compile_mpy(folder):
+            rows.append((".mpy", _tariff_figures(folder)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("  64-bit unix port, 192 KB heap (bytes): %s" % "; ".join(
+        "%s: import %d, one Tariff %d" % (name, f.get("import", -1), f.get("instance", -1))
+        for name, f in rows))
+    f = rows[-1][1]
+    held = f.get("import", 0) + f.get("instance", 0)
+    print("  held while on: %s = %.1f%% of the board's ~%s (64-bit figures; a 32-bit board "
+          "holds less, see the ratio above)" % (kb(held), 100.0 * held / BOARD_HEAP,
+                                                kb(BOARD_HEAP)))
+    print("  allocated and freed again: %d B per telegram (feed + registers), %d B per hourly "
+          "total, %d B per /api/status tariff object" % (
+              f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1)))
+
+
 def main():
     if not os.path.exists(MICROPYTHON):
         print("no MicroPython binary at %s: run `make setup`" % MICROPYTHON)
@@ -469,6 +520,8 @@ def main():
     run_device_192k(mpy=True)
     print()
     run_imports()
+    print()
+    run_tariff()
     return 0
 
 
