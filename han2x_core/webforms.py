@@ -205,7 +205,7 @@ def post_usb_write(self, conn, request, ctx):
 
 
 def post_tariff(self, conn, request, ctx):
-    from han2x_core.webtariff import post
+    from han2x_core.webtariffedit import post
 
     post(self, conn, request, ctx)
 

@@ -28,7 +28,7 @@ _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
 
 # Loaded for a page or a form post, then dropped again (see release()).
 _TRANSIENT = ("webpages", "webstatus", "websettings", "webforms", "webfields", "webdrive",
-              "webtariff",
+              "webtariff", "webtariffedit",
               "i18n", "i18n_en", "i18n_nb")
 
 
@@ -192,7 +192,7 @@ class Routes:
         lang = pick_language(self.language, request.header("accept-language"))
         authed = self.authorised(request)
         ctx = Ctx(self, lang, now_ms, authed)
-        api = path[:5] == "/api/"
+        api = path[:5] == "/api/" or path == "/data.json"
         locked = self.password and not authed and (self.protect == "all" or path in (
             "/settings", "/api/settings", "/logout", "/usb-write", "/tariff"))
         if locked and path != "/login":
@@ -215,7 +215,7 @@ class Routes:
             web.respond(conn, status, "text/plain", STATUS_TEXT[status])
             return
         handler(self, conn, request, ctx)
-        conn.transient = self.unload and path[:5] != "/api/"
+        conn.transient = self.unload and not api
 
     def page(self, conn, gen, status=200, headers=""):
         self.web.respond(conn, status, _HTML, gen, _PAGE_HEADERS + headers)
@@ -277,6 +277,7 @@ class Routes:
         "/registers": _page_registers,
         "/login": _page_login,
         "/api/status": _api_status,
+        "/data.json": _api_status,  # the same, under the name other AMS readers use
         "/api/history": _api_history,
         "/api/registers": _api_registers,
         "/api/frame": _api_frame,

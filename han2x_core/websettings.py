@@ -90,9 +90,9 @@ def _settings(ctx, form, errors, notice):
         yield "</fieldset>"
     yield '<button type="submit" id="save">%s</button></form>' % esc(tr("save", lang))
     if app.tariff is not None:  # correct a wrong peak (docs/tariff.md)
-        from han2x_core import webtariff
+        from han2x_core import webtariffedit
 
-        yield from webtariff.editor(ctx)
+        yield from webtariffedit.editor(ctx)
     yield from _drive_section(ctx)
 
 
