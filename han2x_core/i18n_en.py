@@ -121,7 +121,7 @@ T = {
     "regs_note": "Values as a Modbus client reads them (after scaling). Offset = address - 40001.",
     "login_title": "Password required",
     "login_bad": "Wrong password.",
-    "login_wait": "Too many attempts; wait a minute.",
+    "login_wait": "Too many wrong passwords; wait a little and try again.",
     "bad_request": "Refused: the form did not come from this device's page.",
     "usb_title": "Firmware update",
     "usb_note": ("Restarts the device so that a computer on USB can write the CIRCUITPY "

@@ -122,7 +122,7 @@ T = {
         "- 40001."),
     "login_title": "Passord kreves",
     "login_bad": "Feil passord.",
-    "login_wait": "For mange forsøk; vent et minutt.",
+    "login_wait": "For mange feil passord; vent litt og prøv igjen.",
     "bad_request": "Avvist: skjemaet kom ikke fra enhetens egen side.",
     "usb_title": "Fastvareoppdatering",
     "usb_note": ("Starter enheten på nytt slik at en datamaskin på USB kan skrive til "

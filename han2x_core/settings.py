@@ -61,6 +61,12 @@ SCHEMA = (
 )
 
 _TRUE = ("true", "1", "on", "yes")
+
+
+def digits(text, most=10):
+    """True for 1..most ASCII digits (str.isdigit() takes '²', which int() refuses, and
+    CPython's int() refuses 5000 digits)."""
+    return 0 < len(text) <= most and not text.strip("0123456789")
 _FALSE = ("false", "0", "off", "no", "")
 
 
@@ -73,7 +79,7 @@ def _ip_int(text):
         return None
     value = 0
     for part in parts:
-        if not part or len(part) > 3 or not part.isdigit():
+        if not digits(part, 3):
             return None
         n = int(part)
         if n > 255:
@@ -109,11 +115,8 @@ def _check(key, kind, a, b, value):
         n = value
         if isinstance(value, str):
             v = value.strip()
-            if v[:1] in ("-", "+"):
-                digits = v[1:]
-            else:
-                digits = v
-            if not digits or not digits.isdigit():
+            number = v[1:] if v[:1] in ("-", "+") else v
+            if not digits(number):
                 return None, "must be a whole number from %d to %d" % (a, b)
             n = int(v)
         elif value is True or value is False or not isinstance(value, int):

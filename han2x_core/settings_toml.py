@@ -5,7 +5,7 @@ true/false, # comments), the same subset CircuitPython's os.getenv() reads. Sche
 validation are settings.py. Pure core: no files, no clock.
 """
 
-from han2x_core.settings import DEFAULTS, SCHEMA, validate
+from han2x_core.settings import DEFAULTS, SCHEMA, digits as _digits, validate
 
 
 def _unquote(text, lineno, warnings):
@@ -79,8 +79,9 @@ def _value(text, lineno, warnings):
         digits = digits[1:]
     try:
         if digits[:2] in ("0x", "0X"):
-            return sign * int(digits[2:], 16)
-        if digits and digits.isdigit():
+            if 0 < len(digits) - 2 <= 8 and not digits[2:].strip("0123456789abcdefABCDEF"):
+                return sign * int(digits[2:], 16)
+        elif _digits(digits, 30):
             return sign * int(digits)
     except ValueError:
         pass
