@@ -63,6 +63,8 @@ T = {
     "modbus_max_clients": "Max clients",
     "modbus_idle_timeout_s": "Idle timeout (s)",
     "modbus_unit_id": "Unit id (0 = any)",
+    "modbus_read_only": "Refuse Modbus writes",
+    "scaling_unsaved": "Scaling factor not saved yet",
     "scaling_factor": "Scaling factor (1000 = x1)",
     "han_line": "Line format",
     "han_polarity": "Polarity",

@@ -63,6 +63,8 @@ T = {
     "modbus_max_clients": "Maks klienter",
     "modbus_idle_timeout_s": "Tidsavbrudd ved inaktivitet (s)",
     "modbus_unit_id": "Enhets-ID (0 = alle)",
+    "modbus_read_only": "Avvis skriving over Modbus",
+    "scaling_unsaved": "Skaleringsfaktor ikke lagret ennå",
     "scaling_factor": "Skaleringsfaktor (1000 = x1)",
     "han_line": "Linjeformat",
     "han_polarity": "Polaritet",

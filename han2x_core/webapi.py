@@ -114,6 +114,8 @@ def device(app, web, now_ms):
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
+        "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
+                                   None),
     }
 
 
