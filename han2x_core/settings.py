@@ -168,15 +168,16 @@ def validate(d, old=None):
 
     Returns (clean, errors): clean has every key of DEFAULTS; a missing or bad field keeps
     its value from `old` (default: DEFAULTS). errors maps key -> English message. Keys that
-    are not settings are ignored.
+    are not settings are ignored. web_password None (settings.toml held one that cannot be
+    used: settings_toml.from_text) stays None: the protected pages stay locked.
     """
     base = old if old is not None else DEFAULTS
     clean = {}
     errors = {}
     for key, kind, a, b, _ in SCHEMA:
         fallback = base.get(key, DEFAULTS[key])
-        if key not in d:
-            clean[key] = fallback
+        if key not in d or (d[key] is None and key == "web_password"):
+            clean[key] = fallback if key not in d else None
             continue
         value, message = _check(key, kind, a, b, d[key])
         if message is None:

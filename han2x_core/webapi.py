@@ -167,5 +167,5 @@ def public_settings(settings):
     out = {}
     for key in settings:
         out[key] = settings[key]
-    out["web_password"] = bool(settings.get("web_password"))
+    out["web_password"] = settings.get("web_password") != ""  # None: unusable, locked
     return out

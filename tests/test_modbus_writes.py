@@ -111,3 +111,19 @@ def test_read_only_modbus_refuses_every_write(tmp_path):
         assert s.client.read_holding_registers(48, count=2).registers == [0, 1000]
     finally:
         s.close()
+
+
+def test_the_pending_high_word_is_the_devices_not_the_connections(sim):
+    """The documented rule (docs/registers.md): a high word written alone waits up to 30 s
+    for a low word from any client, so two clients writing halves at once combine."""
+    other = ModbusTcpClient("127.0.0.1", port=sim.port, timeout=2)
+    assert other.connect()
+    try:
+        assert not sim.client.write_register(48, 1).isError()  # A: high word 1
+        assert sim.device.registers.scaling == 0x10000 + 1000  # valid with the old low word
+        assert not other.write_register(49, 0x10).isError()  # B: a low word
+        assert sim.device.registers.scaling == 0x10010  # A's high word, B's low word
+        assert not other.write_register(49, 2000).isError()  # no high word pending now
+        assert sim.device.registers.scaling == 0x10000 + 2000
+    finally:
+        other.close()

@@ -233,3 +233,39 @@ def test_non_ascii_or_huge_numbers_are_a_clear_422(dev, value):
     assert status == 422, body
     assert "modbus_max_clients" in json.loads(body)["errors"]
     assert dev.web.errors == 0, dev.web.last_error
+
+
+# ---------------------------------------------------------------- settings.toml
+
+
+@pytest.mark.parametrize("line", [
+    'web_password = "%s"' % ("p" * 65),  # too long
+    'web_password = "sec\\u0001ret7"',  # a control character
+    'web_password = "sec\\qret7"',  # a bad escape
+    'web_password = password-hunter2',  # not quoted
+    'web_password = 12345678',  # not text
+])
+def test_a_password_that_cannot_be_used_keeps_the_pages_locked(dev, line):
+    """Each of these once fell back to "no password" with web_protect = "all"; the warning
+    for the unquoted one showed the password, and /api/status served that warning."""
+    with open(dev.store.path, "w") as f:
+        f.write('web_protect = "settings"\nmodbus_port = %d\nweb_port = %d\n%s\n' % (
+            dev.app.settings["modbus_port"], dev.port, line))
+    settings, warning = dev.store.load()
+    dev.app.settings_warning = warning  # as code.py and tools/simulate.py do
+    dev.app.configure(settings)
+    assert dev.get("/settings")[0] == 303
+    assert dev.get("/api/settings")[0] == 401
+    assert dev.request("POST", "/api/settings", '{"web_password": ""}', JS)[0] == 401
+    for guess in ("", "p" * 65, "password-hunter2", "12345678", "sec\x01ret7"):
+        assert dev.get("/api/settings", basic(guess))[0] in (401, 429)
+    status, _h, body = dev.get("/api/status")
+    assert status == 200
+    shown = json.loads(body)["device"]["settings_warning"]
+    assert "stay locked" in shown and "factory reset" in shown
+    for secret in ("hunter2", "ppppp", "12345678", "ret7"):
+        assert secret not in shown
+    # a change the device would save (a Modbus write) never writes "no password" back
+    assert dev.app.save_settings({"scaling_factor": 2000})
+    assert "web_password" in open(dev.store.path).read()
+    assert dev.store.load()[0]["web_password"] is None
