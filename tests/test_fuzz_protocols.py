@@ -269,11 +269,12 @@ def test_settings_store_saves_and_loads_any_valid_password(tmp_path, password):
 def test_escapes_that_are_not_characters_are_refused():
     """TOML's \\u and \\U take a Unicode scalar value with all its digits: a surrogate
     (which no file can be saved with afterwards), too few digits or one out of range is a
-    bad escape, reported, and that setting keeps its default."""
+    bad escape, reported; a password with one fails closed (docs/settings.md)."""
     for escape in ("\\ud800", "\\uDFFF", "\\U0000d800", "\\u12", "\\U00110000", "\\u+123"):
         clean, _extra, warnings = settings_toml.from_text('web_password = "a%sb"\n' % escape)
-        assert clean["web_password"] == "" and warnings == ["line 1: bad \\%s escape"
-                                                            % escape[1]], escape
+        assert clean["web_password"] is None and warnings == [
+            "line 1: bad \\%s escape" % escape[1],
+            settings_toml.LOCKED % "cannot be read"], escape
     clean, _extra, warnings = settings_toml.from_text('web_password = "\\u00e6\\U0001F600"\n')
     assert clean["web_password"] == "\u00e6\U0001F600" and warnings == []
 

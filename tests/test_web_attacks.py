@@ -163,6 +163,8 @@ def test_a_guesser_does_not_lock_the_owner_out(locked):
 def test_many_addresses_guess_no_faster_than_four():
     """Per-address state is four entries. A fifth address takes over a counter, and while
     all four wait so does every address not among them."""
+    from han2x_core.webguard import Guard, wait_ms
+
     g = Guard()
     for ip in ("a", "b", "c", "d"):
         for _ in range(5):
