@@ -40,6 +40,9 @@ def main():
     saver = ScalingSaver(app)  # a factor written over Modbus: saved at most once a minute
     regs.on_scaling_change = saver.changed
     app.add(saver)
+    energy_warning = app.restore_energy(board_io.ENERGY_PATH)  # docs/registers.md
+    if energy_warning:
+        print(energy_warning)
     han.watch(app.hdlc)
     sck, mosi, miso = (board_io.pin(board, name) for name in prof["spi"])
     reset = board_io.output(digitalio, board, prof["w5500_reset"], True)  # held out of reset
