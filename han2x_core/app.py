@@ -147,24 +147,17 @@ class App:
             state, self.energy_warning = energystate.load(path, files)
         finally:
             _drop_energystate()
+        self._tariff_setting(self.settings)
         if state is not None:
             self.registers.restore(*state[:4])
             self._energy_hour = state[1][:4] if state[1] else None
-        self._tariff_setting(self.settings)
-        tariff = self.tariff
-        if tariff is not None:
-            why = self.energy_warning and "the file is damaged"
-            saved = state[4] if state is not None else None
-            if isinstance(saved, str):
-                why = saved
-            elif saved is not None:
-                try:
-                    tariff.restore(saved)
-                except ValueError as e:
-                    why = str(e)
-            if why:
-                tariff.warning = "Capacity tariff: peaks not restored (%s); they start " \
-                                 "empty. Check them on the settings page." % why
+        if self.tariff is not None:
+            energystate = _import_energystate()
+            try:
+                energystate.restore_tariff(self.tariff, state[4] if state else None,
+                                           self.energy_warning is not None)
+            finally:
+                _drop_energystate()
             self._render_tariff()
         return self.energy_warning
 
@@ -210,8 +203,7 @@ class App:
             return  # at most once per meter hour (the autumn's repeated hour)
         tariff = self.tariff
         try:
-            if _import_energystate().save(self.energy_path, state, self.energy_files,
-                                          None if tariff is None else tariff.state()):
+            if _import_energystate().save(self.energy_path, state, self.energy_files, tariff):
                 self._energy_hour = hour
                 if tariff is not None:
                     tariff.warning = None  # a good file holds the peaks again

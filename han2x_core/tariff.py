@@ -6,8 +6,8 @@ on the meter's own clock; between them the hour's use is integrated from power (
 W x ms) and replaced by the exact value when the hour's total arrives. Kept: the MAX_PEAKS
 highest hours of the month on different days, as fixed lists of ints (no growing state).
 Opt-in (setting "tariff"): App imports this module only when it is on. Sans-I/O: time comes
-in as now_ms, the meter clock as the reading's dict. Persisted by energystate.py (state(),
-restore()).
+in as now_ms, the meter clock as the reading's dict. Saved and restored by energystate.py
+(tariff_state, restore_tariff: loaded only for that).
 """
 
 import struct
@@ -23,7 +23,6 @@ _FROZEN_DELAY_MS = const(10000)  # energy.py: totals frozen at xx:00:00, sent ~1
 _MAX_DELAY_MS = const(120000)
 _MAX_GAP_H = const(744)  # a longer outage (31 days) is not spread over its hours
 _NONE32 = 0xFFFFFFFF  # register value for "no upper bound"
-_STATE_VERSION = const(1)
 REG_COUNT = const(22)  # registers served from registers.TARIFF_OFF (docs/registers.md)
 
 
@@ -338,33 +337,6 @@ class Tariff:
         _put32(image, off + 10, _NONE32 if left is None else left)
         for i in range(MAX_PEAKS):
             _put32(image, off + 12 + 2 * i, self.peak_wh[i] if i < self.count else 0)
-
-    # ---- persistence (energystate.py writes these ints as one line) -------------------------
-
-    def state(self):
-        """Ints to save: version, year, month, last total, its hour index, last month's
-        value, count, then day*100+hour and Wh per peak."""
-        out = [_STATE_VERSION, self.year, self.month, self.last_total, self.last_idx,
-               self.prev_avg_w, self.count]
-        for i in range(self.count):
-            out.append(self.peak_at[i])
-            out.append(self.peak_wh[i])
-        return out
-
-    def restore(self, v):
-        """From state(); ValueError when the ints do not check out (nothing changed then)."""
-        if len(v) < 7 or v[0] != _STATE_VERSION or not 0 <= v[6] <= MAX_PEAKS or \
-                len(v) != 7 + 2 * v[6] or (v[1] and not 1 <= v[2] <= 12):
-            raise ValueError("tariff state does not check out")
-        peaks = v[7:]
-        for i in range(0, len(peaks), 2):
-            if not (1 <= peaks[i] // 100 <= 31 and peaks[i] % 100 < 24 and peaks[i + 1] >= 0):
-                raise ValueError("tariff peak %d does not check out" % (i // 2 + 1))
-        self.year, self.month, self.last_total, self.last_idx, self.prev_avg_w = v[1:6]
-        self.count = 0
-        for i in range(0, len(peaks), 2):
-            self.add_peak(peaks[i] // 100, peaks[i] % 100, peaks[i + 1])
-        self.restored = True
 
 
 def _put32(image, offset, value):
