@@ -111,6 +111,8 @@ T = {
     "modbus_requests": "Modbus requests served",
     "free_memory": "Free memory",
     "ip_now": "Address",
+    "mac": "MAC address",
+    "net_mode": "Address mode",
     "web_requests": "Web requests / errors",
     "last_error": "Last error",
     "address": "Address",

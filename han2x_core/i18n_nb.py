@@ -111,6 +111,8 @@ T = {
     "modbus_requests": "Besvarte Modbus-forespørsler",
     "free_memory": "Ledig minne",
     "ip_now": "Adresse",
+    "mac": "MAC-adresse",
+    "net_mode": "Adressemodus",
     "web_requests": "Web-forespørsler / feil",
     "last_error": "Siste feil",
     "address": "Adresse",

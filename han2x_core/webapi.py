@@ -83,6 +83,11 @@ def han_state(app, now_ms):
     return "silent"
 
 
+def _mac(net):
+    mac = getattr(net, "mac", None)
+    return ":".join("%02x" % b for b in mac) if mac else None
+
+
 def device(app, web, now_ms):
     """The "device" object of /api/status."""
     h = app.hdlc
@@ -110,6 +115,8 @@ def device(app, web, now_ms):
         "free_memory": free_memory(),
         "temperature_c": None if not t100 else (t100 - (t100 >> 15 << 16)) / 100,  # int16
         "ip": getattr(net, "ip", None) or app.settings.get("ip"),
+        "mac": _mac(net), "hostname": getattr(net, "hostname", None),
+        "net_mode": getattr(net, "mode", None),
         "web_requests": web.requests,
         "web_errors": web.errors,
         "last_error": app.last_error or None,
@@ -129,15 +136,16 @@ def reading(app, now_ms):
 
 
 def estimated(app):
-    """Estimated energies as the registers serve them (Wh / VArh, after scaling)."""
+    """Estimated energies as the registers serve them (Wh / VArh, after scaling); None
+    before the first valid telegram (the registers then read 0: nothing is estimated yet)."""
     buf = bytearray(4)
-    regs = app.registers
+    regs = app.registers if app.latest else None
     return {
-        "active_energy_import_wh": read_register(regs, 69, 2, buf),
-        "active_energy_export_wh": read_register(regs, 71, 2, buf),
-        "reactive_energy_import_varh": read_register(regs, 73, 2, buf),
-        "reactive_energy_export_varh": read_register(regs, 75, 2, buf),
-        "scaling_factor": getattr(regs, "scaling", None),
+        "active_energy_import_wh": regs and read_register(regs, 69, 2, buf),
+        "active_energy_export_wh": regs and read_register(regs, 71, 2, buf),
+        "reactive_energy_import_varh": regs and read_register(regs, 73, 2, buf),
+        "reactive_energy_export_varh": regs and read_register(regs, 75, 2, buf),
+        "scaling_factor": getattr(app.registers, "scaling", None),
     }
 
 

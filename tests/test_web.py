@@ -114,6 +114,34 @@ def test_status_before_any_telegram_says_so(dev):
     assert json.loads(dev.get("/api/status")[2])["device"]["han_state"] == "ok"
 
 
+def test_estimated_energy_is_a_dash_until_the_first_telegram(dev):
+    """The registers read 0 before any telegram; the page and the API show "nothing yet",
+    like the meter's own values next to them, not 0.000 kWh."""
+    est = json.loads(dev.get("/api/status")[2])["estimated"]
+    assert est["active_energy_import_wh"] is None and est["reactive_energy_export_varh"] is None
+    assert est["scaling_factor"] == 1000
+    page = dev.get("/")[2].decode()
+    assert 'data-k="est.active_energy_import_wh" data-f="wh" class="est">\u2013<' in page
+    assert "0.000 kWh" not in page
+    dev.feed(AIDON_L2)  # list 2: powers, no energies yet; the estimate starts
+    est = json.loads(dev.get("/api/status")[2])["estimated"]
+    assert est["active_energy_import_wh"] == dev.regs.value32(69)
+    assert 'data-k="est.active_energy_import_wh" data-f="wh" class="est">0.' in dev.get(
+        "/")[2].decode()
+
+
+def test_diagnostics_shows_web_requests_and_errors(dev):
+    dev.get("/")
+    device = json.loads(dev.get("/api/status")[2])["device"]
+    page = dev.get("/diagnostics")[2].decode()
+    m = re.search(r'Web requests / errors</dt><dd><span data-k="dev.web_requests" '
+                  r'data-f="n">(\d+)</span> / <span data-k="dev.web_errors" data-f="n">(\d+)<',
+                  page)
+    assert m, page
+    assert int(m.group(1)) > device["web_requests"] >= 1
+    assert int(m.group(2)) == device["web_errors"] == dev.web.errors
+
+
 def test_dashboard_and_registers_pages_show_the_values(dev):
     dev.feed(AIDON_L2)
     exp = frame(AIDON_L2)["expected"]
