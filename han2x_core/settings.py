@@ -60,6 +60,10 @@ SCHEMA = (
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
 )
 
+# Appended to a key's message when its value is refused: what the number or 0.0.0.0 means.
+_HINT = {"scaling_factor": " (1000 = x1, so 2500 means x2.5)",
+         "dns": " (0.0.0.0 means none)", "gateway": " (0.0.0.0 means none)"}
+
 _TRUE = ("true", "1", "on", "yes")
 _FALSE = ("false", "0", "off", "no", "")
 
@@ -176,7 +180,7 @@ def validate(d, old=None):
         if message is None:
             clean[key] = value
         else:
-            errors[key] = message
+            errors[key] = message + _HINT.get(key, "")
             clean[key] = fallback
     _check_network(clean, errors, base)
     if clean["web_port"] == clean["modbus_port"]:

@@ -300,7 +300,7 @@ def test_a_norwegian_browser_gets_norwegian_pages(sim):
         notice = save_settings(driver, scaling_factor="5")
         assert notice.text == "Ingenting ble lagret: rett opp feltene som er merket."
         assert driver.find_element("id", "err-scaling_factor").text == \
-            "Må være 10 til 1000000"
+            "Et heltall fra 10 til 1000000; 1000 = x1, så 2500 betyr x2,5"
     finally:
         driver.quit()
 
