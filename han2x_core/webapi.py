@@ -121,6 +121,7 @@ def device(app, web, now_ms):
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
+        "energy_warning": getattr(app, "energy_warning", None),
     }
 
 
@@ -135,24 +136,34 @@ def reading(app, now_ms):
     return out
 
 
-def estimated(app):
-    """Estimated energies as the registers serve them (Wh / VArh, after scaling); None
-    before the first valid telegram (the registers then read 0: nothing is estimated yet)."""
+def _energies(app, offset):
+    """The four energies as the extended block serves them from offset (Wh / VArh, after
+    scaling; never decreasing, restored after a restart: docs/registers.md). None before
+    the first valid telegram unless restored (the registers then read 0: nothing known)."""
     buf = bytearray(4)
-    regs = app.registers if app.latest else None
+    regs = app.registers
+    restored = bool((read_register(regs, 50, 1, buf) or 0) & 32)  # 40051 bit 5
+    v = [None, None, None, None]
+    if app.latest or restored:
+        for i in range(4):
+            v[i] = read_register(regs, offset + 2 * i, 2, buf)
     return {
-        "active_energy_import_wh": regs and read_register(regs, 69, 2, buf),
-        "active_energy_export_wh": regs and read_register(regs, 71, 2, buf),
-        "reactive_energy_import_varh": regs and read_register(regs, 73, 2, buf),
-        "reactive_energy_export_varh": regs and read_register(regs, 75, 2, buf),
-        "scaling_factor": getattr(app.registers, "scaling", None),
+        "active_energy_import_wh": v[0], "active_energy_export_wh": v[1],
+        "reactive_energy_import_varh": v[2], "reactive_energy_export_varh": v[3],
+        "scaling_factor": getattr(regs, "scaling", None),
+        "restored": restored,
     }
+
+
+def estimated(app):
+    """Estimated energies as registers 40070-40077 serve them."""
+    return _energies(app, 69)
 
 
 def status(app, web, now_ms):
     """GET /api/status."""
     return {"reading": reading(app, now_ms), "device": device(app, web, now_ms),
-            "estimated": estimated(app)}
+            "totals": _energies(app, 61), "estimated": estimated(app)}
 
 
 def history_chunks(app, now_ms):
