@@ -91,3 +91,18 @@ def test_the_han_port_voltage_is_the_same_everywhere():
             found.setdefault(m.group(1) + "-30 V", []).append(os.path.relpath(path, ROOT))
     assert list(found) == ["25-30 V"], found
     assert len(set(found["25-30 V"])) >= 4  # wiring, troubleshooting and both languages
+
+
+def test_the_install_sample_is_what_flash_py_prints():
+    """docs/install.md shows flash.py's output for a first install; tools/docs_sample.py
+    made it and --check runs flash.py again (real mpy-cross, lib/ from the pins) and
+    compares: counts, names and lines must match, file sizes may drift."""
+    import subprocess
+    import sys
+
+    from test_flash import real_mpy_cross
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "docs_sample.py"),
+                           "--check", "--mpy-cross", real_mpy_cross()], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
