@@ -37,6 +37,9 @@ def main():
     app.settings_warning = warning
     app.usb_write = board_io.usb_write_hook(microcontroller)  # the web page's drive button
     regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    energy_warning = app.restore_energy(board_io.ENERGY_PATH)  # docs/registers.md
+    if energy_warning:
+        print(energy_warning)
     han.watch(app.hdlc)
     sck, mosi, miso = (board_io.pin(board, name) for name in prof["spi"])
     reset = board_io.output(digitalio, board, prof["w5500_reset"], True)  # held out of reset

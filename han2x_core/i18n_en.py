@@ -46,6 +46,7 @@ T = {
     "saved": "Saved.",
     "not_saved": "Nothing was saved: correct the marked fields.",
     "moved": "The device moves to its new address within 10 seconds:",
+    "moved_pc": "This is the simulator on a PC: it stays where it is. A board would now use:",
     "moved_dhcp": ("The device now asks the DHCP server for an address; find it in your "
         "router's list of clients, under the name"),
     "expired": "The form expired (the device restarted). Check the values and save again.",

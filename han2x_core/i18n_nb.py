@@ -46,6 +46,7 @@ T = {
     "saved": "Lagret.",
     "not_saved": "Ingenting ble lagret: rett opp feltene som er merket.",
     "moved": "Enheten flytter til sin nye adresse innen 10 sekunder:",
+    "moved_pc": "Dette er simulatoren på en PC: den blir der den er. Et kort ville nå brukt:",
     "moved_dhcp": ("Enheten ber nå DHCP-serveren om en adresse; finn den i ruterens liste over "
         "klienter, under navnet"),
     "expired": "Skjemaet er utløpt (enheten startet på nytt). Sjekk verdiene og lagre igjen.",

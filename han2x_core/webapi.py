@@ -114,6 +114,7 @@ def device(app, web, now_ms):
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
+        "energy_warning": getattr(app, "energy_warning", None),
     }
 
 
@@ -128,23 +129,30 @@ def reading(app, now_ms):
     return out
 
 
-def estimated(app):
-    """Estimated energies as the registers serve them (Wh / VArh, after scaling)."""
+def _energies(app, offset):
+    """The four energies as the extended block serves them from offset (Wh / VArh, after
+    scaling; never decreasing, restored after a restart: docs/registers.md)."""
     buf = bytearray(4)
     regs = app.registers
     return {
-        "active_energy_import_wh": read_register(regs, 69, 2, buf),
-        "active_energy_export_wh": read_register(regs, 71, 2, buf),
-        "reactive_energy_import_varh": read_register(regs, 73, 2, buf),
-        "reactive_energy_export_varh": read_register(regs, 75, 2, buf),
+        "active_energy_import_wh": read_register(regs, offset, 2, buf),
+        "active_energy_export_wh": read_register(regs, offset + 2, 2, buf),
+        "reactive_energy_import_varh": read_register(regs, offset + 4, 2, buf),
+        "reactive_energy_export_varh": read_register(regs, offset + 6, 2, buf),
         "scaling_factor": getattr(regs, "scaling", None),
+        "restored": bool((read_register(regs, 50, 1, buf) or 0) & 32),  # 40051 bit 5
     }
+
+
+def estimated(app):
+    """Estimated energies as registers 40070-40077 serve them."""
+    return _energies(app, 69)
 
 
 def status(app, web, now_ms):
     """GET /api/status."""
     return {"reading": reading(app, now_ms), "device": device(app, web, now_ms),
-            "estimated": estimated(app)}
+            "totals": _energies(app, 61), "estimated": estimated(app)}
 
 
 def history_chunks(app, now_ms):
