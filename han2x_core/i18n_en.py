@@ -64,6 +64,8 @@ T = {
     "modbus_max_clients": "Max clients",
     "modbus_idle_timeout_s": "Idle timeout (s)",
     "modbus_unit_id": "Unit id (0 = any)",
+    "modbus_read_only": "Refuse Modbus writes",
+    "scaling_unsaved": "Scaling factor not saved yet",
     "scaling_factor": "Scaling factor (1000 = x1)",
     "han_line": "Line format",
     "han_polarity": "Polarity",
@@ -122,7 +124,7 @@ T = {
     "regs_note": "Values as a Modbus client reads them (after scaling). Offset = address - 40001.",
     "login_title": "Password required",
     "login_bad": "Wrong password.",
-    "login_wait": "Too many attempts; wait a minute.",
+    "login_wait": "Too many wrong passwords; wait a little and try again.",
     "bad_request": "Refused: the form did not come from this device's page.",
     "usb_title": "Firmware update",
     "usb_note": ("Restarts the device so that a computer on USB can write the CIRCUITPY "

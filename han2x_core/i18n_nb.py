@@ -64,6 +64,8 @@ T = {
     "modbus_max_clients": "Maks klienter",
     "modbus_idle_timeout_s": "Tidsavbrudd ved inaktivitet (s)",
     "modbus_unit_id": "Enhets-ID (0 = alle)",
+    "modbus_read_only": "Avvis skriving over Modbus",
+    "scaling_unsaved": "Skaleringsfaktor ikke lagret ennå",
     "scaling_factor": "Skaleringsfaktor (1000 = x1)",
     "han_line": "Linjeformat",
     "han_polarity": "Polaritet",
@@ -123,7 +125,7 @@ T = {
         "- 40001."),
     "login_title": "Passord kreves",
     "login_bad": "Feil passord.",
-    "login_wait": "For mange forsøk; vent et minutt.",
+    "login_wait": "For mange feil passord; vent litt og prøv igjen.",
     "bad_request": "Avvist: skjemaet kom ikke fra enhetens egen side.",
     "usb_title": "Fastvareoppdatering",
     "usb_note": ("Starter enheten på nytt slik at en datamaskin på USB kan skrive til "

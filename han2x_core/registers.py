@@ -94,13 +94,16 @@ class Registers:
         self._age_ms = -1  # ms since the last telegram; -1 = none yet
         self._hours = None  # set_board(hours=...) overrides the uptime count
         self._temperature = 0
+        self.read_only = False  # settings modbus_read_only: every write gets exception 2
         self._scaling_write = ScalingWrite()  # a high word waiting for its low word
         self._render_all()
 
     # ---- feeding -------------------------------------------------------------------------
 
     def configure(self, settings):
-        """Apply settings["scaling_factor"] (from the settings store); no callback."""
+        """Apply settings["scaling_factor"] (from the settings store; no callback) and
+        modbus_read_only."""
+        self.read_only = settings.get("modbus_read_only", False)
         value = settings.get("scaling_factor", self.scaling)
         if SCALING_MIN <= value <= SCALING_MAX and value != self.scaling:
             self.scaling = value
@@ -212,7 +215,7 @@ class Registers:
         Only the scaling factor (offsets 48-49 and its mirror 44-45) is writable. A high word
         written alone waits for its low word (see docs/registers.md); a low word commits.
         """
-        if start < 0 or count < 1 or start + count > COUNT:
+        if start < 0 or count < 1 or start + count > COUNT or self.read_only:
             return 2
         for i in range(count):
             reg = start + i

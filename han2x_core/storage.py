@@ -188,6 +188,9 @@ class SettingsStore:
         Raises OSError whose str() is the user-facing reason: READ_ONLY_MESSAGE when the
         board may not write the drive (one argument, so str(e) is the same on every VM).
         """
+        if settings.get("web_password") is None:  # fail closed: never write "no password"
+            raise OSError("Settings not saved: web_password in settings.toml cannot be used. "
+                          "Correct it on the drive, or hold the button for a factory reset.")
         data = seal(serialise(settings, self.extra))
         try:
             write_atomic(self.files, self.path, data)

@@ -114,6 +114,8 @@ def device(app, web, now_ms):
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
+        "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
+                                   None),
         "energy_warning": getattr(app, "energy_warning", None),
     }
 
@@ -173,5 +175,5 @@ def public_settings(settings):
     out = {}
     for key in settings:
         out[key] = settings[key]
-    out["web_password"] = bool(settings.get("web_password"))
+    out["web_password"] = settings.get("web_password") != ""  # None: unusable, locked
     return out

@@ -7,7 +7,7 @@ FIELDS = (
              ("gateway", "s", None), ("dns", "s", None), ("hostname", "s", None))),
     ("modbus", (("modbus_port", "i", None), ("modbus_max_clients", "i", None),
                 ("modbus_idle_timeout_s", "i", None), ("modbus_unit_id", "i", None),
-                ("scaling_factor", "i", None))),
+                ("scaling_factor", "i", None), ("modbus_read_only", "b", None))),
     ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
              ("han_polarity", "c", ("auto", "normal", "inverted")),
              ("han_input", "c", ("pio", "uart")))),

@@ -23,8 +23,8 @@ def planned(tmp_path, target):
     for folder, name in (("tools", "setup_system.sh"), ("lib", "requirements.txt")):
         (tmp_path / folder).mkdir(exist_ok=True)
         shutil.copy(os.path.join(ROOT, folder, name), str(tmp_path / folder))
-    proc = subprocess.run([MAKE, "-n", target], cwd=str(tmp_path), capture_output=True,
-                          text=True)
+    proc = subprocess.run([MAKE, "-n", "--no-print-directory", target], cwd=str(tmp_path),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

@@ -294,18 +294,6 @@ def test_password_protects_settings_and_then_everything(dev):
     assert dev.get("/", cookie)[0] == 303
 
 
-def test_login_is_locked_after_five_wrong_passwords(tmp_path):
-    d = Device(tmp_path, {"web_password": "right"}, modbus=False)
-    try:
-        csrf = d.csrf(basic("right"))
-        for _ in range(5):
-            assert d.post_form("/login", {"password": "x", "csrf": csrf})[0] == 401
-        status, _h, body = d.post_form("/login", {"password": "right", "csrf": csrf})
-        assert status == 429 and b"Too many attempts" in body
-    finally:
-        d.close()
-
-
 def test_page_modules_are_dropped_once_the_page_is_sent(dev):
     import sys
 
@@ -512,7 +500,7 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
         b"Authorization: Basic Og==\r\nContent-Length: 11\r\n\r\npassword=x&",
     ]
     rng = random.Random(1234)
-    allowed = {200, 303, 400, 401, 403, 404, 405, 408, 411, 413, 415, 422, 429, 431, 503}
+    allowed = {200, 303, 400, 401, 403, 404, 405, 408, 411, 413, 415, 421, 422, 429, 431, 503}
     probe = ModbusProbe(dev.app.settings["modbus_port"])
     seen = {}
     try:

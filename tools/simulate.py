@@ -27,6 +27,7 @@ from han2x_core import FIRMWARE_VERSION, __version__  # noqa: E402
 from han2x_core.app import App  # noqa: E402
 from han2x_core.modbus_server import ModbusServer  # noqa: E402
 from han2x_core.registers import Registers  # noqa: E402
+from han2x_core.scaling import ScalingSaver  # noqa: E402
 from han2x_core.settings import DEFAULTS, validate  # noqa: E402
 from han2x_core.storage import SettingsStore  # noqa: E402
 
@@ -293,11 +294,14 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None)
                           send_timeout_s=0.1)
     app = App(han, registers, now_ms(), on_frame=on_frame, settings=settings, store=store)
     _watch(han, app)
-    registers.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    saver = ScalingSaver(app)
+    registers.on_scaling_change = saver.changed
+    app.add(saver)
     app.add(net)
     net.attach(modbus)
     app.add(modbus)
     device = Device(app, registers, app.han, modbus, settings)
+    device.services["scaling"] = saver
     device.services["network"] = net
     device.model = model
     device.wait = lambda seconds=LOOP_WAIT_S: time.sleep(seconds / 4)  # nothing to select()
@@ -308,6 +312,7 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None)
         net.attach(web)
         app.add(web)
         device.services["web"] = web
+    app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
 
 
@@ -326,14 +331,12 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
               settings=settings, store=store)
     _watch(han, app)
 
-    def scaling_changed(value):
-        errors = app.save_settings({"scaling_factor": value})
-        if errors:
-            print("scaling factor %d not saved: %s" % (value, errors), flush=True)
-
-    registers.on_scaling_change = scaling_changed
+    saver = ScalingSaver(app)  # saved at most once a minute, and at a clean stop
+    registers.on_scaling_change = saver.changed
+    app.add(saver)
     modbus.start(args.host)
     device = Device(app, registers, han, modbus, settings)
+    device.services["scaling"] = saver
     app.add(PcNetwork(args.host))
     if getattr(args, "http_port", 0) != 0:  # the web pages (han2x_core/web.py); None = on
         from han2x_core.web import WebServer
@@ -342,6 +345,7 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
         web.start(args.host)
         app.add(web)
         device.services["web"] = web
+    app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
 
 
@@ -484,6 +488,7 @@ def main(argv=None):
         return 1
     try:
         device = build_device(args, on_frame=on_frame, store=store, settings=settings, han=han)
+        device.app.settings_warning = warning  # the page and /api/status show it, as on the board
         device.app.usb_write = usb_write_hook(args.settings)
         warning = device.app.restore_energy(energy_path(args.settings))
         if warning:
