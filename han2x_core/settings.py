@@ -63,6 +63,14 @@ SCHEMA = (
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
 )
 
+def _hint(key):
+    """Appended to a key's message when its value is refused: what the number or 0.0.0.0
+    means (a function, not a table: nothing resident for a rare error)."""
+    if key == "scaling_factor":
+        return " (1000 = x1, so 2500 means x2.5)"
+    return " (0.0.0.0 means none)" if key in ("dns", "gateway") else ""
+
+
 _TRUE = ("true", "1", "on", "yes")
 
 
@@ -183,7 +191,7 @@ def validate(d, old=None):
         if message is None:
             clean[key] = value
         else:
-            errors[key] = message
+            errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
     if clean["web_port"] == clean["modbus_port"]:
