@@ -84,8 +84,7 @@ def steps_w(text):
         cut = part.find(".")
         if cut >= 0:
             whole, dot, frac = part[:cut], ".", part[cut + 1:]
-        if not whole.isdigit() or len(whole) > 6 or len(frac) > 3 or (
-                dot and not frac.isdigit()):
+        if not digits(whole, 6) or len(frac) > 3 or (dot and not digits(frac, 3)):
             return None
         w = int(whole) * 1000 + (int(frac + "00"[:3 - len(frac)]) if frac else 0)
         if w <= 0 or w > 100000000 or (out and w <= out[-1]):
@@ -94,6 +93,14 @@ def steps_w(text):
     if not out or len(out) > _STEPS_MAX:
         return None
     return tuple(out)
+
+def _hint(key):
+    """Appended to a key's message when its value is refused: what the number or 0.0.0.0
+    means (a function, not a table: nothing resident for a rare error)."""
+    if key == "scaling_factor":
+        return " (1000 = x1, so 2500 means x2.5)"
+    return " (0.0.0.0 means none)" if key in ("dns", "gateway") else ""
+
 
 _TRUE = ("true", "1", "on", "yes")
 
@@ -222,7 +229,7 @@ def validate(d, old=None):
         if message is None:
             clean[key] = value
         else:
-            errors[key] = message
+            errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
     if clean["web_port"] == clean["modbus_port"]:

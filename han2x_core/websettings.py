@@ -18,8 +18,7 @@ def _error_text(key, message, lang):
 
     if lang != "nb":
         return message
-    return tr("e_port_clash" if message == webfields.PORT_CLASH else webfields.error_key(key),
-              lang)
+    return tr(webfields.error_key(key, message), lang)
 
 
 def _settings(ctx, form, errors, notice):

@@ -51,6 +51,7 @@ def editor(ctx):
 
 def parse_peaks(form, year, month):
     """[(day, hour, Wh)] from the editor's fields; ValueError says which row is wrong."""
+    from han2x_core.settings import digits
     from han2x_core.tariff import civil, days
 
     last = civil(days(year + month // 12, month % 12 + 1, 1) - 1)[2] if year else 31
@@ -64,9 +65,8 @@ def parse_peaks(form, year, month):
         k = k.replace(",", ".")
         cut = k.find(".")
         whole, frac = (k, "") if cut < 0 else (k[:cut], k[cut + 1:])
-        if not (d.isdigit() and h.isdigit() and whole.isdigit() and (not frac or (
-                frac.isdigit() and len(frac) <= 3))) or not 1 <= int(d) <= last or \
-                int(h) > 23 or len(whole) > 6:
+        if not (digits(d, 2) and digits(h, 2) and digits(whole, 6) and (
+                not frac or digits(frac, 3))) or not 1 <= int(d) <= last or int(h) > 23:
             raise ValueError("peak %d: day 1-%d, hour 0-23, kWh like 5.25" % (i + 1, last))
         out.append((int(d), int(h), int(whole) * 1000 + int((frac + "00")[:3] or 0)))
     return out

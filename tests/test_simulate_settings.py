@@ -78,7 +78,8 @@ def test_bad_settings_file_warns_and_uses_defaults(tmp_path):
         assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x03\xe8"
     finally:
         out = _stop(proc)
-    assert "scaling_factor must be from 10 to 1000000; using 1000" in out
+    assert ("scaling_factor must be from 10 to 1000000 (1000 = x1, so 2500 means x2.5); "
+            "using 1000") in out
 
 
 def test_non_ascii_digits_warn_and_the_warning_reaches_the_page(tmp_path):

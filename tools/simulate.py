@@ -272,11 +272,13 @@ def _watch(han, app):
         han.watch(app.hdlc)
 
 
-def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None):
+def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None,
+                       port_map=None):
     """--w5500: the board's wiring (as code.py) on the W5500 model (tests/w5500_model.py,
     docs/w5500-model.md) with the real adafruit_wiznet5k driver: Network, ModbusServer and
     WebServer on its SocketPool. Device port P is served on 127.0.0.1:P (so ports below
-    1024 need root; build_settings already maps 502/80 to 5020/8080)."""
+    1024 need root; build_settings already maps 502/80 to 5020/8080), or on
+    127.0.0.1:port_map[P] (tools/screenshots.py: the board's own 502/80 on free ports)."""
     sys.path.insert(0, os.path.join(_ROOT, "tests"))
     from w5500_model import W5500Model, install_driver_shims
 
@@ -284,7 +286,7 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None)
     from han2x_core.network import Network
 
     settings = settings if settings is not None else build_settings(args)
-    model = W5500Model(port_offset=0)
+    model = W5500Model(port_map=port_map, port_offset=0)
     net = Network(model.spi, model.cs, uid=b"simulate", settings=settings)
     registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
     han = han or build_han(args, settings)
