@@ -163,12 +163,13 @@ class App:
             self.registers.restore(*state[:4])
             self._energy_hour = state[1][:4] if state[1] else None
         if self.tariff is not None:
-            energystate = _import_energystate()
+            from han2x_core import tariffstate
+
             try:
-                energystate.restore_tariff(self.tariff, state[4] if state else None,
-                                           self.energy_warning is not None)
+                tariffstate.restore(self.tariff, state[4] if state else None,
+                                    self.energy_warning is not None)
             finally:
-                _drop_energystate()
+                _drop("tariffstate")
             self._render_tariff()
         return self.energy_warning
 
@@ -214,7 +215,13 @@ class App:
             return  # at most once per meter hour (the autumn's repeated hour)
         tariff = self.tariff
         try:
-            if _import_energystate().save(self.energy_path, state, self.energy_files, tariff):
+            ints = None
+            if tariff is not None:
+                from han2x_core import tariffstate
+
+                ints = tariffstate.state(tariff)
+                _drop("tariffstate")
+            if _import_energystate().save(self.energy_path, state, self.energy_files, ints):
                 self._energy_hour = hour
                 if tariff is not None:
                     tariff.warning = None  # a good file holds the peaks again

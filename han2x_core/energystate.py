@@ -14,7 +14,7 @@ Loaded only at start and for each hourly save (App drops it again from sys.modul
     totals = 67496192 0 130480 15319940   (A+ A- R+ R-, Wh / VArh, unscaled)
     estimates = 67496258 0 130480 15319940
     tariff = 1 2026 11 67496192 492972 7466 3 1510 8000 ...   (only with the capacity
-                         tariff on: tariff_state() below, its month's peaks; docs/tariff.md)
+                         tariff on: tariffstate.state(), its month's peaks; docs/tariff.md)
     # han2x-end <length> <crc32>
 """
 
@@ -86,63 +86,13 @@ def load(path, files=None):
 
 
 def save(path, state, files=None, tariff=None):
-    """Write state (Registers.energy_state()) and the tariff (a tariff.Tariff, or None)
-    atomically, in one write: one file, one write an hour for both (flash wear).
+    """Write state (Registers.energy_state()) and the tariff's ints (tariffstate.state, or
+    None) atomically, in one write: one file, one write an hour for both (flash wear).
     Returns False when there is nothing to keep (no meter id yet, or one that is not a
     plain line of text); raises OSError when the drive refuses."""
     meter_id = state[0]
     if not meter_id or meter_id.strip() != meter_id or [c for c in meter_id if c < " "]:
         return False
-    if tariff is not None:
-        tariff = tariff_state(tariff)
     write_atomic(files or OsFiles(), path, seal(serialise(*state, tariff=tariff)))
     return True
 
-
-# ---- the capacity tariff's line (tariff.py; here so that it is loaded only to save/restore)
-
-_TARIFF_VERSION = 1
-
-
-def tariff_state(t):
-    """A tariff.Tariff as ints: version, year, month, last total, its hour index, last
-    month's value, count, then day*100+hour and Wh per peak."""
-    out = [_TARIFF_VERSION, t.year, t.month, t.last_total, t.last_idx, t.prev_avg_w, t.count]
-    for i in range(t.count):
-        out.append(t.peak_at[i])
-        out.append(t.peak_wh[i])
-    return out
-
-
-def _tariff_from(t, v):
-    """Restore t from tariff_state's ints; ValueError when they do not check out (nothing
-    changed then)."""
-    if len(v) < 7 or v[0] != _TARIFF_VERSION or not 0 <= v[6] <= len(t.peak_wh) or \
-            len(v) != 7 + 2 * v[6] or (v[1] and not 1 <= v[2] <= 12):
-        raise ValueError("tariff state does not check out")
-    peaks = v[7:]
-    for i in range(0, len(peaks), 2):
-        if not (1 <= peaks[i] // 100 <= 31 and peaks[i] % 100 < 24 and peaks[i + 1] >= 0):
-            raise ValueError("tariff peak %d does not check out" % (i // 2 + 1))
-    t.year, t.month, t.last_total, t.last_idx, t.prev_avg_w = v[1:6]
-    t.count = 0
-    for i in range(0, len(peaks), 2):
-        t.add_peak(peaks[i] // 100, peaks[i] % 100, peaks[i + 1])
-    t.restored = True
-
-
-def restore_tariff(t, saved, damaged):
-    """At start: saved = load()'s tariff ints, a str saying why they cannot be used, or
-    None; damaged: the file as a whole was not usable. A problem leaves the peaks empty
-    with t.warning set (shown on the card, in /api/status and register 40081 bit 2)."""
-    why = "the file is damaged" if damaged else None
-    if isinstance(saved, str):
-        why = saved
-    elif saved is not None:
-        try:
-            _tariff_from(t, saved)
-        except ValueError as e:
-            why = str(e)
-    if why:
-        t.warning = "Capacity tariff: peaks not restored (%s); they start empty. Check " \
-                    "them on the settings page." % why

@@ -6,8 +6,8 @@ on the meter's own clock; between them the hour's use is integrated from power (
 W x ms) and replaced by the exact value when the hour's total arrives. Kept: the MAX_PEAKS
 highest hours of the month on different days, as fixed lists of ints (no growing state).
 Opt-in (setting "tariff"): App imports this module only when it is on. Sans-I/O: time comes
-in as now_ms, the meter clock as the reading's dict. Saved and restored by energystate.py
-(tariff_state, restore_tariff: loaded only for that).
+in as now_ms, the meter clock as the reading's dict. Saved and restored by tariffstate.py
+(loaded only for that) in energystate.py's file.
 """
 
 import struct

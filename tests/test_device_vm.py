@@ -361,10 +361,8 @@ def test_device_at_192k_keeps_serving_without_pages(tmp_path):
         dev.kill()
 
 
-# The capacity tariff's modules (docs/tariff.md): loaded only while the setting is on.
-# webtariff (the dashboard card) is never loaded with the settings page.
-TARIFF_ON = ("tariff", "webtariffedit")
-TARIFF_CARD = ("webtariff",)
+# The capacity tariff's modules (docs/tariff.md): never loaded while the setting is off.
+TARIFF = ("tariff", "tariffstate", "webtariff", "webtariffedit")
 
 _IMPORT_ALL = """
 import gc, os, sys
@@ -387,20 +385,19 @@ def test_all_modules_import_from_source_at_once():
     gc.collect() after each import. On the 64-bit VM this does not fit 192 KB: it takes
     about 190 KB once compiled and needs a 240 KB heap to compile (without the collects
     between imports, fragmentation makes even 288 KB fail). Checked here: it fits
-    DEVICE_HEAP with 32 KB to spare with the capacity tariff off (its modules not loaded),
-    and with 16 KB to spare with it on (tariff and its settings-page editor loaded too)."""
+    DEVICE_HEAP with 32 KB to spare, with the capacity tariff off (the default: its modules
+    are not loaded; their cost is in docs/benchmarks.md)."""
     _need_binaries()
-    every = len([n for n in os.listdir(os.path.join(ROOT, "han2x_core")) if n.endswith(".py")])
-    for skip, spare in ((TARIFF_ON + TARIFF_CARD, 32), (TARIFF_CARD, 16)):
-        proc = subprocess.run([MICROPYTHON, "-X", "heapsize=" + DEVICE_HEAP, "-c",
-                               _IMPORT_ALL] + list(skip),
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out
-        m = re.search(r"imported (\d+) used (\d+) free (\d+)", proc.stdout)
-        assert m, out
-        count, used, free = map(int, m.groups())
-        assert count == every - len(skip)
-        print("%d modules from source (tariff %s): %d bytes of heap, %d free of %s" % (
-            count, "on" if "tariff" not in skip else "off", used, free, DEVICE_HEAP))
-        assert free >= spare * 1024, out
+    proc = subprocess.run([MICROPYTHON, "-X", "heapsize=" + DEVICE_HEAP, "-c", _IMPORT_ALL]
+                          + list(TARIFF), cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    m = re.search(r"imported (\d+) used (\d+) free (\d+)", proc.stdout)
+    assert m, out
+    count, used, free = map(int, m.groups())
+    assert count == len([n for n in os.listdir(os.path.join(ROOT, "han2x_core"))
+                         if n.endswith(".py")]) - len(TARIFF)
+    print("%d modules from source: %d bytes of heap, %d free of %s" % (count, used, free,
+                                                                   DEVICE_HEAP))
+    assert free >= 32 * 1024, out

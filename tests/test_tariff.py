@@ -3,7 +3,7 @@ Aidon frames with an outage, the autumn clock change, stale and duplicated hourl
 the month boundary, against a hand calculation; the spring clock change; kWh left against
 the formula; steps without a cap; state round trip."""
 
-from han2x_core import decode_frame, energystate
+from han2x_core import decode_frame, tariffstate
 from han2x_core.tariff import Tariff, civil, days, hour_index
 from tariffmonth import START_UTC, consumption, expected, frames, local
 
@@ -166,14 +166,14 @@ def test_kwh_left_at_chosen_moments_matches_the_formula():
 def test_state_round_trip_and_damaged_states():
     t = Tariff(3, ELVIA)
     run_month(t)
-    v = energystate.tariff_state(t)
+    v = tariffstate.state(t)
     u = Tariff(3, ELVIA)
-    energystate.restore_tariff(u, v, False)
-    assert energystate.tariff_state(u) == v and u.restored and u.warning is None
+    tariffstate.restore(u, v, False)
+    assert tariffstate.state(u) == v and u.restored and u.warning is None
     for bad in ([], [2] + v[1:], v[:7] + v[8:], v[:6] + [9] + v[7:],
                 v[:7] + [3299, 5] + v[9:] if len(v) > 8 else v[:6] + [1, 3299, 5]):
         w = Tariff(3, ELVIA)
-        energystate.restore_tariff(w, bad, False)
+        tariffstate.restore(w, bad, False)
         assert w.count == 0 and w.year == 0 and "peaks not restored" in w.warning
 
 
@@ -181,7 +181,7 @@ def test_a_restart_mid_hour_counts_the_hour_from_the_first_clock():
     t = Tariff(3, ELVIA)
     t.hourly(clock(2026, 1, 5, 10, 0, 10), 5000)
     u = Tariff(3, ELVIA)
-    energystate.restore_tariff(u, energystate.tariff_state(t), False)
+    tariffstate.restore(u, tariffstate.state(t), False)
     # Kaifa/Kamstrup telegrams carry the clock: 10:30:00 at 4 kW -> 2 kWh so far.
     u.feed({"active_power_import_w": 4000, "meter_clock": clock(2026, 1, 5, 10, 30)}, 0)
     assert u.used_wh == 2000 and u.estimate_wh() == 4000
