@@ -15,6 +15,7 @@ _HOST = const(5)
 _TEXT = const(6)
 
 _TEXT_MAX = const(64)
+W5500_SOCKETS = const(8)
 
 DEFAULTS = {
     "dhcp": False,
@@ -32,6 +33,7 @@ DEFAULTS = {
     "han_line": "auto",
     "han_polarity": "auto",
     "han_input": "pio",
+    "han_stream_port": 0,
     "web_port": 80,
     "web_password": "",
     "web_protect": "settings",
@@ -57,6 +59,8 @@ SCHEMA = (
     ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None,
      "HAN signal polarity: auto, normal, inverted"),
     ("han_input", _ENUM, ("pio", "uart"), None, "HAN receiver: pio or uart (busio)"),
+    ("han_stream_port", _INT, 0, 65535,
+     "raw HAN stream for Home Assistant's amshan (TCP port; 0 = off, 3001 suggested)"),
     ("web_port", _INT, 1, 65535, "web page port"),
     ("web_password", _TEXT, None, None, 'web password; "" = none'),
     ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
@@ -194,6 +198,36 @@ def validate(d, old=None):
             errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
+    _check_ports(clean, errors, base)
+    _check_sockets(clean, errors)
+    return clean, errors
+
+
+def sockets_needed(s):
+    """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
+    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client.
+    The web page's one connection is not counted: it takes a free socket when there is one
+    (one is free at the defaults) and waits otherwise. Every service that takes sockets
+    adds its share here: this is the one place of the rule."""
+    n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
+    if s.get("han_stream_port"):
+        n += 2  # its listener and its one client
+    return n
+
+
+def _check_sockets(clean, errors):
+    over = sockets_needed(clean) - W5500_SOCKETS
+    if over > 0:  # too many for the chip: fewer Modbus clients (clean stays usable)
+        most = clean["modbus_max_clients"] - over
+        if "modbus_max_clients" not in errors:
+            errors["modbus_max_clients"] = (
+                "must be at most %d with the HAN stream on: the W5500 has 8 sockets "
+                "(docs/network.md)" % most)
+        clean["modbus_max_clients"] = max(most, 1)
+
+
+def _check_ports(clean, errors, base):
+    """Every service on its own port; stream, web and Modbus ports must differ."""
     if clean["web_port"] == clean["modbus_port"]:
         # One port for both would leave the web page unreachable after a restart. (Also
         # when a bad web_port fell back onto the new Modbus port: clean must be usable.)
@@ -207,7 +241,11 @@ def validate(d, old=None):
         if clean["web_port"] == clean["modbus_port"]:
             clean["web_port"] = DEFAULTS["web_port"]
             clean["modbus_port"] = DEFAULTS["modbus_port"]
-    return clean, errors
+    stream = clean["han_stream_port"]
+    if stream and stream in (clean["modbus_port"], clean["web_port"]):
+        if "han_stream_port" not in errors:
+            errors["han_stream_port"] = "must differ from the Modbus and web ports"
+        clean["han_stream_port"] = 0
 
 
 def _check_network(clean, errors, base):
