@@ -222,6 +222,11 @@ class HanStream:
                     return
                 if not again(e):
                     raise
+            except RuntimeError as e:  # adafruit_wiznet5k: the send timed out (or closed)
+                self.stalled += 1
+                self._error("send", e)
+                self._drop_client()
+                return
             finally:
                 if timeout and self._client is not None:
                     sock.settimeout(0)
