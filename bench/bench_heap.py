@@ -10,6 +10,8 @@
    allocated per loop step) idle, while a client polls Modbus, and with telegrams arriving
    as well; the peak while a browser loads the dashboard. Then the same at 192 KB, briefly:
    does the web server start, does the dashboard load.
+2b. The raw HAN stream (bench/mpy_stream.py, 192 KB heap): not loaded while
+   han_stream_port is 0; heap held once turned on; growth while it sends.
 3. Every han2x_core module imported from source (bench/mpy_imports.py) on the 64-bit unix
    port and on the 32-bit WebAssembly build (npm package pinned in bench/wasm/, installed
    into .venv/wasm-micropython on first use; skipped without node/npm): the ratio says how
@@ -350,6 +352,21 @@ def run_device_192k(mpy=False):
     print("  " + p.wait_line("done", 1))
 
 
+def run_stream():
+    port = free_port()
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=192k", "bench/mpy_stream.py", str(port)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    fig = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line}
+    if out.returncode or "sending_cost" not in fig:
+        raise RuntimeError(out.stdout + out.stderr)
+    print("Raw HAN stream (han_stream_port) on MicroPython, 192 KB heap, han2x_core from source:")
+    print("  off: module loaded = %s (0: nothing imported, no heap)" % fig["off_loaded"][0])
+    print("  turned on (module + HanStream, its 1 KB ring buffer, listening): %s held"
+          % kb(int(fig["on_cost"][0])))
+    print("  sending 20 telegrams to a client: %s B more held (%s bytes received)"
+          % (fig["sending_cost"][0], fig["sending_cost"][2]))
+
+
 # ---- 3. module imports, 64-bit against 32-bit -------------------------------------------------
 
 def install_wasm():
@@ -467,6 +484,8 @@ def main():
     print()
     run_device_192k()
     run_device_192k(mpy=True)
+    print()
+    run_stream()
     print()
     run_imports()
     return 0
