@@ -7,8 +7,7 @@ Why unit ids and not a second port: docs/integration.md "Meter profiles".
 
 import sys
 
-_MODULES = ("han2x_core.meter_sunspec", "han2x_core.meter_em24", "han2x_core.meter_sdm630",
-            "han2x_core.meterutil")
+_MODULES = ("meter_sunspec", "meter_em24", "meter_sdm630", "meterutil", "meterroute")
 
 
 def configure(handler, settings):
@@ -43,6 +42,12 @@ def configure(handler, settings):
     handler.routes = tuple(routes) if routes else None
     handler.target = None
     if handler.sunspec is None and handler.routes is None:
-        for name in _MODULES + (__name__,):
-            sys.modules.pop(name, None)  # off = no code held either
+        import han2x_core
+
+        for name in _MODULES:  # off = no code held either
+            if sys.modules.pop("han2x_core." + name, None) is not None:
+                try:
+                    delattr(han2x_core, name)  # the package holds its submodules too
+                except Exception:  # not bound on the package
+                    pass
 

@@ -19,7 +19,7 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 from han2x_core import decode_frame
 from han2x_core.crc import crc_modbus
 from han2x_core.modbus_server import ModbusServer
-from han2x_core.registers import NEVER_DECREASING, Registers
+from han2x_core.registers import COUNT, NEVER_DECREASING, Registers
 from han2x_core.settings import DEFAULTS
 from hanframes import by_id
 from util import free_port
@@ -410,3 +410,39 @@ def test_turning_profiles_off_drops_their_modules():
     assert h.sunspec is None and h.routes is None
     for name in ("meterroute", "meter_sunspec", "meter_em24", "meter_sdm630", "meterutil"):
         assert "han2x_core." + name not in sys.modules
+
+
+# ---- the HAN2X map with every profile on ---------------------------------------------------
+
+def test_han2x_map_unchanged_with_every_profile_on(device):
+    """The spec's register map (test_simulate.check_map), both framings, FC03 and its FC04
+    mirror, on units 0, 1 and 255, while SunSpec, EM24 (unit 2) and SDM630 (unit 3) are on;
+    and the manual's RTU example byte for byte."""
+    from pymodbus import FramerType
+
+    from test_simulate import check_map
+
+    case = "kaifa-ma304h3e-l3-elwiz-20230331T130010"
+    d = device(frames=(case,), sunspec_model=203, em24_unit=2, sdm630_unit=3)
+    reading = by_id(case)[0]["expected"]
+    tcp = ModbusTcpClient("127.0.0.1", port=d.port)
+    rtu = ModbusTcpClient("127.0.0.1", port=d.port, framer=FramerType.RTU)
+    assert tcp.connect() and rtu.connect()
+    try:
+        words = tcp.read_holding_registers(0, count=50, device_id=1).registers
+        check_map(words, reading, 1000)
+        whole = tcp.read_holding_registers(0, count=COUNT, device_id=1).registers
+        assert struct.pack(">%dH" % COUNT, *whole) == bytes(d.regs.image)
+        for unit in (0, 1, 255):
+            assert tcp.read_input_registers(0, count=COUNT, device_id=unit).registers == whole
+            assert rtu.read_holding_registers(0, count=COUNT, device_id=unit).registers == whole
+            assert rtu.read_input_registers(0, count=COUNT, device_id=unit).registers == whole
+        rr = tcp.read_holding_registers(COUNT, count=1, device_id=1)  # past the map: as before
+        assert rr.isError() and rr.exception_code == 2
+    finally:
+        tcp.close()
+        rtu.close()
+    d.regs.update({"voltage_l1_dv": 2390}, now_ms())  # the manual's example value
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(bytes.fromhex("01 03 00 0E 00 02 A5 C8"))
+        assert _recv(s, 9) == bytes.fromhex("01 03 04 00 00 09 56 7C 5D")
