@@ -56,7 +56,7 @@ SCHEMA = (
     ("modbus_read_only", _BOOL, None, None,
      "true = refuse every Modbus write (the scaling factor is set here or on the web page)"),
     ("sunspec_model", _INT, 0, 213,
-     "SunSpec meter at 40001+40000: 0 = off, 203 (integers) or 213 (float)"),
+     "SunSpec meter at protocol address 40000: 0 = off, 203 (int) or 213 (float)"),
     ("em24_unit", _INT, 0, 247, "Carlo Gavazzi EM24 map on this unit id; 0 = off"),
     ("sdm630_unit", _INT, 0, 247, "Eastron SDM630 map on this unit id; 0 = off"),
     ("scaling_factor", _INT, 10, 1000000, "power/current/energy factor, 1000 = x1.000"),
