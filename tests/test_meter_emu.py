@@ -446,3 +446,27 @@ def test_han2x_map_unchanged_with_every_profile_on(device):
     with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
         s.sendall(bytes.fromhex("01 03 00 0E 00 02 A5 C8"))
         assert _recv(s, 9) == bytes.fromhex("01 03 04 00 00 09 56 7C 5D")
+
+
+# ---- settings -------------------------------------------------------------------------------
+
+def test_settings_refuse_what_would_hide_a_map_and_count_sockets():
+    from han2x_core.settings import SOCKETS, sockets_needed, validate
+
+    clean, errors = validate({"sunspec_model": "213", "em24_unit": "2", "sdm630_unit": "3"})
+    assert errors == {} and (clean["sunspec_model"], clean["em24_unit"],
+                             clean["sdm630_unit"]) == (213, 2, 3)
+    clean, errors = validate({"sunspec_model": 204})
+    assert errors == {"sunspec_model": "must be 0 (off), 203 or 213"}
+    assert clean["sunspec_model"] == 0
+    clean, errors = validate({"modbus_unit_id": 5, "em24_unit": 5})
+    assert "modbus_unit_id" in errors["em24_unit"] and clean["em24_unit"] == 0
+    clean, errors = validate({"em24_unit": 4, "sdm630_unit": 4})
+    assert errors == {"sdm630_unit": "must differ from em24_unit"}
+    assert clean["em24_unit"] == 4 and clean["sdm630_unit"] == 0
+    clean, errors = validate({"em24_unit": 248})
+    assert "em24_unit" in errors
+    # Profiles by unit id take no socket: the budget is DHCP + 2 listeners + Modbus clients.
+    assert sockets_needed(dict(clean, modbus_max_clients=5)) == SOCKETS == 8
+    assert sockets_needed(dict(clean, modbus_max_clients=5, em24_unit=2, sdm630_unit=3,
+                               sunspec_model=213)) == SOCKETS
