@@ -16,6 +16,10 @@
    port and on the 32-bit WebAssembly build (npm package pinned in bench/wasm/, installed
    into .venv/wasm-micropython on first use; skipped without node/npm): the ratio says how
    much the 64-bit figures overstate a 32-bit board's.
+4. The meter profiles (bench/mpy_meters.py, docs/integration.md): each profile's .mpy size
+   from CircuitPython 10.2.1's own mpy-cross (HAN2X_MPY_CROSS, else
+   ../shared/circuitpython/), the heap each holds while on, from source and from .mpy, what
+   one request allocates (HAN2X and each profile's), and what stays after turning all off.
 Prints figures and ratios; asserts nothing about them.
 """
 
@@ -473,6 +477,68 @@ def run_imports():
           "request only)")
 
 
+METER_MODULES = ("meterroute", "meterutil", "meter_sunspec", "meter_em24", "meter_sdm630")
+
+
+def _cp_mpy_cross():
+    given = os.environ.get("HAN2X_MPY_CROSS")
+    if given:
+        return given
+    for up in (os.path.dirname(ROOT), os.path.dirname(os.path.dirname(ROOT))):  # worktrees
+        path = os.path.join(up, "shared", "circuitpython", "mpy-cross-10.2.1-linux-x86_64")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _meter_lines(args):
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    figures = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in ("held", "request"):
+            figures[parts[0] + " " + parts[1]] = int(parts[2])
+        elif len(parts) == 2 and parts[0] == "off":
+            figures["off"] = int(parts[1])
+    if not figures:
+        raise RuntimeError(out.stdout + out.stderr)
+    return figures
+
+
+def run_meters():
+    print("Meter profiles (each imported only while on; docs/integration.md):")
+    tool = _cp_mpy_cross()
+    if tool:
+        folder = tempfile.mkdtemp(prefix="bench-cp-")
+        try:
+            sizes = []
+            for name in METER_MODULES:
+                target = os.path.join(folder, name + ".mpy")
+                subprocess.run([tool, "-o", target, os.path.join(ROOT, "han2x_core", name + ".py")],
+                               check=True, timeout=60)
+                sizes.append("%s %d" % (name, os.path.getsize(target)))
+            print("  .mpy bytes (CircuitPython 10.2.1 mpy-cross): " + ", ".join(sizes))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print("  .mpy sizes skipped: no CircuitPython mpy-cross (set HAN2X_MPY_CROSS)")
+    script = os.path.join(ROOT, "bench", "mpy_meters.py")
+    columns = [("64-bit source", _meter_lines([MICROPYTHON, "-X", "heapsize=192k", script]))]
+    folder = tempfile.mkdtemp(prefix="bench-mpy-")
+    try:
+        if compile_mpy(folder):
+            columns.append(("64-bit .mpy", _meter_lines([MICROPYTHON, "-X", "heapsize=192k",
+                                                          script, folder])))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("  %-24s" % "heap held / allocated" + "".join("%14s" % c[0] for c in columns))
+    for key in columns[0][1]:
+        print("  %-24s" % key + "".join("%14d" % c[1][key] for c in columns))
+    print("  (held: module, meterutil and the map while that profile is on; request: bytes "
+          "allocated per request after the first; off: left after all are off again, "
+          "MicroPython's interned names; board budget ~160 KB)")
+
+
 def main():
     if not os.path.exists(MICROPYTHON):
         print("no MicroPython binary at %s: run `make setup`" % MICROPYTHON)
@@ -488,6 +554,8 @@ def main():
     run_stream()
     print()
     run_imports()
+    print()
+    run_meters()
     return 0
 
 

@@ -29,6 +29,9 @@ DEFAULTS = {
     "modbus_idle_timeout_s": 60,
     "modbus_unit_id": 0,
     "modbus_read_only": False,
+    "sunspec_model": 0,
+    "em24_unit": 0,
+    "sdm630_unit": 0,
     "scaling_factor": 1000,
     "han_line": "auto",
     "han_polarity": "auto",
@@ -54,6 +57,10 @@ SCHEMA = (
     ("modbus_unit_id", _INT, 0, 255, "0 = answer any unit id; 1..255 = only that one"),
     ("modbus_read_only", _BOOL, None, None,
      "true = refuse every Modbus write (the scaling factor is set here or on the web page)"),
+    ("sunspec_model", _INT, 0, 213,
+     "SunSpec meter at protocol address 40000: 0 = off, 203 (int) or 213 (float)"),
+    ("em24_unit", _INT, 0, 247, "Carlo Gavazzi EM24 map on this unit id; 0 = off"),
+    ("sdm630_unit", _INT, 0, 247, "Eastron SDM630 map on this unit id; 0 = off"),
     ("scaling_factor", _INT, 10, 1000000, "power/current/energy factor, 1000 = x1.000"),
     ("han_line", _ENUM, ("auto", "8E1", "8N1"), None, "HAN line format: auto, 8E1, 8N1"),
     ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None,
@@ -198,6 +205,7 @@ def validate(d, old=None):
             errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
+    _check_meters(clean, errors)
     _check_ports(clean, errors, base)
     _check_sockets(clean, errors)
     return clean, errors
@@ -246,6 +254,26 @@ def _check_ports(clean, errors, base):
         if "han_stream_port" not in errors:
             errors["han_stream_port"] = "must differ from the Modbus and web ports"
         clean["han_stream_port"] = 0
+
+
+def _check_meters(clean, errors):
+    """The meter profiles (docs/integration.md): a known SunSpec model, unit ids of their
+    own. They share the Modbus port: no sockets of their own."""
+    if clean["sunspec_model"] not in (0, 203, 213):
+        errors["sunspec_model"] = "must be 0 (off), 203 or 213"
+        clean["sunspec_model"] = 0
+    han2x = clean["modbus_unit_id"]
+    for key in ("em24_unit", "sdm630_unit"):
+        unit = clean[key]
+        message = None
+        if unit and unit == han2x:
+            message = "must differ from modbus_unit_id (the HAN2X map's unit id)"
+        elif unit and key == "sdm630_unit" and unit == clean["em24_unit"]:
+            message = "must differ from em24_unit"
+        if message:
+            if key not in errors:
+                errors[key] = message
+            clean[key] = 0  # off rather than a map that hides another
 
 
 def _check_network(clean, errors, base):
