@@ -20,13 +20,19 @@ $(STAMP): requirements-dev.txt
 	@sh tools/setup_system.sh $(APT_PKGS)
 	@touch .system-deps
 
+# lib/ for the board, built from the pins (downloads into build/lib-cache once); the flash and
+# build_lib tests build it again offline from that cache.
+LIB_STAMP := lib/.han2x-lib.json
+$(LIB_STAMP): lib/requirements.txt $(STAMP)
+	$(PY) tools/build_lib.py
+
 run: setup
 	$(PY) tools/simulate.py $(ARGS)
 
-test: setup
+test: setup $(LIB_STAMP)
 	$(PY) -m pytest -n 2 tests
 
-test-fast: setup
+test-fast: setup $(LIB_STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
 bench: setup

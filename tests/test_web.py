@@ -395,8 +395,6 @@ class ModbusProbe:
 
 
 def test_bad_requests_get_clean_errors_while_modbus_keeps_answering(dev):
-    if dev.modbus is None:
-        pytest.skip("no ModbusServer yet")
     dev.feed(AIDON_L2)
     probe = ModbusProbe(dev.app.settings["modbus_port"])
     try:
@@ -499,8 +497,6 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
     with a known status or closes, counts no error, and Modbus keeps answering."""
     import random
 
-    if dev.modbus is None:
-        pytest.skip("no ModbusServer yet")
     dev.web.read_ms = 200
     csrf = dev.csrf()
     form = "csrf=%s&scaling_factor=2000&modbus_port=%d" % (csrf, dev.app.settings[
