@@ -54,11 +54,12 @@ def mpy_cross():
     return cp_file("mpy-cross-%s-linux-x86_64" % CP_VERSION)
 
 
-def build_drive(board, folder, settings=None, files=None, code=None):
+def build_drive(board, folder, settings=None, files=None, code=None, pre_code=None):
     """A 1 MiB FAT12 CIRCUITPY image (folder/drive.img) holding what flash.py installs.
 
     settings: settings.toml text; files: {path on the drive: bytes or str}; code: a
-    replacement code.py (for probes). Returns the image path."""
+    replacement code.py; pre_code: lines run before code.py's own (heap probes).
+    Returns the image path."""
     tree = os.path.join(folder, "CIRCUITPY")
     os.makedirs(tree)
     with open(os.path.join(tree, "boot_out.txt"), "w") as f:  # what flash.py checks
@@ -70,8 +71,11 @@ def build_drive(board, folder, settings=None, files=None, code=None):
     extra = dict(files or {})
     if settings is not None:
         extra["settings.toml"] = settings
-    if code is not None:
-        extra["code.py"] = code
+    if code is not None or pre_code is not None:
+        if code is None:
+            with open(os.path.join(tree, "code.py")) as f:
+                code = f.read()
+        extra["code.py"] = (pre_code + "\n" if pre_code else "") + code
     for rel, data in extra.items():
         path = os.path.join(tree, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -143,8 +147,11 @@ class Board:
     """One emulated board running the drive's code.py; a context manager that always stops
     node and frees the ports. `invert`: the HAN line's polarity from power-up (idle low)."""
 
-    def __init__(self, board, folder, settings=None, files=None, code=None, invert=False,
-                 timeout=600):
+    def __init__(self, board, folder, settings=None, files=None, code=None, pre_code=None,
+                 invert=False, timeout=1800):
+        if not os.path.isdir(os.path.join(os.path.dirname(RUNNER), "node_modules", "rp2040js")):
+            raise FileNotFoundError("rp2040js is not installed: `make test` installs it (or "
+                                    "`npm ci` in tests/rp2040)")
         prof = board_io.PROFILES[board]
         gpio = GPIO[board]
         self.board = board
@@ -154,7 +161,7 @@ class Board:
         sck = gpio[prof["spi"][0]]
         self.ports = {502: free_port(), 80: free_port()}
         self.model = W5500Model(port_map=self.ports)
-        self.image = build_drive(board, self.folder, settings, files, code)
+        self.image = build_drive(board, self.folder, settings, files, code, pre_code)
         self.drive_out = os.path.join(self.folder, "drive-out.img")
         self.console = ""
         self.sim_ns = 0.0
