@@ -187,6 +187,26 @@ def test_api_status_reports_the_telegrams(story):
     assert status["free_memory"] > 0
 
 
+def test_api_status_counts_the_han_bytes(story):
+    status = judge(story, "status")["device"]
+    sent = sum(len(CORPUS[f]["hex"]) // 2 for _, f, _ in METERS)  # at least one of each
+    assert status["han_bytes"] >= sent
+
+
+def test_dashboard_loads_in_chromium(story):
+    values = judge(story, "dashboard")
+    kamstrup = CORPUS[METERS[-1][1]]["expected"]
+    assert values["active_power_import_w"] == "%d W" % kamstrup["active_power_import_w"]
+
+
+def test_settings_saved_on_the_web_page_are_on_the_drive(story):
+    assert judge(story, "settings") == "Saved."
+    toml = story["settings.toml"]
+    assert toml is not None, "no settings.toml on the drive after the run"
+    assert re.search(rb"^modbus_idle_timeout_s\s*=\s*%s\s*$" % IDLE_TIMEOUT_S.encode(), toml,
+                     re.M), toml
+
+
 def test_drive_image_holds_the_flash_tree(tmp_path):
     """The harness's drive: what flash.py installs, compiled by CircuitPython's mpy-cross, in
     a FAT image the emulated board mounts; extra files and a code.py prefix on top."""
