@@ -1,22 +1,37 @@
 # HAN2X open firmware: the two commands a newcomer needs are `make run` and `make test`.
-# Both set themselves up first (Python venv from requirements-dev.txt, Debian packages).
+# Both set themselves up first. `make run` needs only Python 3.11+ (Linux, macOS, Windows with
+# WSL): a venv with requirements-run.txt. `make test` adds requirements-dev.txt and the
+# system packages the tests use (apt-get on Debian/Ubuntu; elsewhere it lists what is missing).
 
-PY      := .venv/bin/python
-STAMP   := .venv/.installed
+PY       := .venv/bin/python
+RUN_STAMP := .venv/.installed-run
+STAMP    := .venv/.installed
 APT_PKGS := mbpoll libmodbus-dev mtools dosfstools chromium chromium-driver pkg-config gcc nodejs npm
 
 .PHONY: setup run test test-fast bench lint clean
 
 setup: $(STAMP) .system-deps
 
-$(STAMP): requirements-dev.txt
-	python3 -m venv .venv
+# The venv itself: made once (an existing one, possibly shared, is left as it is).
+$(PY):
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "make: Python 3.11 or newer is needed as python3 (this is $$(python3 --version 2>&1))"; exit 1; }
+	@python3 -m venv .venv || { echo "make: python3 -m venv failed. On Debian/Ubuntu:" \
+	  "apt-get install python3-venv; then run make again."; rm -rf .venv; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
 
-# Debian packages for the real Modbus clients, FAT images and the headless browser.
-.system-deps: Makefile
+# What `make run` needs: the simulator and pyserial, nothing else.
+$(RUN_STAMP): requirements-run.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-run.txt
+	touch $(RUN_STAMP)
+
+# Everything the tests and benchmarks need (requirements-dev.txt includes requirements-run.txt).
+$(STAMP): requirements-dev.txt requirements-run.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP) $(RUN_STAMP)
+
+# System packages for the real Modbus clients, FAT images and the headless browser (tests only).
+.system-deps: Makefile tools/setup_system.sh
 	@sh tools/setup_system.sh $(APT_PKGS)
 	@touch .system-deps
 
@@ -32,7 +47,7 @@ $(NPM_STAMP): tests/rp2040/package-lock.json .system-deps
 	cd tests/rp2040 && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
-run: setup
+run: $(RUN_STAMP)
 	$(PY) tools/simulate.py $(ARGS)
 
 # --dist loadgroup: each emulated board boots once, on one worker (tests/test_board_emu.py).
