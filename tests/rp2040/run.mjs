@@ -225,7 +225,9 @@ process.stdin.on('data', (chunk) => {
   }
 });
 process.stdin.on('end', () => exit('stdin closed'));
-setInterval(() => out({ t: now(), ...stats, pc: mcu.core.PC.toString(16) }), 200);
+// sm: per PIO, per state machine: 1 enabled + 2 stepped by its clock alarm
+const smState = () => mcu.pio.map((p) => p.machines.map((m) => (m.enabled ? 1 : 0) + (m.running ? 2 : 0)).join('')).join('/');
+setInterval(() => out({ t: now(), ...stats, sm: smState(), pc: mcu.core.PC.toString(16) }), 200);
 setTimeout(() => exit('timeout', 2), Number(opt.timeout || 600) * 1000);
 
 mcu.core.PC = 0x10000000;
