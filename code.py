@@ -70,6 +70,15 @@ def main():
     else:
         net.attach(web)
         app.add(web)
+    def han_stream(port):  # docs/integration.md: the module is loaded only when it is on
+        from han2x_core.hanstream import HanStream
+
+        stream = HanStream(net.pool, port, send_timeout_s=0.1)
+        net.attach(stream)
+        app.add(stream)
+        return stream
+
+    app.stream_factory = han_stream  # App.configure builds it when han_stream_port is set
     ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))
     if board_io.dhcp_requested(microcontroller):
         ind.blink(indicators.BLINK_DHCP, now)

@@ -226,7 +226,7 @@ class Routes:
             self.too_many(conn)
             return
         ctx = Ctx(self, lang, now_ms, authed)
-        api = path[:5] == "/api/" or path == "/data.json"
+        api = path[:5] == "/api/" or path == "/data.json"  # JSON: 401, never a redirect
         locked = self.password != "" and not authed and (self.protect == "all" or path in (
             "/settings", "/api/settings", "/logout", "/usb-write", "/tariff"))
         if locked and path != "/login":
@@ -305,6 +305,9 @@ class Routes:
         self.json(conn, {"hex": hexlify(self.app.last_frame).decode(),
                          "age_s": None if age is None else age // 1000})
 
+    def _data_json(self, conn, request, ctx):  # evcc's amsleser template (docs/integration.md)
+        self.json(conn, webapi.data_json(self.app))
+
     def _api_settings(self, conn, request, ctx):
         self.json(conn, webapi.public_settings(self.app.settings))
 
@@ -315,11 +318,11 @@ class Routes:
         "/registers": _page_registers,
         "/login": _page_login,
         "/api/status": _api_status,
-        "/data.json": _api_status,  # the same, under the name other AMS readers use
         "/api/history": _api_history,
         "/api/registers": _api_registers,
         "/api/frame": _api_frame,
         "/api/settings": _api_settings,
+        "/data.json": _data_json,
     }
 
 
