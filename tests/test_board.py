@@ -406,7 +406,7 @@ def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
         runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
         # the han_* settings from the file reached the PIO receiver
         import adafruit_pioasm
-        from han2x_core.han_uart import program_source
+        from tools.han_pio import program_source
 
         want = adafruit_pioasm.Program(program_source("8N1", "inverted")).assembled
         assert [sm.program for sm in hw.rp2pio.instances] == [list(want)]
