@@ -56,6 +56,7 @@ class App:
         self.han_errors = 0
         self.loops = 0
         self.last_error = ""
+        self.free_memory_min = None  # lowest gc.mem_free() since start (code.py's loop)
 
     def add(self, service):
         """Add a polled service (Modbus server, web server, indicators, watchdog...)."""

@@ -110,6 +110,7 @@ T = {
     "modbus_clients": "Modbus clients connected",
     "modbus_requests": "Modbus requests served",
     "free_memory": "Free memory",
+    "free_memory_min": "Lowest free memory since start",
     "ip_now": "Address",
     "web_requests": "Web requests / errors",
     "last_error": "Last error",

@@ -110,6 +110,7 @@ T = {
     "modbus_clients": "Tilkoblede Modbus-klienter",
     "modbus_requests": "Besvarte Modbus-forespørsler",
     "free_memory": "Ledig minne",
+    "free_memory_min": "Minst ledig minne siden start",
     "ip_now": "Adresse",
     "web_requests": "Web-forespørsler / feil",
     "last_error": "Siste feil",

@@ -108,6 +108,7 @@ def device(app, web, now_ms):
         "modbus_clients": getattr(mb, "client_count", None),
         "modbus_requests": getattr(mb, "requests", None),
         "free_memory": free_memory(),
+        "free_memory_min": app.free_memory_min,
         "temperature_c": None if not t100 else (t100 - (t100 >> 15 << 16)) / 100,  # int16
         "ip": getattr(net, "ip", None) or app.settings.get("ip"),
         "web_requests": web.requests,

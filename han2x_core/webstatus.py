@@ -110,7 +110,7 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("line_format", "s"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
-         ("ip", "s"), ("web_requests", "n"), ("last_error", "s"))
+         ("free_memory_min", "mem"), ("ip", "s"), ("web_requests", "n"), ("last_error", "s"))
 
 
 def diagnostics(ctx):

@@ -29,7 +29,7 @@ class _Runmode:
 
 RunMode = _Runmode
 cpu = _Cpu()
-nvm = bytearray(256)
+nvm = bytearray(b"\xff" * 256)  # erased flash, as on a new board
 resets = []
 runmode = None
 watchdog = None
