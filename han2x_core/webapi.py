@@ -154,7 +154,7 @@ def history_chunks(app, now_ms):
 
     yield '{"step_s": 10, "samples": ['
     first = True
-    for sample in list(app.history):  # copy: the app may append while we stream
+    for sample in app.history():
         age_s = ticks_diff(now_ms, sample[0]) // 1000
         yield ("[%d,%d,%d]" if first else ",[%d,%d,%d]") % (age_s, sample[1], sample[2])
         first = False
