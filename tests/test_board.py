@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from fakes._state import installed
-from han2x_core import FIRMWARE_VERSION, board_io, indicators
+from han2x_core import FIRMWARE_VERSION, board_io, bootio, indicators
 from han2x_core import settings as S
 from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
 from util import ROOT, free_port, load_corpus
@@ -148,7 +148,7 @@ def test_boot_button_held_at_power_up_sets_dhcp(paths, capsys):
             if sum(sleeps) >= 1000:
                 hw.digitalio.levels["D5"] = True
 
-        lines = board_io.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
+        lines = bootio.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
                               hw.supervisor.ticks_ms, settings_path=settings, marker=marker)
         blinks = hw.digitalio.outputs["LED"]
         assert True in blinks and blinks.count(False) > 1  # the HAN LED blinked
@@ -168,7 +168,7 @@ def test_boot_stuck_button_does_not_hang(paths):
         def sleep(ms):
             hw.supervisor.advance(ms)
 
-        lines = board_io.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
+        lines = bootio.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
                               hw.supervisor.ticks_ms, settings_path=settings, marker=marker)
         assert hw.supervisor.ticks_ms() <= 31000
     assert any("DHCP mode set" in x for x in lines)
