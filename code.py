@@ -48,7 +48,14 @@ def main(startup):
     app = App(han, regs, now, settings=settings, store=store)
     app.settings_warning = warning
     app.usb_write = board_io.usb_write_hook(microcontroller)  # the web page's drive button
-    regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    from han2x_core.scaling import ScalingSaver
+
+    saver = ScalingSaver(app)  # a factor written over Modbus: saved at most once a minute
+    regs.on_scaling_change = saver.changed
+    app.add(saver)
+    energy_warning = app.restore_energy(board_io.ENERGY_PATH)  # docs/registers.md
+    if energy_warning:
+        print(energy_warning)
     han.watch(app.hdlc)
     han.configure(settings)  # the PIO receiver and its ring before anything else
     from han2x_core.modbus_server import ModbusServer

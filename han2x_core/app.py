@@ -21,6 +21,19 @@ _LAST_ERROR_LEN = const(120)
 _STICKY = ("meter", "list_version", "meter_id", "meter_type")
 
 
+def _import_energystate():
+    from han2x_core import energystate
+
+    return energystate
+
+
+def _drop_energystate():
+    """Loaded for the start and each hourly save only (it is not needed in between)."""
+    import sys
+
+    sys.modules.pop("han2x_core.energystate", None)
+
+
 class App:
     """The device: owns the HAN reader, the register image and the polled services.
 
@@ -41,6 +54,14 @@ class App:
         # cannot) and returns the callable that restarts the board, which the web server
         # runs once its answer is sent (board_io.usb_write_hook).
         self.usb_write = None
+        # The energy state file (energystate.py): its path once restore_energy() ran, the
+        # files object it is written through (None = the real os), the last warning, and
+        # what was saved last (registers.hourly, meter hour).
+        self.energy_path = None
+        self.energy_files = None
+        self.energy_warning = None
+        self._energy_hourly = 0
+        self._energy_hour = None
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame
@@ -109,6 +130,38 @@ class App:
         self.configure(clean)
         return {}
 
+    def restore_energy(self, path, files=None):
+        """At start: serve the energies saved before the restart, and from now on save them
+        to path on each hourly total, at most once per meter hour. Returns a warning or
+        None (a damaged file is not restored; the device goes on)."""
+        self.energy_path = path
+        self.energy_files = files
+        energystate = _import_energystate()
+        try:
+            state, self.energy_warning = energystate.load(path, files)
+        finally:
+            _drop_energystate()
+        if state is not None:
+            self.registers.restore(*state)
+            self._energy_hour = state[1][:4] if state[1] else None
+        return self.energy_warning
+
+    def _save_energy(self):
+        regs = self.registers
+        self._energy_hourly = regs.hourly
+        state = regs.energy_state()
+        hour = state[1][:4] if state[1] else None  # meter clock: year, month, day, hour
+        if hour is not None and hour == self._energy_hour:
+            return  # at most once per meter hour (the autumn's repeated hour)
+        try:
+            if _import_energystate().save(self.energy_path, state, self.energy_files):
+                self._energy_hour = hour
+            self.energy_warning = None
+        except Exception as e:  # read-only drive, out of memory: the next hour tries again
+            self.energy_warning = "energy state not saved: %s: %s" % (type(e).__name__, e)
+        finally:
+            _drop_energystate()
+
     def step(self, now_ms):
         """Do one bounded round of work. Never raises; errors are counted and kept."""
         self.loops += 1
@@ -170,6 +223,8 @@ class App:
         self.last_list = reading.get("list")
         self._merge(reading)
         self.registers.update(reading, now_ms)
+        if self.energy_path is not None and self.registers.hourly != self._energy_hourly:
+            self._save_energy()  # before any client can read the new totals
         self._record_history(now_ms)
         if self.on_frame is not None:
             self.on_frame(reading, now_ms)

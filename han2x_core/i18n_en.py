@@ -1,8 +1,9 @@
 """Web page texts in English (keys shared with i18n_nb.py; a test checks they match).
 
-One string with a "\\nkey=text" line per text (i18n.tr finds the key): on the board it is
-one object of about 5 KB, where a dict of its 126 keys and texts held 16 KB while a
-page rendered (CircuitPython 10.2.1, from .mpy).
+One string with a "\\nkey=text" line per text (i18n.tr finds the key): a dict of
+str keys and texts held about twice as much of the board's heap while a page
+rendered (CircuitPython 10.2.1, from .mpy: the dashboard's page modules and texts
+25,200 -> 14,192 bytes).
 """
 
 T = (
@@ -50,13 +51,16 @@ T = (
     "\nsaved=Saved."
     "\nnot_saved=Nothing was saved: correct the marked fields."
     "\nmoved=The device moves to its new address within 10 seconds:"
+    "\nmoved_pc=This is the simulator on a PC: it stays where it is. A board would now use:"
     "\nmoved_dhcp=The device now asks the DHCP server for an address; find it in your "
     "router's list of clients, under the name"
     "\nexpired=The form expired (the device restarted). Check the values and save again."
     "\nstore_err=Could not write the settings file:"
     "\nkeep_pw=unchanged if left empty"
     "\nclear_pw=Remove the password"
-    "\npw_hint=Forgotten? Hold FACTRESET, or edit settings.toml on the USB drive."
+    "\npw_hint=Forgotten? Hold the FACTRESET button for 5 s while the device runs, "
+    "until the HAN LED blinks fast: every setting goes back to the factory "
+    "default (no password, address 192.168.1.232)."
     "\ndhcp=Use DHCP"
     "\nip=IP address"
     "\nnetmask=Netmask"
@@ -67,6 +71,8 @@ T = (
     "\nmodbus_max_clients=Max clients"
     "\nmodbus_idle_timeout_s=Idle timeout (s)"
     "\nmodbus_unit_id=Unit id (0 = any)"
+    "\nmodbus_read_only=Refuse Modbus writes"
+    "\nscaling_unsaved=Scaling factor not saved yet"
     "\nscaling_factor=Scaling factor (1000 = x1)"
     "\nhan_line=Line format"
     "\nhan_polarity=Polarity"
@@ -75,7 +81,9 @@ T = (
     "\nweb_password=Password"
     "\nweb_protect=Password protects"
     "\nlanguage=Language"
-    "\ne_ip=Not a valid address for this network (like 192.168.1.232)"
+    "\ne_ip=Not an IPv4 address (like 192.168.1.232)"
+    "\ne_ip_net=Not a normal host address in this network"
+    "\ne_dns=Not an IPv4 address; 0.0.0.0 means none"
     "\ne_netmask=Not a valid netmask (like 255.255.255.0)"
     "\ne_gateway=Must be an address in the same network (or 0.0.0.0)"
     "\naddr_now=Address now"
@@ -84,7 +92,7 @@ T = (
     "\ne_modbus_max_clients=Must be 1 to 5"
     "\ne_modbus_idle_timeout_s=Must be 5 to 3600 seconds"
     "\ne_modbus_unit_id=Must be 0 to 255"
-    "\ne_scaling_factor=Must be 10 to 1000000"
+    "\ne_scaling_factor=A whole number from 10 to 1000000; 1000 = x1, so 2500 means x2.5"
     "\ne_hostname=Letters, digits and '-' only, at most 63"
     "\ne_choice=Choose one of the listed values"
     "\ne_web_password=At most 64 printable characters"
@@ -116,6 +124,8 @@ T = (
     "\nfree_memory=Free memory"
     "\nfree_memory_min=Lowest free memory since start"
     "\nip_now=Address"
+    "\nmac=MAC address"
+    "\nnet_mode=Address mode"
     "\nweb_requests=Web requests / errors"
     "\nlast_error=Last error"
     "\naddress=Address"
@@ -127,7 +137,7 @@ T = (
     " - 40001."
     "\nlogin_title=Password required"
     "\nlogin_bad=Wrong password."
-    "\nlogin_wait=Too many attempts; wait a minute."
+    "\nlogin_wait=Too many wrong passwords; wait a little and try again."
     "\nbad_request=Refused: the form did not come from this device's page."
     "\nusb_title=Firmware update"
     "\nusb_note=Restarts the device so that a computer on USB can write the CIRCUITPY "

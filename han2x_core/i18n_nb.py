@@ -1,8 +1,9 @@
 """Web page texts in Norwegian bokmål (keys shared with i18n_en.py; a test checks they match).
 
-One string with a "\\nkey=text" line per text (i18n.tr finds the key): on the board it is
-one object of about 5 KB, where a dict of its 126 keys and texts held 16 KB while a
-page rendered (CircuitPython 10.2.1, from .mpy).
+One string with a "\\nkey=text" line per text (i18n.tr finds the key): a dict of
+str keys and texts held about twice as much of the board's heap while a page
+rendered (CircuitPython 10.2.1, from .mpy: the dashboard's page modules and texts
+25,200 -> 14,192 bytes).
 """
 
 T = (
@@ -51,13 +52,16 @@ T = (
     "\nsaved=Lagret."
     "\nnot_saved=Ingenting ble lagret: rett opp feltene som er merket."
     "\nmoved=Enheten flytter til sin nye adresse innen 10 sekunder:"
+    "\nmoved_pc=Dette er simulatoren på en PC: den blir der den er. Et kort ville nå brukt:"
     "\nmoved_dhcp=Enheten ber nå DHCP-serveren om en adresse; finn den i ruterens liste "
     "over klienter, under navnet"
     "\nexpired=Skjemaet er utløpt (enheten startet på nytt). Sjekk verdiene og lagre igjen."
     "\nstore_err=Kunne ikke skrive innstillingsfilen:"
     "\nkeep_pw=uendret hvis tomt"
     "\nclear_pw=Fjern passordet"
-    "\npw_hint=Glemt? Hold inne FACTRESET, eller rediger settings.toml på USB-disken."
+    "\npw_hint=Glemt? Hold FACTRESET-knappen inne i 5 s mens enheten går, til HAN-"
+    "lampen blinker raskt: alle innstillinger blir som fra fabrikken (uten "
+    "passord, adresse 192.168.1.232)."
     "\ndhcp=Bruk DHCP"
     "\nip=IP-adresse"
     "\nnetmask=Nettmaske"
@@ -68,6 +72,8 @@ T = (
     "\nmodbus_max_clients=Maks klienter"
     "\nmodbus_idle_timeout_s=Tidsavbrudd ved inaktivitet (s)"
     "\nmodbus_unit_id=Enhets-ID (0 = alle)"
+    "\nmodbus_read_only=Avvis skriving over Modbus"
+    "\nscaling_unsaved=Skaleringsfaktor ikke lagret ennå"
     "\nscaling_factor=Skaleringsfaktor (1000 = x1)"
     "\nhan_line=Linjeformat"
     "\nhan_polarity=Polaritet"
@@ -76,7 +82,9 @@ T = (
     "\nweb_password=Passord"
     "\nweb_protect=Passordet beskytter"
     "\nlanguage=Språk"
-    "\ne_ip=Ikke en gyldig adresse for dette nettet (som 192.168.1.232)"
+    "\ne_ip=Ikke en IPv4-adresse (som 192.168.1.232)"
+    "\ne_ip_net=Ikke en vanlig vertsadresse i dette nettet"
+    "\ne_dns=Ikke en IPv4-adresse; 0.0.0.0 betyr ingen"
     "\ne_netmask=Ikke en gyldig nettmaske (som 255.255.255.0)"
     "\ne_gateway=Må være en adresse i samme nett som IP-adressen (eller 0.0.0.0)"
     "\naddr_now=Adresse nå"
@@ -85,7 +93,7 @@ T = (
     "\ne_modbus_max_clients=Må være 1 til 5"
     "\ne_modbus_idle_timeout_s=Må være 5 til 3600 sekunder"
     "\ne_modbus_unit_id=Må være 0 til 255"
-    "\ne_scaling_factor=Må være 10 til 1000000"
+    "\ne_scaling_factor=Et heltall fra 10 til 1000000; 1000 = x1, så 2500 betyr x2,5"
     "\ne_hostname=Kun bokstaver, sifre og '-', høyst 63"
     "\ne_choice=Velg en av verdiene i listen"
     "\ne_web_password=Høyst 64 synlige tegn"
@@ -117,6 +125,8 @@ T = (
     "\nfree_memory=Ledig minne"
     "\nfree_memory_min=Minst ledig minne siden start"
     "\nip_now=Adresse"
+    "\nmac=MAC-adresse"
+    "\nnet_mode=Adressemodus"
     "\nweb_requests=Web-forespørsler / feil"
     "\nlast_error=Siste feil"
     "\naddress=Adresse"
@@ -128,7 +138,7 @@ T = (
     "adresse - 40001."
     "\nlogin_title=Passord kreves"
     "\nlogin_bad=Feil passord."
-    "\nlogin_wait=For mange forsøk; vent et minutt."
+    "\nlogin_wait=For mange feil passord; vent litt og prøv igjen."
     "\nbad_request=Avvist: skjemaet kom ikke fra enhetens egen side."
     "\nusb_title=Fastvareoppdatering"
     "\nusb_note=Starter enheten på nytt slik at en datamaskin på USB kan skrive til "

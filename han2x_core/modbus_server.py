@@ -57,7 +57,7 @@ class ModbusServer:
         self.client_count = 0
         self.accepted = 0
         self.accept_tries = 0  # polls that called accept() (rate-limited, see _ACCEPT_EVERY_MS)
-        self.evicted = 0  # closed to make room for a new client (longest idle first)
+        self.evicted = 0  # closed to make room for a new client (_victim)
         self.timed_out = 0  # closed after idle_timeout_ms without a request byte
         self.stalled = 0  # closed because their answers could not be sent
         self.closed_by_peer = 0
@@ -199,15 +199,15 @@ class ModbusServer:
                 self._close_listener()
                 return False
             # adafruit_wiznet5k: "All sockets in use." The client holds the listener's
-            # hardware socket; free one by closing our longest-idle client.
-            victim = self._longest_idle()
+            # hardware socket; free one by closing a client (_victim).
+            victim = self._victim()
             if victim is not None:
                 self.evicted += 1
                 self._close(victim)
             return False
         slot = None
         if self.client_count >= self.max_clients:
-            slot = self._longest_idle()
+            slot = self._victim()
             if slot is not None:
                 self.evicted += 1
                 self._close(slot)
@@ -231,17 +231,29 @@ class ModbusServer:
             self.errors += 1
             self.last_error = "close: %s" % (e,)
 
-    def _longest_idle(self):
+    def _victim(self):
+        """The client to close for a new one: a connection that has never sent a whole
+        request goes first, the newest of them (a flood of idle connections then evicts its
+        own, not a real client waiting between polls); else the longest-idle client."""
         victim = None
         for c in self._clients:
-            if c.sock is not None and (victim is None or
-                                       ticks_diff(c.last_rx_ms, victim.last_rx_ms) < 0):
+            if c.sock is None:
+                continue
+            if victim is None:
+                victim = c
+            elif c.answered != victim.answered:
+                if not c.answered:
+                    victim = c
+            elif c.answered:
+                if ticks_diff(c.last_rx_ms, victim.last_rx_ms) < 0:
+                    victim = c
+            elif ticks_diff(c.since_ms, victim.since_ms) >= 0:
                 victim = c
         return victim
 
     def _shrink(self):
         while self.client_count > self.max_clients:
-            victim = self._longest_idle()
+            victim = self._victim()
             if victim is None:
                 break
             self.evicted += 1

@@ -188,7 +188,7 @@ def test_boot_survives_errors(paths, capsys, monkeypatch):
 
 @pytest.mark.parametrize("reason,resets", [
     ("BROWNOUT", True), ("HARD_FAULT", True), ("WATCHDOG", True), ("STACK_OVERFLOW", True),
-    ("HEAP_OVERWRITTEN", True), ("USER", False), ("PROGRAMMATIC", False),
+    ("GC_ALLOC_OUTSIDE_VM", True), ("USER", False), ("PROGRAMMATIC", False),
     ("SDK_FATAL_ERROR", True), ("NO_CIRCUITPY", False),
 ])
 def test_safemode_resets_unless_the_user_asked(reason, resets, monkeypatch, capsys):
@@ -339,7 +339,7 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, 
                 wave.t = float(sm.clock)
                 wave.idle(4).chars(frame, "8E1").idle(4)
                 sm.attach(wave)
-                sm.run(int(wave.t) - sm.clock)
+                sm.emulate(int(wave.t) - sm.clock)
                 state["sent"] = True
                 hw.mem_free[0] = 91234  # one busy step: the lowest free heap since start
                 thread.start()

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,10 +121,7 @@ def test_reader_survives_mutated_streams_with_bounded_memory(parts, chunks):
 
 
 def test_atheris_libfuzzer_run(tmp_path):
-    try:
-        import atheris  # noqa: F401
-    except ImportError:
-        pytest.skip("atheris not installed")
+    import atheris  # noqa: F401  (pinned in requirements-dev.txt: missing is a failure)
     seeds = tmp_path / "corpus"
     seeds.mkdir()
     for i, f in enumerate(FRAMES):

@@ -15,8 +15,11 @@ MKFS = shutil.which("mkfs.fat") or "/usr/sbin/mkfs.fat"
 FSCK = shutil.which("fsck.fat") or "/usr/sbin/fsck.fat"
 MTOOLS = shutil.which("mcopy")
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(MKFS) and MTOOLS),
-                                reason="dosfstools and mtools are installed by make setup")
+
+
+def test_fat_tools_are_installed():
+    """dosfstools and mtools come from `make setup`; without them these tests must fail."""
+    assert os.path.exists(MKFS) and MTOOLS, "run make setup (installs dosfstools, mtools)"
 
 
 class PowerCut(Exception):

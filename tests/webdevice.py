@@ -69,14 +69,10 @@ class Device:
         self.app.add(self.web)
         self.modbus = None
         if modbus:
-            try:
-                from han2x_core.modbus_server import ModbusServer
-            except ImportError:
-                ModbusServer = None
-            if ModbusServer is not None:
-                self.modbus = ModbusServer(socket, self.regs, port=s["modbus_port"])
-                self.modbus.start("127.0.0.1")
-                self.app.add(self.modbus)
+            from han2x_core.modbus_server import ModbusServer
+            self.modbus = ModbusServer(socket, self.regs, port=s["modbus_port"])
+            self.modbus.start("127.0.0.1")
+            self.app.add(self.modbus)
         self.app.configure(s)
         self.max_step_s = 0.0
         self._stop = False

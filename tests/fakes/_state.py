@@ -9,6 +9,8 @@ rp2pio, storage, supervisor, watchdog) and restores whatever was there afterward
 Blinka's modules in the same test process are not disturbed. CircuitPython's gc.mem_free()
 is there too while installed: it answers hw.mem_free[0] (bytes). load(name) gives one fresh
 module without touching sys.modules (for code that takes modules as arguments).
+Either way every function and method the circuitpython-stubs describe binds its arguments
+against the stub's signature first (_stubs.strict).
 """
 
 import contextlib
@@ -16,6 +18,8 @@ import importlib.util
 import os
 import sys
 import types
+
+from fakes import _stubs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = ("watchdog", "microcontroller", "board", "busio", "digitalio", "rp2pio", "storage",
@@ -26,7 +30,7 @@ def load(name):
     spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, name + ".py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod
+    return _stubs.strict(mod, name)
 
 
 @contextlib.contextmanager
@@ -42,7 +46,7 @@ def installed(board_id="wiznet_w5500_evb_pico"):
             mod = importlib.util.module_from_spec(spec)
             sys.modules[name] = mod
             spec.loader.exec_module(mod)
-            setattr(ns, name, mod)
+            setattr(ns, name, _stubs.strict(mod, name))
         ns.microcontroller._reset()
         ns.board.board_id = board_id
         yield ns

@@ -1,10 +1,17 @@
-"""Fake busio: SPI (records) and UART (reads from a byte queue `rx`)."""
+"""Fake busio: SPI (records; every transfer needs the lock) and UART (reads from a byte
+queue `rx`). Signatures: circuitpython-stubs (_stubs.strict wraps every method)."""
+
+
+def _requires_lock(spi):
+    if not spi.locked:
+        raise RuntimeError("Function requires lock")  # the board's words
 
 
 class SPI:
-    def __init__(self, clock, MOSI=None, MISO=None):
+    def __init__(self, clock, MOSI=None, MISO=None, half_duplex=False):
         self.pins = (clock, MOSI, MISO)
         self.locked = False
+        self.frequency = 250000
 
     def try_lock(self):
         if self.locked:
@@ -15,16 +22,22 @@ class SPI:
     def unlock(self):
         self.locked = False
 
-    def configure(self, baudrate=100000, polarity=0, phase=0, bits=8):
-        pass
+    def configure(self, *, baudrate=100000, polarity=0, phase=0, bits=8):
+        _requires_lock(self)
+        self.frequency = baudrate
 
-    def write(self, buf, start=0, end=None):
-        pass
+    def write(self, buffer, *, start=0, end=None):
+        _requires_lock(self)
 
-    def readinto(self, buf, start=0, end=None, write_value=0):
-        end = len(buf) if end is None else end
+    def readinto(self, buffer, *, start=0, end=None, write_value=0):
+        _requires_lock(self)
+        end = len(buffer) if end is None else end
         for i in range(start, end):
-            buf[i] = 0
+            buffer[i] = 0
+
+    def write_readinto(self, out_buffer, in_buffer, *, out_start=0, out_end=None, in_start=0,
+                       in_end=None):
+        _requires_lock(self)
 
     def deinit(self):
         pass
@@ -38,7 +51,7 @@ class UART:
     instances = []
 
     def __init__(self, tx=None, rx=None, *, baudrate=9600, bits=8, parity=None, stop=1,
-                 timeout=1, receiver_buffer_size=64):
+                 timeout=1, receiver_buffer_size=64, **unused):
         self.rx_pin = rx
         self.baudrate = baudrate
         self.bits = bits
@@ -64,6 +77,9 @@ class UART:
 
     def deinit(self):
         self.closed = True
+
+
+TEST_ONLY = ("UART.instances",)
 
 
 def _reset():

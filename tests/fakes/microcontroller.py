@@ -2,8 +2,15 @@
 
 
 class Pin:
-    def __init__(self, name):
-        self.name = name
+    def __init__(self):
+        raise TypeError("cannot create 'Pin' instances")  # only board.X gives pins
+
+    @classmethod
+    def _make(cls, name, gpio):
+        pin = object.__new__(cls)
+        pin.name = name
+        pin.gpio = gpio
+        return pin
 
     def __repr__(self):
         return "board." + self.name
@@ -13,22 +20,21 @@ class ResetCalled(SystemExit):
     """microcontroller.reset() never returns on the board; here it ends the test run."""
 
 
-class _Cpu:
+class Processor:
     def __init__(self):
         self.temperature = 27.5
         self.frequency = 125000000
         self.uid = bytearray(b"\xe6\x61\x38\x10\x23\x45\x67\x89")
 
 
-class _Runmode:
+class RunMode:
     NORMAL = "normal"
     SAFE_MODE = "safe"
     UF2 = "uf2"
     BOOTLOADER = "bootloader"
 
 
-RunMode = _Runmode
-cpu = _Cpu()
+cpu = Processor()
 nvm = bytearray(b"\xff" * 256)  # erased flash, as on a new board
 resets = []
 runmode = None
@@ -40,14 +46,17 @@ def reset():
     raise ResetCalled()
 
 
-def on_next_reset(mode):
+def on_next_reset(run_mode):
     global runmode
-    runmode = mode
+    runmode = run_mode
+
+
+TEST_ONLY = ("ResetCalled", "resets", "runmode")
 
 
 def _reset():
     global cpu, resets, runmode
-    cpu = _Cpu()
+    cpu = Processor()
     resets = []
     runmode = None
     import watchdog as wd

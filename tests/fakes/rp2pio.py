@@ -1,7 +1,7 @@
 """Fake rp2pio that really runs the PIO program, in rp2040-pio-emulator (pioemu).
 
 StateMachine(...) keeps the program and settings. The test describes the RX line with a
-`Line` (levels over time, in PIO clocks) and calls `sm.run(clocks)`: the emulator executes
+`Line` (levels over time, in PIO clocks) and calls `sm.emulate(clocks)`: the emulator executes
 the program clock by clock with the line on GPIO0, and every word the program pushes goes
 where the RP2040's DMA would put it: the next slot of the background_read(loop=...) ring,
 or the RX FIFO (4 words, later pushes stall) for readinto().
@@ -69,11 +69,14 @@ class Line:
 
 class StateMachine:
     def __init__(self, program, frequency, *, first_in_pin=None, jmp_pin=None,
-                 in_shift_right=True, wrap_target=0, wrap=-1, sideset_enable=False,
-                 pull_in_pin_up=0, pull_in_pin_down=0, auto_push=False, push_threshold=32,
-                 **kw):
+                 in_shift_right=True, wrap_target=0, wrap=-1, pull_in_pin_up=0,
+                 pull_in_pin_down=0, auto_push=False, push_threshold=32, **unused):
+        """Keyword arguments are those of the stubs (checked by _stubs.strict); the ones the
+        emulator cannot honour stay at their defaults or raise."""
         import pioemu  # noqa: F401  (fail early when the emulator is missing)
 
+        if first_in_pin is None:
+            raise ValueError("the fake receives on first_in_pin; none given")
         self.program = list(program)
         self.frequency = frequency
         self.first_in_pin = first_in_pin
@@ -85,7 +88,7 @@ class StateMachine:
         self.wrap = wrap if wrap >= 0 else len(self.program) - 1
         self.pull_in_pin_up = pull_in_pin_up
         self.pull_in_pin_down = pull_in_pin_down
-        self.kw = kw
+        self.unused = unused
         self.line = None
         self.invert = False
         self.fifo = deque()
@@ -114,18 +117,24 @@ class StateMachine:
     def in_waiting(self):
         return len(self.fifo)
 
-    def readinto(self, buf, *, start=0, end=None, swap=False):
-        end = len(buf) if end is None else end
+    def readinto(self, buffer, *, start=0, end=None, swap=False):
+        end = len(buffer) if end is None else end
         for i in range(start, end):
-            while not self.fifo:
+            if not self.fifo:
                 raise RuntimeError("fake readinto would block forever")
-            buf[i] = self.fifo.popleft()
+            buffer[i] = self.fifo.popleft()
 
     def deinit(self):
         self.deinited = True
 
     def _start(self):
         import pioemu
+
+        # The emulator has no IN_BASE: pins are numbered from first_in_pin, where the line
+        # is. JMP PIN reads the GPIO jmp_pin names (GPIO 0 when None, as EXECCTRL resets),
+        # which is the line only when it is the same pin.
+        base = self.first_in_pin.gpio
+        jmp = (0 if self.jmp_pin is None else self.jmp_pin.gpio) - base
 
         def source(clock: int) -> int:
             if self.line is None:
@@ -134,11 +143,12 @@ class StateMachine:
 
         self._gen = pioemu.emulate(
             self.program, stop_when=lambda op, state: False, input_source=source,
-            shift_isr_right=self.in_shift_right, jmp_pin=0, auto_push=self.auto_push,
+            shift_isr_right=self.in_shift_right, jmp_pin=jmp if jmp >= 0 else 31,
+            auto_push=self.auto_push,
             push_threshold=self.push_threshold,
             wrap_target=self.wrap_target, wrap_top=self.wrap)
 
-    def run(self, clocks):
+    def emulate(self, clocks):
         """Run the program for `clocks` PIO clocks; move pushed words like the DMA does."""
         if self._gen is None:
             self._start()
@@ -166,6 +176,9 @@ class _NoBackground(StateMachine):
     """A CircuitPython without background_read (before 9.1)."""
 
     background_read = property(lambda self: (_ for _ in ()).throw(AttributeError()))
+
+
+TEST_ONLY = ("Line", "instances", "StateMachine.attach", "StateMachine.emulate")
 
 
 def _reset():

@@ -11,7 +11,7 @@ def advance(ms):
     _now[0] += ms
 
 
-class _Runtime:
+class Runtime:
     def __init__(self):
         self.usb_connected = False
         self.serial_connected = False
@@ -20,29 +20,27 @@ class _Runtime:
         self.autoreload = True
 
 
-class SafeModeReason:
+class SafeModeReason:  # exactly the members the stubs list
     NONE = "none"
     BROWNOUT = "brownout"
-    HARD_FAULT = "hard_fault"
-    WATCHDOG = "watchdog"
-    STACK_OVERFLOW = "stack_overflow"
-    HEAP_OVERWRITTEN = "heap_overwritten"
-    GC_ALLOC_OUTSIDE_VM = "gc_alloc_outside_vm"
-    INTERRUPT_ERROR = "interrupt_error"
-    NO_HEAP = "no_heap"
-    NO_CIRCUITPY = "no_circuitpy"
     FLASH_WRITE_FAIL = "flash_write_fail"
-    USER = "user"
+    GC_ALLOC_OUTSIDE_VM = "gc_alloc_outside_vm"
+    HARD_FAULT = "hard_fault"
+    INTERRUPT_ERROR = "interrupt_error"
+    NLR_JUMP_FAIL = "nlr_jump_fail"
+    NO_CIRCUITPY = "no_circuitpy"
+    NO_HEAP = "no_heap"
     PROGRAMMATIC = "programmatic"
-    SAFE_MODE_PY_ERROR = "safe_mode_py_error"
+    SDK_FATAL_ERROR = "sdk_fatal_error"
+    STACK_OVERFLOW = "stack_overflow"
+    USB_BOOT_DEVICE_NOT_INTERFACE_ZERO = "usb_boot_device_not_interface_zero"
     USB_TOO_MANY_ENDPOINTS = "usb_too_many_endpoints"
     USB_TOO_MANY_INTERFACE_NAMES = "usb_too_many_interface_names"
-    USB_BOOT_DEVICE_NOT_INTERFACE_ZERO = "usb_boot_device_not_interface_zero"
-    SDK_FATAL_ERROR = "sdk_fatal_error"
-    NLR_JUMP_FAIL = "nlr_jump_fail"
+    USER = "user"
+    WATCHDOG = "watchdog"
 
 
-runtime = _Runtime()
+runtime = Runtime()
 reloads = []
 
 
@@ -50,12 +48,15 @@ def reload():
     reloads.append(True)
 
 
-def set_next_code_file(filename, **kw):
+def set_next_code_file(filename, **options):
     pass
+
+
+TEST_ONLY = ("advance", "reloads")
 
 
 def _reset():
     global runtime
     _now[0] = 0
-    runtime = _Runtime()
+    runtime = Runtime()
     reloads.clear()
