@@ -578,7 +578,7 @@ def test_code_py_start_order_han_and_modbus_before_the_web_server(paths, monkeyp
     monkeypatch.setattr(web.WebServer, "__init__", init)
     with code_py_first_step(monkeypatch) as (app, _hw):
         assert seen["pio"] == 1
-        assert seen["services"][:2] == ["Network", "ModbusServer"]
+        assert {"Network", "ModbusServer"} <= set(seen["services"])
         assert [type(s).__name__ for s in app.services][-2:] == ["WebServer", "Watchdog"]
         assert app.free_memory_min == _hw.mem_free[0]  # gc.mem_free() once started
         out = bytearray(4)
