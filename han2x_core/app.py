@@ -4,6 +4,8 @@ One App.step(now_ms) does a bounded amount of work and never blocks. The same Ap
 the board (code.py) and on the PC (tools/simulate.py); only the objects passed in differ.
 """
 
+from array import array
+
 from micropython import const
 
 from han2x_core import decode_frame, DecodeError
@@ -88,13 +90,19 @@ class App:
         self.last_frame_ms = None
         self.last_frame = b""  # the last raw frame, valid or not (diagnostics page)
         self.last_list = None
-        self.history = []  # (age_anchor_ms, import_w, export_w); bounded by _HISTORY
+        # Power samples for the chart: a ring of (time_ms, import_w, export_w), preallocated
+        # (180 tuples in a list would hold ~6.5 KB of the board's heap once full, and make
+        # garbage every sample); history() reads it.
+        self._history = array("l", range(3 * _HISTORY))
+        self.history_len = 0
+        self._history_at = 0  # slot of the next sample
         self._history_next_ms = now_ms
         self.decode_errors = 0
         self.service_errors = 0
         self.han_errors = 0
         self.loops = 0
         self.last_error = ""  # "where: what" of the newest contained error (error())
+        self.free_memory_min = None  # lowest gc.mem_free() since start (code.py's loop)
         for part in [han] + self.services:
             self._wire(part)
 
@@ -327,18 +335,28 @@ class App:
             if reading.get(key) is None and key in latest and latest[key] is None:
                 latest.pop(key)
 
+    def history(self):
+        """The power samples, oldest first, as (time_ms, import_w, export_w). A sample
+        taken while this is iterated reuses a slot already read (one per 10 s at most)."""
+        h = self._history
+        n = self.history_len
+        first = (self._history_at - n) % _HISTORY
+        for i in range(n):
+            j = 3 * ((first + i) % _HISTORY)
+            yield h[j], h[j + 1], h[j + 2]
+
     def _record_history(self, now_ms):
-        if ticks_diff(now_ms, self._history_next_ms) < 0 and self.history:
+        if ticks_diff(now_ms, self._history_next_ms) < 0 and self.history_len:
             return
         self._history_next_ms = ticks_add(now_ms, _HISTORY_STEP_MS)
-        sample = (
-            now_ms,
-            self.latest.get("active_power_import_w") or 0,
-            self.latest.get("active_power_export_w") or 0,
-        )
-        if len(self.history) >= _HISTORY:
-            self.history.pop(0)
-        self.history.append(sample)
+        h = self._history
+        j = 3 * self._history_at
+        h[j] = now_ms
+        h[j + 1] = self.latest.get("active_power_import_w") or 0
+        h[j + 2] = self.latest.get("active_power_export_w") or 0
+        self._history_at = (self._history_at + 1) % _HISTORY
+        if self.history_len < _HISTORY:
+            self.history_len += 1
 
     def error(self, where, e):
         """Keep a contained error for /api/status and the diagnostics page: where (a name, or

@@ -116,6 +116,7 @@ def device(app, web, now_ms):
         "modbus_clients": getattr(mb, "client_count", None),
         "modbus_requests": getattr(mb, "requests", None),
         "free_memory": free_memory(),
+        "free_memory_min": app.free_memory_min,
         "temperature_c": None if not t100 else (t100 - (t100 >> 15 << 16)) / 100,  # int16
         "ip": getattr(net, "ip", None) or app.settings.get("ip"),
         "mac": _mac(net), "hostname": getattr(net, "hostname", None),
@@ -210,7 +211,7 @@ def history_chunks(app, now_ms):
 
     yield '{"step_s": 10, "samples": ['
     first = True
-    for sample in list(app.history):  # copy: the app may append while we stream
+    for sample in app.history():
         age_s = ticks_diff(now_ms, sample[0]) // 1000
         yield ("[%d,%d,%d]" if first else ",[%d,%d,%d]") % (age_s, sample[1], sample[2])
         first = False

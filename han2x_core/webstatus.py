@@ -116,9 +116,9 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("line_format", "s"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
-         ("ip", "s"), ("mac", "s"), ("hostname", "s"), ("net_mode", "s"),
-         ("web_requests", "n"), ("stream_clients", "n"), ("scaling_unsaved", "n"),
-         ("last_error", "s"))
+         ("free_memory_min", "mem"), ("ip", "s"), ("mac", "s"), ("hostname", "s"),
+         ("net_mode", "s"), ("web_requests", "n"), ("stream_clients", "n"),
+         ("scaling_unsaved", "n"), ("last_error", "s"))
 
 
 def diagnostics(ctx):

@@ -475,6 +475,15 @@ def test_extended_block():
     assert COUNT == 102
 
 
+def test_lowest_free_heap_register():
+    regs = Registers()
+    assert words(regs, 77, 2) == [0, 0]  # none yet (a PC has no gc.mem_free)
+    regs.set_free_memory_min(91234)
+    assert words(regs, 77, 2) == [91234 >> 16, 91234 & 0xFFFF]
+    regs.update({"active_power_import_w": 5}, 0)  # a telegram re-renders; the value stays
+    assert words(regs, 77, 2) == [1, 91234 - 65536]
+
+
 def test_consistent_snapshot_single_read():
     # One read copies the whole range: an update between two reads never mixes halves.
     regs = Registers()
