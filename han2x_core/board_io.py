@@ -8,8 +8,6 @@ docs/settings.md.
 
 from micropython import const
 
-from han2x_core.settings import DEFAULTS
-from han2x_core.storage import READ_ONLY_MESSAGE
 from han2x_core.ticks import ticks_add, ticks_diff
 
 SETTINGS_PATH = "/settings.toml"
@@ -95,10 +93,16 @@ def factory_reset(app):
 
     Returns True when saved; False when the drive is not writable (the defaults are then
     applied anyway, until the next restart, and the web page says why)."""
-    errors = app.save_settings(dict(DEFAULTS))
+    from han2x_core import unload
+    from han2x_core.settings import DEFAULTS
+    from han2x_core.storage import READ_ONLY_MESSAGE
+
+    defaults = dict(DEFAULTS)
+    unload("settings")
+    errors = app.save_settings(dict(defaults))
     if not errors:
         return True
-    app.configure(dict(DEFAULTS))
+    app.configure(defaults)
     app.settings_warning = errors.get("_store") or READ_ONLY_MESSAGE
     return False
 
