@@ -104,17 +104,33 @@ def test_web_client_that_resets_before_accept_does_not_kill_the_listener():
 
 
 def test_sockets_lost_in_the_drivers_accept_race_are_reclaimed():
-    """With syn_delay_s=0 a queued client lands on a socket the instant it listens, so the
-    driver's accept() raises after its socket swap and loses the accepted Socket object with
-    its hardware socket reserved and open. The network's janitor must give them back."""
+    """A SYN that arrives the instant a socket listens (syn_delay_s=0, and a client that
+    connects as each LISTEN command completes) makes the driver's accept() raise after its
+    socket swap and lose the accepted Socket object with its hardware socket reserved and
+    open. The network's janitor must give them back."""
     import test_soak
 
     with Device(web=False) as dev:
         port = dev.port(502)
         assert answer(port) == [FIRMWARE_VERSION]
-        dev.model.syn_delay_s = 0
+        model, racers = dev.model, []
+        real_listen = model._listen
+
+        def listen_then_syn(s):
+            real_listen(s)
+            if len(racers) < 6:
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))  # the kernel completes it at once
+                racers.append(c)
+
+        model.syn_delay_s = 0
+        model._listen = listen_then_syn
         test_soak.crowd(port, 8, 5, seconds=4.0)
-        dev.model.syn_delay_s = 0.001
+        model._listen = real_listen
+        model.syn_delay_s = 0.001
+        for c in racers:
+            c.close()
         deadline = time.monotonic() + 8.0
         while time.monotonic() < deadline and (
                 dev.modbus.client_count or dev.sockets_in_use()[0] != 1):
