@@ -18,6 +18,7 @@ from han2x_core.han_reader import HanReader
 from han2x_core.modbus_server import ModbusServer
 from han2x_core.network import Network
 from han2x_core.registers import Registers
+from han2x_core.scaling import ScalingSaver
 from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
 
 
@@ -36,7 +37,12 @@ def main():
     app = App(han, regs, now, settings=settings, store=store)
     app.settings_warning = warning
     app.usb_write = board_io.usb_write_hook(microcontroller)  # the web page's drive button
-    regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    saver = ScalingSaver(app)  # a factor written over Modbus: saved at most once a minute
+    regs.on_scaling_change = saver.changed
+    app.add(saver)
+    energy_warning = app.restore_energy(board_io.ENERGY_PATH)  # docs/registers.md
+    if energy_warning:
+        print(energy_warning)
     han.watch(app.hdlc)
     sck, mosi, miso = (board_io.pin(board, name) for name in prof["spi"])
     reset = board_io.output(digitalio, board, prof["w5500_reset"], True)  # held out of reset

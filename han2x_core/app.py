@@ -19,6 +19,19 @@ _LAST_ERROR_LEN = const(120)
 _STICKY = ("meter", "list_version", "meter_id", "meter_type")
 
 
+def _import_energystate():
+    from han2x_core import energystate
+
+    return energystate
+
+
+def _drop_energystate():
+    """Loaded for the start and each hourly save only (it is not needed in between)."""
+    import sys
+
+    sys.modules.pop("han2x_core.energystate", None)
+
+
 class App:
     """The device: owns the HAN reader, the register image and the polled services.
 
@@ -39,6 +52,14 @@ class App:
         # cannot) and returns the callable that restarts the board, which the web server
         # runs once its answer is sent (board_io.usb_write_hook).
         self.usb_write = None
+        # The energy state file (energystate.py): its path once restore_energy() ran, the
+        # files object it is written through (None = the real os), the last warning, and
+        # what was saved last (registers.hourly, meter hour).
+        self.energy_path = None
+        self.energy_files = None
+        self.energy_warning = None
+        self._energy_hourly = 0
+        self._energy_hour = None
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame
@@ -55,11 +76,20 @@ class App:
         self.service_errors = 0
         self.han_errors = 0
         self.loops = 0
-        self.last_error = ""
+        self.last_error = ""  # "where: what" of the newest contained error (error())
+        for part in [han] + self.services:
+            self._wire(part)
 
     def add(self, service):
         """Add a polled service (Modbus server, web server, indicators, watchdog...)."""
         self.services.append(service)
+        self._wire(service)
+
+    def _wire(self, part):
+        """A part that contains its own errors (web, Modbus, HAN reader) has a `report`
+        attribute: it calls report(where, what) for each, so last_error shows it."""
+        if part is not None and getattr(part, "report", 0) is None:
+            part.report = self.error
 
     def configure(self, settings):
         """Hand validated settings to every part that has configure(settings)."""
@@ -71,7 +101,7 @@ class App:
                     configure(settings)
                 except Exception as e:
                     self.service_errors += 1
-                    self._error(part, e)
+                    self.error(part, e)
 
     def save_settings(self, changes):
         """Validate changes (a dict of some keys), persist, then apply.
@@ -92,14 +122,48 @@ class App:
                 self.store.save(clean)
             except OSError as e:
                 self.settings_warning = str(e)
+                self.error("settings", e)
                 return {"_store": str(e)}
             except Exception as e:  # e.g. MemoryError: the old file stays (atomic write)
                 message = "could not save: %s: %s" % (type(e).__name__, e)
                 self.settings_warning = message
+                self.error("settings", message)
                 return {"_store": message}
         self.settings_warning = None
         self.configure(clean)
         return {}
+
+    def restore_energy(self, path, files=None):
+        """At start: serve the energies saved before the restart, and from now on save them
+        to path on each hourly total, at most once per meter hour. Returns a warning or
+        None (a damaged file is not restored; the device goes on)."""
+        self.energy_path = path
+        self.energy_files = files
+        energystate = _import_energystate()
+        try:
+            state, self.energy_warning = energystate.load(path, files)
+        finally:
+            _drop_energystate()
+        if state is not None:
+            self.registers.restore(*state)
+            self._energy_hour = state[1][:4] if state[1] else None
+        return self.energy_warning
+
+    def _save_energy(self):
+        regs = self.registers
+        self._energy_hourly = regs.hourly
+        state = regs.energy_state()
+        hour = state[1][:4] if state[1] else None  # meter clock: year, month, day, hour
+        if hour is not None and hour == self._energy_hour:
+            return  # at most once per meter hour (the autumn's repeated hour)
+        try:
+            if _import_energystate().save(self.energy_path, state, self.energy_files):
+                self._energy_hour = hour
+            self.energy_warning = None
+        except Exception as e:  # read-only drive, out of memory: the next hour tries again
+            self.energy_warning = "energy state not saved: %s: %s" % (type(e).__name__, e)
+        finally:
+            _drop_energystate()
 
     def step(self, now_ms):
         """Do one bounded round of work. Never raises; errors are counted and kept."""
@@ -107,25 +171,25 @@ class App:
         try:
             self._read_han(now_ms)
         except MemoryError:
-            self._error("han", "out of memory")
+            self.error("han", "out of memory")
             self.han_errors += 1
         except Exception as e:  # a broken reader must not stop Modbus
             self.han_errors += 1
-            self._error("han", e)
+            self.error("han", e)
         try:
             self.registers.tick(now_ms)
         except Exception as e:
             self.service_errors += 1
-            self._error("registers", e)
+            self.error("registers", e)
         for service in self.services:
             try:
                 service.poll(now_ms)
             except MemoryError:
                 self.service_errors += 1
-                self._error(service, "out of memory")
+                self.error(service, "out of memory")
             except Exception as e:
                 self.service_errors += 1
-                self._error(service, e)
+                self.error(service, e)
 
     def data_age_ms(self, now_ms):
         """Milliseconds since the last valid telegram, or None before the first."""
@@ -154,7 +218,7 @@ class App:
             reading = decode_frame(raw)
         except DecodeError as e:
             self.decode_errors += 1
-            self._error("decode", e)
+            self.error("decode", e)
             self.last_frame = raw
             return
         self.last_frame = raw
@@ -162,6 +226,8 @@ class App:
         self.last_list = reading.get("list")
         self._merge(reading)
         self.registers.update(reading, now_ms)
+        if self.energy_path is not None and self.registers.hourly != self._energy_hourly:
+            self._save_energy()  # before any client can read the new totals
         self._record_history(now_ms)
         if self.on_frame is not None:
             self.on_frame(reading, now_ms)
@@ -191,8 +257,13 @@ class App:
             self.history.pop(0)
         self.history.append(sample)
 
-    def _error(self, where, e):
+    def error(self, where, e):
+        """Keep a contained error for /api/status and the diagnostics page: where (a name, or
+        a part with .name) and what (an exception or a text)."""
         name = getattr(where, "name", None) or (where if isinstance(where, str) else
                                                  type(where).__name__)
-        text = "%s: %s" % (name, e)
+        try:
+            text = "%s: %s" % (name, e)
+        except MemoryError:  # keep at least where it happened
+            text = name
         self.last_error = text[:_LAST_ERROR_LEN]

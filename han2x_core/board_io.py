@@ -13,6 +13,7 @@ from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
 from han2x_core.ticks import ticks_add, ticks_diff
 
 SETTINGS_PATH = "/settings.toml"
+ENERGY_PATH = "/energy_state.txt"  # the meter's last hourly totals (energystate.py)
 # CIRCUITPY ownership: the board writes the drive, unless this file exists at power-up.
 # Then the computer writes it for that one start; boot.py deletes the file, so the next
 # reset gives the drive back to the board. A file starting with "keep" is not deleted.

@@ -1,6 +1,8 @@
 """Estimated energy between the meter's hourly totals (han2x-spec, docs/registers.md
 "Estimated energy"): each hourly total re-bases an estimate that adds power x time, in
 integers, and never goes backwards. Aidon's repeated old hour is recognised and ignored.
+The last totals and estimates survive a restart through restore() (docs/registers.md
+"Energy across restarts"); while the meter id stays the same neither ever decreases.
 Sans-I/O: time comes in as now_ms. Used by registers.py.
 """
 
@@ -22,23 +24,40 @@ _CLOCK_KEYS = ("year", "month", "day", "hour", "minute", "second")
 class EnergyEstimate:
     """Four estimates, one per total. power arguments are the current A+, A-, R+, R- power
     in W / var (the first four items of a list). est_ms: tick of the last integration step,
-    None until the first telegram; have_base: an hourly total has arrived."""
+    None until the first telegram; have_base: an hourly total has arrived since the start;
+    restored: values came from restore() and no hourly total has confirmed them yet."""
 
     def __init__(self):
         self._base = [0] * 4  # last hourly total, Wh
         self._since = [0] * 4  # whole Wh integrated since that total
         self._acc = [0] * 4  # remainder, W x ms (< 3.6e6)
         self._served = [0] * 4  # last estimate served, Wh: never goes backwards
+        self.top = [0] * 4  # highest hourly total of this meter, Wh: never goes backwards
         self.have_base = False
+        self.restored = False
         self._totals_clock = None
         self.est_ms = None
 
     def forget(self):
         """Another meter: start again from its first hourly total."""
         for i in range(4):
-            self._base[i] = self._since[i] = self._acc[i] = self._served[i] = 0
+            self._base[i] = self._since[i] = self._acc[i] = self._served[i] = self.top[i] = 0
         self.have_base = False
+        self.restored = False
         self._totals_clock = None
+
+    def restore(self, clock, totals, estimates):
+        """Values saved before a restart (energystate.py): served at once, held (no
+        integration) until the meter's next hourly total, which never lowers them."""
+        for i in range(4):
+            self._base[i] = self.top[i] = totals[i]
+            self._served[i] = estimates[i] if estimates[i] > totals[i] else totals[i]
+        self._totals_clock = clock  # so a repeat of that hour is still recognised
+        self.restored = True
+
+    def state(self):
+        """(meter clock tuple or None, totals, estimates) to save; lists are copies."""
+        return self._totals_clock, list(self.top), list(self._served)
 
     def totals(self, reading, power, now_ms):
         """Take the hourly totals of a decoded reading. Returns 1 when taken, 0 when the
@@ -53,11 +72,13 @@ class EnergyEstimate:
         key = None
         if clock:
             key = tuple(clock.get(k) or 0 for k in _CLOCK_KEYS)  # allocates (hourly)
-            if self._totals_clock is not None and key <= self._totals_clock and \
+            old = self._totals_clock
+            if old is not None and (key < old or key == old and not self.restored) and \
                     not self._grew(reading):
                 # Aidon may repeat the previous hour's list: same or older meter clock and
                 # no total above ours. (A clock that goes back with larger totals is the
-                # autumn daylight-saving change: taken.)
+                # autumn daylight-saving change: taken. The restored hour itself, sent
+                # again after a restart, is taken: the original map shows it.)
                 return -1
         self._totals_clock = key
         # The totals are the meter's registers frozen at the full hour; the telegram comes
@@ -81,9 +102,10 @@ class EnergyEstimate:
                 self._since[i] = 0
                 self._acc[i] = 0
                 self._add(i, power[i] * delay_ms)
-            if not self.have_base:
-                self._served[i] = total
+            if total > self.top[i]:
+                self.top[i] = total
         self.have_base = True
+        self.restored = False
         self.est_ms = now_ms
         return 1
 
@@ -120,10 +142,10 @@ class EnergyEstimate:
         self._acc[i] = acc
 
     def estimate(self, i):
-        """Estimate i in Wh: 0 before the first hourly total (like the cumulative
-        registers), else never less than the value returned before (after a re-base)."""
+        """Estimate i in Wh: before the first hourly total the restored value (0 when none),
+        else never less than the value returned before (after a re-base or a restore)."""
         if not self.have_base:
-            return 0
+            return self._served[i]
         est = self._base[i] + self._since[i]
         if est < self._served[i]:
             est = self._served[i]

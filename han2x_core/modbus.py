@@ -180,7 +180,9 @@ class ModbusConnection:
                 if _mbap_frames(rx, n, True) and not _rtu_frames(rx, rtu, n, True):
                     return MODE_MBAP
                 return MODE_RTU
-            if _rtu_frames(rx, rtu, n, False):
+            # A CRC that matches exactly where the MBAP frame ends is strong evidence too:
+            # then a request's first bytes may follow it.
+            if _rtu_frames(rx, rtu, n, rtu == 6 + rx[5]):
                 return MODE_RTU
             return MODE_MBAP if _mbap_fits(rx) or _mbap_frames(rx, n, False) else MODE_RTU
         if rtu_done:

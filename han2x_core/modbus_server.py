@@ -57,12 +57,13 @@ class ModbusServer:
         self.client_count = 0
         self.accepted = 0
         self.accept_tries = 0  # polls that called accept() (rate-limited, see _ACCEPT_EVERY_MS)
-        self.evicted = 0  # closed to make room for a new client (longest idle first)
+        self.evicted = 0  # closed to make room for a new client (_victim)
         self.timed_out = 0  # closed after idle_timeout_ms without a request byte
         self.stalled = 0  # closed because their answers could not be sent
         self.closed_by_peer = 0
         self.errors = 0  # socket errors (accept, recv, send, bind)
         self.last_error = ""
+        self.report = None  # App.error(where, what), set by the App
 
     # ---- counters shared with the protocol core ----------------------------------------------
 
@@ -185,12 +186,10 @@ class ModbusServer:
             sock, _ = self._listener.accept()
         except OSError as e:
             if not again(e):
-                self.errors += 1
-                self.last_error = "accept: %s" % (e,)
+                self._note("accept: %s" % (e,))
             return False
         except RuntimeError as e:
-            self.errors += 1
-            self.last_error = "accept: %s" % (e,)
+            self._note("accept: %s" % (e,))
             if "in use" not in str(e):
                 # adafruit_wiznet5k: a client that resets before accept() leaves the
                 # listening hardware socket CLOSED; accept() then closes our listener object
@@ -199,15 +198,15 @@ class ModbusServer:
                 self._close_listener()
                 return False
             # adafruit_wiznet5k: "All sockets in use." The client holds the listener's
-            # hardware socket; free one by closing our longest-idle client.
-            victim = self._longest_idle()
+            # hardware socket; free one by closing a client (_victim).
+            victim = self._victim()
             if victim is not None:
                 self.evicted += 1
                 self._close(victim)
             return False
         slot = None
         if self.client_count >= self.max_clients:
-            slot = self._longest_idle()
+            slot = self._victim()
             if slot is not None:
                 self.evicted += 1
                 self._close(slot)
@@ -228,20 +227,31 @@ class ModbusServer:
         try:
             sock.close()
         except Exception as e:  # noqa: BLE001 - closing must not raise into the loop
-            self.errors += 1
-            self.last_error = "close: %s" % (e,)
+            self._note("close: %s" % (e,))
 
-    def _longest_idle(self):
+    def _victim(self):
+        """The client to close for a new one: a connection that has never sent a whole
+        request goes first, the newest of them (a flood of idle connections then evicts its
+        own, not a real client waiting between polls); else the longest-idle client."""
         victim = None
         for c in self._clients:
-            if c.sock is not None and (victim is None or
-                                       ticks_diff(c.last_rx_ms, victim.last_rx_ms) < 0):
+            if c.sock is None:
+                continue
+            if victim is None:
+                victim = c
+            elif c.answered != victim.answered:
+                if not c.answered:
+                    victim = c
+            elif c.answered:
+                if ticks_diff(c.last_rx_ms, victim.last_rx_ms) < 0:
+                    victim = c
+            elif ticks_diff(c.since_ms, victim.since_ms) >= 0:
                 victim = c
         return victim
 
     def _shrink(self):
         while self.client_count > self.max_clients:
-            victim = self._longest_idle()
+            victim = self._victim()
             if victim is None:
                 break
             self.evicted += 1
@@ -254,9 +264,15 @@ class ModbusServer:
             self._close_sock(sock)
 
     def _fail(self, c, e):
-        self.errors += 1
-        self.last_error = "client: %s" % (e,)
+        self._note("client: %s" % (e,))
         self._close(c)
+
+    def _note(self, text):
+        """Count a contained error and hand it to the App (its last_error)."""
+        self.errors += 1
+        self.last_error = text
+        if self.report is not None:
+            self.report(self.name, text)
 
     def _close_listener(self):
         if self._listener is not None:
@@ -271,8 +287,7 @@ class ModbusServer:
             self._bind()
             self._bind_retry_ms = None
         except Exception as e:  # noqa: BLE001 - port in use: retry later, keep serving
-            self.errors += 1
-            self.last_error = "bind %d: %s" % (self._want_port, e)
+            self._note("bind %d: %s" % (self._want_port, e))
             self._bind_retry_ms = ticks_add(now_ms, _REBIND_MS)
 
     def _bind(self):

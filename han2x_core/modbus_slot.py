@@ -42,6 +42,8 @@ class ClientSlot:
         self.tx_len = 0
         self.tx_pos = 0
         self.last_rx_ms = 0
+        self.since_ms = 0  # when this connection came in
+        self.answered = False  # it has sent a whole request (eviction: modbus_server.victim)
         self.stall_ms = 0  # when the pending answer stopped moving
         self.recv_into = True
 
@@ -59,7 +61,8 @@ class ClientSlot:
         self.sock = sock
         self.conn.reset()
         self.tx_len = self.tx_pos = 0
-        self.last_rx_ms = now_ms
+        self.last_rx_ms = self.since_ms = now_ms
+        self.answered = False
         self.recv_into = hasattr(sock, "recv_into")  # MicroPython's socket has readinto
 
     def detach(self):
@@ -97,6 +100,7 @@ class ClientSlot:
             self.tx_len = m
             self.tx_pos = 0
             self.stall_ms = now_ms
+            self.answered = True
             if not self.flush(now_ms, send_timeout_s):
                 return PEER_CLOSED
             if self.tx_len:

@@ -45,6 +45,11 @@ STATUS_EVER_RECEIVED = const(2)
 STATUS_TOTALS = const(4)
 STATUS_CLOCK = const(8)
 STATUS_ESTIMATING = const(16)
+STATUS_RESTORED = const(32)  # energies restored at start, no hourly total since
+
+# Documented as never decreasing for one meter id, across restarts (docs/registers.md
+# "Energy across restarts"): the extended block's hourly totals, Wh (40062-40069).
+NEVER_DECREASING = (61, 63, 65, 67)
 
 # Raw value slots, in register order: 4 powers, 3 currents, 3 voltages, 4 energies.
 # Slot i is served at offset 2*i; slots 0-6 and 10-13 are scaled, 7-9 (voltage) are not.
@@ -73,6 +78,7 @@ class Registers:
         self.scaling = scaling if SCALING_MIN <= scaling <= SCALING_MAX else SCALING_DEFAULT
         self.firmware_version = firmware_version
         self.telegrams = 0
+        self.hourly = 0  # hourly totals taken since start (the app saves the state on change)
         self.stale_repeats = 0  # hourly lists ignored because older than the last one
         self._raw = [0] * _NKEYS
         self._present = 0
@@ -88,13 +94,16 @@ class Registers:
         self._age_ms = -1  # ms since the last telegram; -1 = none yet
         self._hours = None  # set_board(hours=...) overrides the uptime count
         self._temperature = 0
+        self.read_only = False  # settings modbus_read_only: every write gets exception 2
         self._scaling_write = ScalingWrite()  # a high word waiting for its low word
         self._render_all()
 
     # ---- feeding -------------------------------------------------------------------------
 
     def configure(self, settings):
-        """Apply settings["scaling_factor"] (from the settings store); no callback."""
+        """Apply settings["scaling_factor"] (from the settings store; no callback) and
+        modbus_read_only."""
+        self.read_only = settings.get("modbus_read_only", False)
         value = settings.get("scaling_factor", self.scaling)
         if SCALING_MIN <= value <= SCALING_MAX and value != self.scaling:
             self.scaling = value
@@ -119,6 +128,7 @@ class Registers:
         if taken < 0:
             self.stale_repeats += 1
         elif taken:
+            self.hourly += 1
             for i in range(_FIRST_ENERGY, _NKEYS):
                 value = reading.get(_KEYS[i])
                 if value is not None:
@@ -141,6 +151,16 @@ class Registers:
         if energy.est_ms is None:
             energy.est_ms = now_ms
         self._render_all()
+
+    def restore(self, meter_id, clock, totals, estimates):
+        """Energies saved before a restart (energystate.py; docs/registers.md)."""
+        self._meter_id = meter_id
+        self._energy.restore(clock, totals, estimates)
+        self._render_all()
+
+    def energy_state(self):
+        """(meter id, meter clock tuple, totals, estimates) for energystate.save."""
+        return (self._meter_id,) + self._energy.state()
 
     def tick(self, now_ms):
         """Advance clocks: uptime, hours, data age, estimation. Call every loop; cheap."""
@@ -195,7 +215,7 @@ class Registers:
         Only the scaling factor (offsets 48-49 and its mirror 44-45) is writable. A high word
         written alone waits for its low word (see docs/registers.md); a low word commits.
         """
-        if start < 0 or count < 1 or start + count > COUNT:
+        if start < 0 or count < 1 or start + count > COUNT or self.read_only:
             return 2
         for i in range(count):
             reg = start + i
@@ -246,10 +266,10 @@ class Registers:
         raw = self._raw
         for i in range(_FIRST_ENERGY):
             self._put32(2 * i, raw[i] if 7 <= i <= 9 else self._scaled(raw[i]))
+        top = self._energy.top
         for i in range(4):
-            wh = self._scaled(raw[_FIRST_ENERGY + i])
-            self._put32(2 * (_FIRST_ENERGY + i), wh // 1000)  # kWh, rounded down
-            self._put32(_OFF_ENERGY_WH + 2 * i, wh)
+            self._put32(2 * (_FIRST_ENERGY + i), self._scaled(raw[_FIRST_ENERGY + i]) // 1000)
+            self._put32(_OFF_ENERGY_WH + 2 * i, self._scaled(top[i]))  # never decreasing
         img = self.image
         struct.pack_into(">H", img, 2 * _OFF_FIRMWARE, self.firmware_version & 0xFFFF)
         self._put32(_OFF_SCALING_MIRROR, self.scaling)
@@ -270,7 +290,7 @@ class Registers:
         energy = self._energy
         for i in range(4):
             wh = self._scaled(energy.estimate(i))
-            self._put32(28 + 2 * i, wh // 1000)
+            self._put32(28 + 2 * i, wh // 1000 if energy.have_base else 0)  # the manual's 0
             self._put32(_OFF_ESTIMATE_WH + 2 * i, wh)
 
     def _render_dynamic(self):
@@ -288,6 +308,8 @@ class Registers:
             status |= STATUS_TOTALS
         if self._clock_ok:
             status |= STATUS_CLOCK
+        if self._energy.restored:
+            status |= STATUS_RESTORED
         age_s = 0xFFFF if age < 0 else age // 1000
         if age_s > 0xFFFF:
             age_s = 0xFFFF

@@ -1,10 +1,13 @@
 """The scaling factor's range and its Modbus write rules (han2x-spec; docs/registers.md
 "Scaling factor (40049-40050, mirrored at 40045-40046)"): a 32-bit value written one word
 at a time, where a high word written alone waits up to 30 s for its low word and a low word
-commits. Pure: used by registers.py, which serves the value.
+commits; and ScalingSaver, which persists a written factor coalesced. Pure: used by
+registers.py, which serves the value.
 """
 
 from micropython import const
+
+from han2x_core.ticks import ticks_diff
 
 SCALING_MIN = const(10)
 SCALING_MAX = const(1000000)
@@ -55,3 +58,62 @@ class ScalingWrite:
         else:
             self.pending_hi = -1
         return value
+
+
+_SAVE_EVERY_MS = const(60000)  # a factor written over Modbus is saved at most this often
+_SETTLE_MS = const(1000)  # ... and once it has not changed for this long (FC06 word pairs)
+
+
+class ScalingSaver:
+    """Persists a scaling factor written over Modbus without wearing out the flash: the
+    registers apply it at once (Registers.on_scaling_change = saver.changed), the settings
+    file gets it at most once a minute, the last value winning. scaling_unsaved: the value
+    not yet in the file (None = saved); power lost before then keeps the last saved one.
+    A polled service (App.add)."""
+
+    name = "scaling"
+
+    def __init__(self, app, every_ms=_SAVE_EVERY_MS):
+        self.app = app
+        self.every_ms = every_ms
+        self.scaling_unsaved = None
+        self.saves = 0
+        self._saved_ms = None
+        self._changed = False
+        self._changed_ms = 0
+
+    def changed(self, value):
+        settings = dict(self.app.settings)  # allocates (per changing write)
+        settings["scaling_factor"] = value
+        self.app.settings = settings  # a settings page save meanwhile keeps (and saves) it
+        self.scaling_unsaved = value
+        self._changed = True
+
+    def poll(self, now_ms):
+        if self.scaling_unsaved is None:
+            return
+        if self._changed:  # (re)start the settle time
+            self._changed = False
+            self._changed_ms = now_ms
+            return
+        if ticks_diff(now_ms, self._changed_ms) < _SETTLE_MS or (
+                self._saved_ms is not None and
+                ticks_diff(now_ms, self._saved_ms) < self.every_ms):
+            return
+        self.flush(now_ms)
+
+    def stop(self):
+        """A clean stop (the PC simulator's Device.close): save now."""
+        self.flush()
+
+    def flush(self, now_ms=None):
+        """Save the unsaved value now (also at a clean stop on the PC). A failed save (the
+        app shows why) is tried again a minute later."""
+        value = self.scaling_unsaved
+        if value is None:
+            return
+        self._saved_ms = now_ms
+        self.saves += 1
+        if not self.app.save_settings({"scaling_factor": value}):
+            if self.scaling_unsaved == value:
+                self.scaling_unsaved = None

@@ -27,6 +27,7 @@ DEFAULTS = {
     "modbus_max_clients": 4,
     "modbus_idle_timeout_s": 60,
     "modbus_unit_id": 0,
+    "modbus_read_only": False,
     "scaling_factor": 1000,
     "han_line": "auto",
     "han_polarity": "auto",
@@ -49,6 +50,8 @@ SCHEMA = (
     ("modbus_max_clients", _INT, 1, 5, "simultaneous Modbus clients (1..5)"),
     ("modbus_idle_timeout_s", _INT, 5, 3600, "close a Modbus client idle this long (s)"),
     ("modbus_unit_id", _INT, 0, 255, "0 = answer any unit id; 1..255 = only that one"),
+    ("modbus_read_only", _BOOL, None, None,
+     "true = refuse every Modbus write (the scaling factor is set here or on the web page)"),
     ("scaling_factor", _INT, 10, 1000000, "power/current/energy factor, 1000 = x1.000"),
     ("han_line", _ENUM, ("auto", "8E1", "8N1"), None, "HAN line format: auto, 8E1, 8N1"),
     ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None,
@@ -60,7 +63,21 @@ SCHEMA = (
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
 )
 
+def _hint(key):
+    """Appended to a key's message when its value is refused: what the number or 0.0.0.0
+    means (a function, not a table: nothing resident for a rare error)."""
+    if key == "scaling_factor":
+        return " (1000 = x1, so 2500 means x2.5)"
+    return " (0.0.0.0 means none)" if key in ("dns", "gateway") else ""
+
+
 _TRUE = ("true", "1", "on", "yes")
+
+
+def digits(text, most=10):
+    """True for 1..most ASCII digits (str.isdigit() takes '²', which int() refuses, and
+    CPython's int() refuses 5000 digits)."""
+    return 0 < len(text) <= most and not text.strip("0123456789")
 _FALSE = ("false", "0", "off", "no", "")
 
 
@@ -73,7 +90,7 @@ def _ip_int(text):
         return None
     value = 0
     for part in parts:
-        if not part or len(part) > 3 or not part.isdigit():
+        if not digits(part, 3):
             return None
         n = int(part)
         if n > 255:
@@ -109,11 +126,8 @@ def _check(key, kind, a, b, value):
         n = value
         if isinstance(value, str):
             v = value.strip()
-            if v[:1] in ("-", "+"):
-                digits = v[1:]
-            else:
-                digits = v
-            if not digits or not digits.isdigit():
+            number = v[1:] if v[:1] in ("-", "+") else v
+            if not digits(number):
                 return None, "must be a whole number from %d to %d" % (a, b)
             n = int(v)
         elif value is True or value is False or not isinstance(value, int):
@@ -162,21 +176,22 @@ def validate(d, old=None):
 
     Returns (clean, errors): clean has every key of DEFAULTS; a missing or bad field keeps
     its value from `old` (default: DEFAULTS). errors maps key -> English message. Keys that
-    are not settings are ignored.
+    are not settings are ignored. web_password None (settings.toml held one that cannot be
+    used: settings_toml.from_text) stays None: the protected pages stay locked.
     """
     base = old if old is not None else DEFAULTS
     clean = {}
     errors = {}
     for key, kind, a, b, _ in SCHEMA:
         fallback = base.get(key, DEFAULTS[key])
-        if key not in d:
-            clean[key] = fallback
+        if key not in d or (d[key] is None and key == "web_password"):
+            clean[key] = fallback if key not in d else None
             continue
         value, message = _check(key, kind, a, b, d[key])
         if message is None:
             clean[key] = value
         else:
-            errors[key] = message
+            errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
     if clean["web_port"] == clean["modbus_port"]:

@@ -5,7 +5,7 @@ true/false, # comments), the same subset CircuitPython's os.getenv() reads. Sche
 validation are settings.py. Pure core: no files, no clock.
 """
 
-from han2x_core.settings import DEFAULTS, SCHEMA, validate
+from han2x_core.settings import DEFAULTS, SCHEMA, digits as _digits, validate
 
 
 def _unquote(text, lineno, warnings):
@@ -53,8 +53,9 @@ def _unquote(text, lineno, warnings):
     return None, None
 
 
-def _value(text, lineno, warnings):
-    """Parse the value part of one line (comments allowed after it)."""
+def _value(text, lineno, warnings, secret=False):
+    """Parse the value part of one line (comments allowed after it); a secret's text is
+    never put in a warning."""
     text = text.strip()
     if text[:1] in ('"', "'"):
         value, rest = _unquote(text, lineno, warnings)
@@ -79,12 +80,16 @@ def _value(text, lineno, warnings):
         digits = digits[1:]
     try:
         if digits[:2] in ("0x", "0X"):
-            return sign * int(digits[2:], 16)
-        if digits and digits.isdigit():
+            if 0 < len(digits) - 2 <= 8 and not digits[2:].strip("0123456789abcdefABCDEF"):
+                return sign * int(digits[2:], 16)
+        elif _digits(digits, 30):
             return sign * int(digits)
     except ValueError:
         pass
-    warnings.append("line %d: cannot read the value %r" % (lineno, text[:20]))
+    if secret:
+        warnings.append("line %d: cannot read the value" % lineno)
+    else:
+        warnings.append("line %d: cannot read the value %r" % (lineno, text[:20]))
     return None
 
 
@@ -120,8 +125,10 @@ def parse(text):
         key = line[:eq].strip()
         if key[:1] == '"' and key[-1:] == '"' and len(key) >= 2:
             key = key[1:-1]
-        value = _value(line[eq + 1:], lineno, warnings)
+        value = _value(line[eq + 1:], lineno, warnings, key == "web_password")
         if value is None:
+            if key == "web_password":
+                d[key] = None  # unreadable: from_text keeps the pages locked
             continue
         if key in d:
             warnings.append("line %d: %s is set twice; the last one is used" % (lineno, key))
@@ -177,10 +184,19 @@ def serialise(d, extra=None):
     return "\n".join(lines)
 
 
+LOCKED = ("web_password %s; the pages it protects stay locked until it is fixed: correct it "
+          "in settings.toml on the drive, or hold the button for a factory reset")
+
+
 def from_text(text):
-    """parse + validate: (clean settings, extra keys, warnings). Bad fields get defaults."""
+    """parse + validate: (clean settings, extra keys, warnings). Bad fields get defaults,
+    except a password that cannot be used: None, which keeps the protected pages locked
+    (fail closed; the warning never shows the value)."""
     d, warnings = parse(text)
     clean, errors = validate(d)
+    if "web_password" in errors or clean["web_password"] is None:
+        warnings.append(LOCKED % errors.pop("web_password", "cannot be read"))
+        clean["web_password"] = None
     for key, _, _, _, _ in SCHEMA:
         if key in errors:
             warnings.append("%s %s; using %s" % (key, errors[key], format_value(clean[key])))

@@ -1,4 +1,5 @@
 """Atomic settings-file storage on the CIRCUITPY drive (or any directory on a PC).
+The same write and recovery (write_atomic, read_recovering) keep energystate.py's file.
 
 Write scheme (power may fail at any instant; the result is the old or the new file):
   1. write `<path>.new` with the full text plus a last line `# han2x-end <len> <crc32>`,
@@ -107,24 +108,61 @@ class OsFiles:
             sync()
 
 
+def write_atomic(files, path, data):
+    """Write sealed bytes to path by the scheme above; OSError when the drive refuses."""
+    new_path = path + ".new"
+    files.write(new_path, data)
+    files.sync()
+    if files.exists(path):
+        files.remove(path)
+        files.sync()
+    files.rename(new_path, path)
+    files.sync()
+
+
+def read_recovering(files, path):
+    """The file's bytes, None when there is none; finishes or drops an interrupted save.
+    Raises OSError when the drive cannot be read."""
+    new_path = path + ".new"
+    data = files.read(path)
+    if data is None:
+        data = files.read(new_path)
+        if data is None:
+            return None
+        if unseal(data) is None:
+            _drop(files, new_path)
+            return None
+        try:
+            files.rename(new_path, path)
+            files.sync()
+        except OSError:
+            pass  # read-only to the board now: use the .new content anyway
+        return data
+    _drop(files, new_path)
+    return data
+
+
+def _drop(files, path):
+    if files.exists(path):
+        try:
+            files.remove(path)
+            files.sync()
+        except OSError:
+            pass
+
+
 class SettingsStore:
     """load() -> (settings, warning or None); save(settings) raises OSError when it cannot."""
 
     def __init__(self, path, files=None):
         self.path = path
-        self.new_path = path + ".new"
         self.files = files if files is not None else OsFiles()
         self.extra = {}  # keys we do not own (CIRCUITPY_*), written back unchanged
 
     def load(self):
         """Read, recover and validate. Never raises: defaults plus a warning instead."""
-        files = self.files
         try:
-            data = files.read(self.path)
-            if data is None:
-                data = self._recover()
-            else:
-                self._drop_new()
+            data = read_recovering(self.files, self.path)
         except Exception as e:
             return dict(_settings.DEFAULTS), _UNREADABLE % e
         if data is None:
@@ -144,46 +182,18 @@ class SettingsStore:
             return clean, "Settings file: " + "; ".join(shown)
         return clean, None
 
-    def _recover(self):
-        """Main file missing: finish an interrupted save from a sealed .new, if any."""
-        files = self.files
-        data = files.read(self.new_path)
-        if data is None:
-            return None
-        if unseal(data) is None:
-            self._drop_new()
-            return None
-        try:
-            files.rename(self.new_path, self.path)
-            files.sync()
-        except OSError:
-            pass  # read-only to the board now: use the .new content anyway
-        return data
-
-    def _drop_new(self):
-        if self.files.exists(self.new_path):
-            try:
-                self.files.remove(self.new_path)
-                self.files.sync()
-            except OSError:
-                pass
-
     def save(self, settings):
         """Write settings atomically.
 
         Raises OSError whose str() is the user-facing reason: READ_ONLY_MESSAGE when the
         board may not write the drive (one argument, so str(e) is the same on every VM).
         """
+        if settings.get("web_password") is None:  # fail closed: never write "no password"
+            raise OSError("Settings not saved: web_password in settings.toml cannot be used. "
+                          "Correct it on the drive, or hold the button for a factory reset.")
         data = seal(serialise(settings, self.extra))
-        files = self.files
         try:
-            files.write(self.new_path, data)
-            files.sync()
-            if files.exists(self.path):
-                files.remove(self.path)
-                files.sync()
-            files.rename(self.new_path, self.path)
-            files.sync()
+            write_atomic(self.files, self.path, data)
         except OSError as e:
             code = e.args[0] if e.args else None
             if code in (_EROFS, _EACCES):

@@ -83,6 +83,11 @@ def han_state(app, now_ms):
     return "silent"
 
 
+def _mac(net):
+    mac = getattr(net, "mac", None)
+    return ":".join("%02x" % b for b in mac) if mac else None
+
+
 def device(app, web, now_ms):
     """The "device" object of /api/status."""
     h = app.hdlc
@@ -110,10 +115,15 @@ def device(app, web, now_ms):
         "free_memory": free_memory(),
         "temperature_c": None if not t100 else (t100 - (t100 >> 15 << 16)) / 100,  # int16
         "ip": getattr(net, "ip", None) or app.settings.get("ip"),
+        "mac": _mac(net), "hostname": getattr(net, "hostname", None),
+        "net_mode": getattr(net, "mode", None),
         "web_requests": web.requests,
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
+        "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
+                                   None),
+        "energy_warning": getattr(app, "energy_warning", None),
     }
 
 
@@ -128,23 +138,34 @@ def reading(app, now_ms):
     return out
 
 
-def estimated(app):
-    """Estimated energies as the registers serve them (Wh / VArh, after scaling)."""
+def _energies(app, offset):
+    """The four energies as the extended block serves them from offset (Wh / VArh, after
+    scaling; never decreasing, restored after a restart: docs/registers.md). None before
+    the first valid telegram unless restored (the registers then read 0: nothing known)."""
     buf = bytearray(4)
     regs = app.registers
+    restored = bool((read_register(regs, 50, 1, buf) or 0) & 32)  # 40051 bit 5
+    v = [None, None, None, None]
+    if app.latest or restored:
+        for i in range(4):
+            v[i] = read_register(regs, offset + 2 * i, 2, buf)
     return {
-        "active_energy_import_wh": read_register(regs, 69, 2, buf),
-        "active_energy_export_wh": read_register(regs, 71, 2, buf),
-        "reactive_energy_import_varh": read_register(regs, 73, 2, buf),
-        "reactive_energy_export_varh": read_register(regs, 75, 2, buf),
+        "active_energy_import_wh": v[0], "active_energy_export_wh": v[1],
+        "reactive_energy_import_varh": v[2], "reactive_energy_export_varh": v[3],
         "scaling_factor": getattr(regs, "scaling", None),
+        "restored": restored,
     }
+
+
+def estimated(app):
+    """Estimated energies as registers 40070-40077 serve them."""
+    return _energies(app, 69)
 
 
 def status(app, web, now_ms):
     """GET /api/status."""
     return {"reading": reading(app, now_ms), "device": device(app, web, now_ms),
-            "estimated": estimated(app)}
+            "totals": _energies(app, 61), "estimated": estimated(app)}
 
 
 def history_chunks(app, now_ms):
@@ -165,5 +186,5 @@ def public_settings(settings):
     out = {}
     for key in settings:
         out[key] = settings[key]
-    out["web_password"] = bool(settings.get("web_password"))
+    out["web_password"] = settings.get("web_password") != ""  # None: unusable, locked
     return out

@@ -21,7 +21,7 @@ _ETIMEDOUT = const(110)
 STATUS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
           411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-          422: "Unprocessable Content", 429: "Too Many Requests",
+          421: "Misdirected Request", 422: "Unprocessable Content", 429: "Too Many Requests",
           431: "Request Header Fields Too Large", 500: "Internal Server Error",
           503: "Service Unavailable"}
 
@@ -97,6 +97,9 @@ class Request:
 
     def __init__(self, raw, head_end):
         lines = bytes(raw[:head_end - 4]).decode().split("\r\n")  # allocates (per request)
+        for c in lines[0]:
+            if c < " " or c == "\x7f":  # a bare CR or LF would end up in a Location header
+                raise ValueError("control character in the request line")
         parts = lines[0].split(" ")
         if len(parts) != 3 or parts[2][:7] != "HTTP/1." or parts[1][:1] != "/":
             raise ValueError("bad request line")
@@ -151,6 +154,8 @@ class Conn:
         self.need = 0
         self.out = b""
         self.pos = 0
+        self.sent = 0  # bytes of the answer handed to the socket (0: it has not started)
+        self.path = None  # the request's path, for the error log
         self.gen = None
         self.unread = False  # the request body was not read (drain before closing)
         self.head = False  # HEAD: headers only
@@ -165,6 +170,8 @@ class Conn:
             end = buf.find(b"\r\n\r\n", 0, self.n)
             if end < 0:
                 return 431 if self.n >= _HEAD_MAX else 0
+            if end + 4 > _HEAD_MAX:  # also when it all came in one segment
+                return 431
             self.head_end = end + 4
             head = bytes(buf[:end]).lower()  # allocates (once per request)
             if b"\r\ntransfer-encoding:" in head:
@@ -173,12 +180,10 @@ class Conn:
             at = head.find(b"\r\ncontent-length:")
             if at >= 0:
                 stop = head.find(b"\r\n", at + 2)
-                try:
-                    length = int(head[at + 17:stop if stop > 0 else len(head)].strip())
-                except ValueError:
-                    return 400
-            if length < 0:
-                return 400
+                value = head[at + 17:stop if stop > 0 else len(head)].strip()
+                if not value or len(value) > 9 or value.strip(b"0123456789"):
+                    return 400  # ASCII digits only ("+5", "1_0" and "\xb2" are not)
+                length = int(value)
             if self.head_end + length > len(buf) or length > _BODY_MAX:
                 return 413
             self.need = self.head_end + length
@@ -259,4 +264,5 @@ class Conn:
         if not k:
             return False
         self.pos += k
+        self.sent += k
         return True

@@ -7,7 +7,7 @@ FIELDS = (
              ("gateway", "s", None), ("dns", "s", None), ("hostname", "s", None))),
     ("modbus", (("modbus_port", "i", None), ("modbus_max_clients", "i", None),
                 ("modbus_idle_timeout_s", "i", None), ("modbus_unit_id", "i", None),
-                ("scaling_factor", "i", None))),
+                ("scaling_factor", "i", None), ("modbus_read_only", "b", None))),
     ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
              ("han_polarity", "c", ("auto", "normal", "inverted")),
              ("han_input", "c", ("pio", "uart")))),
@@ -16,14 +16,19 @@ FIELDS = (
 )
 
 # Which Norwegian message explains an invalid value of each key.
-_NB_ERROR = {"ip": "e_ip", "netmask": "e_netmask", "gateway": "e_gateway", "dns": "e_ip",
+_NB_ERROR = {"ip": "e_ip_net", "netmask": "e_netmask", "gateway": "e_gateway",
              "modbus_port": "e_port", "web_port": "e_port", "han_line": "e_choice",
              "han_polarity": "e_choice", "han_input": "e_choice", "web_protect": "e_choice",
              "language": "e_choice"}
 
-PORT_CLASH = "must differ from the Modbus port"  # settings.validate's message
+PORT_CLASH = "must differ from the Modbus port"  # settings.validate's messages
+NOT_IPV4 = "must be an IPv4 address"
 
 
-def error_key(key):
-    """The i18n key of the Norwegian message for an invalid value of settings key."""
+def error_key(key, message):
+    """The i18n key of the Norwegian message for settings.validate's `message` on key."""
+    if message == PORT_CLASH:
+        return "e_port_clash"
+    if message.startswith(NOT_IPV4):  # not an address at all: say so before the network
+        return "e_ip" if key == "ip" else "e_dns"
     return _NB_ERROR.get(key, "e_" + key)

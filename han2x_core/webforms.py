@@ -82,7 +82,9 @@ def json_changes(data):
     changes = {}
     errors = {}
     for key in data:
-        if key in DEFAULTS:
+        if data[key] is None:
+            errors[key] = "must not be null"
+        elif key in DEFAULTS:
             changes[key] = data[key]
         else:
             errors[key] = "unknown setting"
@@ -118,13 +120,15 @@ def post_login(self, conn, request, ctx):
     if not (self.same_origin(request) and equal(form.get("csrf", ""), self.csrf)):
         self.page(conn, webpages.login(ctx, target, "bad_request"), 403)
         return
-    if self.locked(ctx.now_ms):
-        self.page(conn, webpages.login(ctx, target, "login_wait"), 429)
+    ok = self.check_password(conn, form.get("password", ""), ctx.now_ms)
+    if ok is None:
+        self.page(conn, webpages.login(ctx, target, "login_wait"), 429,
+                  "Retry-After: %d\r\n" % self.retry_s)
         return
-    token = self.login(form.get("password", ""), ctx.now_ms)
-    if token is None:
+    if not ok:
         self.page(conn, webpages.login(ctx, target, "login_bad"), 401)
         return
+    token = self.new_session()
     self.web.respond(conn, 303, "text/plain", "", "Location: %s\r\nSet-Cookie: han2x=%s; "
                      "Path=/; HttpOnly; SameSite=Strict\r\n" % (target, token))
 
@@ -133,10 +137,13 @@ def post_logout(self, conn, request, ctx):
     form = read_form(self, conn, request)
     if form is None:
         return
+    if not (self.same_origin(request) and equal(form.get("csrf", ""), self.csrf)):
+        self.web.respond(conn, 403, "text/plain", "not logged out: reload the page and try "
+                         "again\n")
+        return
     token = request.cookie("han2x")
-    if token in self.sessions and self.same_origin(request) and equal(form.get("csrf", ""),
-                                                                       self.csrf):
-        self.sessions.remove(token)  # this browser only
+    if token in self.sessions:
+        self.sessions.remove(token)  # this browser's session ends here, not only its cookie
     self.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
                      "Path=/; Max-Age=0\r\n")
 

@@ -29,11 +29,11 @@ def layout(ctx, page, title_key, body):
         yield '<a href="%s"%s>%s</a>' % (href, ' class="on"' if name == page else "",
                                          esc(tr(key, lang)))
     routes = ctx.routes
-    if routes.password and ctx.authed:
+    if routes.password != "" and ctx.authed:
         yield ('<form method="post" action="/logout"><input type="hidden" name="csrf" '
                'value="%s"><button id="logout">%s</button></form>'
                % (ctx.csrf, esc(tr("nav_logout", lang))))
-    elif routes.password:
+    elif routes.password != "":
         yield '<a href="/login" id="login">%s</a>' % esc(tr("nav_login", lang))
     yield "</nav></header><main>"
     for piece in body:

@@ -1,8 +1,10 @@
 """Routes of the web server: access control, CSRF checks, settings saving, dispatch.
 
-Password: a session cookie from the login form, or HTTP Basic (any user name) for scripts.
-Changes only by POST: forms carry a per-boot token and must come from our own origin;
-JSON posts must be application/json (a cross-site form cannot send that without CORS).
+Password: a session cookie from the login form, or HTTP Basic (any user name) for scripts;
+every wrong one counts against the client's address (webguard.py). Changes only by POST:
+forms carry a per-boot token and must come from our own origin; JSON posts must be
+application/json (a cross-site form cannot send that without CORS). Every request must name
+this device in its Host header (DNS rebinding). docs/web.md has the threat model.
 """
 
 import json
@@ -10,12 +12,9 @@ import json
 from micropython import const
 
 from han2x_core import webapi
-from han2x_core.ticks import ticks_add, ticks_diff
 from han2x_core.webconn import file_chunks, pick_language
 
 _SESSIONS = const(4)
-_MAX_FAILS = const(5)
-_LOCK_MS = const(60000)
 _JSON = "application/json"
 _HTML = "text/html; charset=utf-8"
 # Pages: never cached, never framed by another site, only our own script and style.
@@ -55,13 +54,28 @@ def _token():
 
 
 def equal(a, b):
-    """Compare two strings without stopping at the first difference."""
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for i in range(len(a)):
-        diff |= ord(a[i]) ^ ord(b[i])
+    """Compare a presented string a with the secret b in a time that depends only on b's
+    length: every character of b is read, whatever a is."""
+    n = len(a)
+    diff = n ^ len(b)
+    for i in range(len(b)):
+        diff |= (ord(a[i]) if i < n else 0x110000) ^ ord(b[i])
     return diff == 0
+
+
+def host_name(host):
+    """The name in a Host header, lower case, without its port and final dot; None when it
+    is not one."""
+    name = host.strip().lower()
+    i = name.rfind(":")
+    if i >= 0 and name[-1:] != "]":
+        port = name[i + 1:]
+        if not port or port.strip("0123456789"):
+            return None
+        name = name[:i]
+    if name[-1:] == ".":
+        name = name[:-1]
+    return name or None
 
 
 def local_path(target):
@@ -100,12 +114,14 @@ class Routes:
         self.language = "auto"
         self.unload = True  # release() after each page (saves heap on the board)
         self.sessions = []
-        self.fails = 0
-        self.locked_until = None
+        self.guard = None  # webguard.Guard, made when a password is first presented
+        self.retry_s = 0
         self.configure(app.settings)
 
     def configure(self, settings):
-        password = settings.get("web_password", "") or ""
+        # None: settings.toml holds a password that cannot be read (settings_toml.from_text):
+        # the protected pages stay locked, no password opens them.
+        password = settings.get("web_password", "")
         if password != self.password:
             self.sessions = []  # a new password logs everybody out
         self.password = password
@@ -113,8 +129,10 @@ class Routes:
         self.language = settings.get("language", "auto")
 
     # -- access --------------------------------------------------------------------------
-    def authorised(self, request):
-        if not self.password:
+    def authorised(self, conn, request, now_ms):
+        """True or False; None when the request's Basic password is not looked at because
+        its address must wait (webguard)."""
+        if self.password == "":
             return True
         cookie = request.cookie("han2x")
         if cookie:
@@ -128,10 +146,39 @@ class Routes:
 
                 pair = a2b_base64(auth[6:]).decode()
             except Exception:
-                return False
-            if ":" in pair:
-                return equal(pair.split(":", 1)[1], self.password)
+                pair = ""
+            return self.check_password(conn, pair.split(":", 1)[1] if ":" in pair else pair,
+                                       now_ms)
         return False
+
+    def check_password(self, conn, password, now_ms):
+        """True or False for a presented password, counted per client address; None while
+        the address must wait (self.retry_s seconds)."""
+        from han2x_core.webguard import check
+
+        return check(self, conn, password, now_ms)
+
+    def host_ok(self, conn, request):
+        """The Host header names this device: its address (the listener's, the network's
+        or, on a PC listening on all addresses, the connection's), its host name (also
+        .local), or localhost. Anything else is a DNS-rebinding page (docs/web.md). No Host
+        at all (an HTTP/1.0 script) is not a browser: answered."""
+        host = request.header("host")
+        if host is None:
+            return True
+        name = host_name(host)
+        if name is None:
+            return False
+        if name in ("localhost", "127.0.0.1", self.web.host):
+            return True
+        for part in self.app.services:
+            own = getattr(part, "hostname", None)
+            if own and name in (own.lower(), own.lower() + ".local", part.ip):
+                return True
+        try:  # CPython; the W5500 pool listens on the network's address (above)
+            return name == conn.sock.getsockname()[0]
+        except Exception:
+            return False
 
     def same_origin(self, request):
         """Origin (or else Referer), when the browser sends one, must be this host."""
@@ -145,16 +192,6 @@ class Routes:
             return host is not None and (referer == base or referer[:len(base) + 1] == base + "/")
         return True
 
-    def locked(self, now_ms):
-        """True while logins are refused after too many wrong passwords."""
-        if self.locked_until is None:
-            return False
-        if ticks_diff(now_ms, self.locked_until) < 0:
-            return True
-        self.locked_until = None
-        self.fails = 0
-        return False
-
     def new_session(self):
         """A new session token (the oldest of _SESSIONS is forgotten)."""
         token = _token()
@@ -162,16 +199,6 @@ class Routes:
         if len(self.sessions) > _SESSIONS:
             self.sessions.pop(0)
         return token
-
-    def login(self, password, now_ms):
-        """A new session token, or None for a wrong password (counted)."""
-        if self.password and equal(password, self.password):
-            self.fails = 0
-            return self.new_session()
-        self.fails += 1
-        if self.fails >= _MAX_FAILS:
-            self.locked_until = ticks_add(now_ms, _LOCK_MS)
-        return None
 
     # -- dispatch ------------------------------------------------------------------------
     def handle(self, conn, request, now_ms):
@@ -183,16 +210,23 @@ class Routes:
         if method not in ("GET", "HEAD", "POST"):
             web.respond(conn, 405, "text/plain", "method not allowed\n", "Allow: GET, POST\r\n")
             return
+        if not self.host_ok(conn, request):
+            web.respond(conn, 421, "text/plain", "this device answers only to its own address "
+                        "or host name\n")
+            return
         static = _STATIC.get(path)
         if static is not None and method != "POST":
             headers = "Cache-Control: max-age=86400\r\n"
             web.respond(conn, 200, static[1], file_chunks(self.www + "/" + static[0]), headers)
             return
         lang = pick_language(self.language, request.header("accept-language"))
-        authed = self.authorised(request)
+        authed = self.authorised(conn, request, now_ms)
+        if authed is None:
+            self.too_many(conn)
+            return
         ctx = Ctx(self, lang, now_ms, authed)
         api = path[:5] == "/api/"
-        locked = self.password and not authed and (self.protect == "all" or path in (
+        locked = self.password != "" and not authed and (self.protect == "all" or path in (
             "/settings", "/api/settings", "/logout", "/usb-write"))
         if locked and path != "/login":
             if api or method == "POST":
@@ -215,6 +249,10 @@ class Routes:
             return
         handler(self, conn, request, ctx)
         conn.transient = self.unload and path[:5] != "/api/"
+
+    def too_many(self, conn):
+        self.web.respond(conn, 429, "text/plain", "too many wrong passwords: wait %d s\n" %
+                         self.retry_s, "Retry-After: %d\r\n" % self.retry_s)
 
     def page(self, conn, gen, status=200, headers=""):
         self.web.respond(conn, status, _HTML, gen, _PAGE_HEADERS + headers)

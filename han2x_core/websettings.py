@@ -18,8 +18,7 @@ def _error_text(key, message, lang):
 
     if lang != "nb":
         return message
-    return tr("e_port_clash" if message == webfields.PORT_CLASH else webfields.error_key(key),
-              lang)
+    return tr(webfields.error_key(key, message), lang)
 
 
 def _settings(ctx, form, errors, notice):
@@ -31,8 +30,10 @@ def _settings(ctx, form, errors, notice):
     if notice == "saved" or notice == "moved":
         yield '<p class="ok" id="notice">%s</p>' % esc(tr("saved", lang))
     if notice == "moved":
+        net = webapi.service_with(app, "hostname")
+        if getattr(net, "stays", False):  # the PC simulator does not move (tools/simulate.py)
+            yield '<p class="ok" id="moved-pc">%s</p>' % esc(tr("moved_pc", lang))
         if current.get("dhcp"):
-            net = webapi.service_with(app, "hostname")
             name = current.get("hostname") or getattr(net, "hostname", "") or "han2x"
             yield '<p class="ok" id="moved">%s <b>%s</b></p>' % (esc(tr("moved_dhcp", lang)),
                                                                    esc(name))

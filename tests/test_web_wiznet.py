@@ -82,6 +82,16 @@ def test_pages_json_and_bad_input_on_the_w5500():
     assert data["reading"]["active_power_import_w"] == frame(AIDON_L2)["expected"][
         "active_power_import_w"]
     assert data["device"]["ip"] == "192.168.1.232"
+    # what a router's lease list shows, to find or reserve the device (docs/network.md)
+    mac = ":".join("%02x" % b for b in net.mac)
+    assert mac.startswith("02:48:") and len(mac) == 17
+    assert data["device"]["mac"] == mac
+    assert data["device"]["hostname"] == "han2x-" + mac[9:].replace(":", "")
+    assert data["device"]["net_mode"] == "static"
+    status, body = _in_thread(parts, lambda: get("/diagnostics"))
+    for key, value in (("mac", mac), ("hostname", data["device"]["hostname"]),
+                       ("net_mode", "static")):
+        assert ('data-k="dev.%s" data-f="s">%s<' % (key, value)).encode() in body, key
     status, body = _in_thread(parts, lambda: get("/"))
     assert status == 200 and body.endswith(b"</html>") and len(body) > 2000
     status, body = _in_thread(parts, lambda: get("/static/app.js"))

@@ -6,12 +6,17 @@ Host-only tool (CPython 3.11, standard library; mtools only for --image).
     python tools/flash.py                     # find CIRCUITPY, install what changed
     python tools/flash.py --dry-run           # only list what would change
     python tools/flash.py --target /path      # a drive (or any folder) given by hand
-    python tools/flash.py --zip han2x.zip     # release zip for drag-and-drop by hand
+    python tools/flash.py --mpy-cross FILE    # CircuitPython's mpy-cross given by hand
+    python tools/flash.py --zip dist          # dist/han2x-VERSION.zip for drag-and-drop
     python tools/flash.py --uf2 cp.uf2        # put CircuitPython on an RPI-RP2 boot drive first
 
+han2x_core/ and lib/ are shipped as .mpy, compiled by CircuitPython's own mpy-cross of the
+board's version: from .py sources the firmware does not fit the board's heap. tools/mpycross.py
+says where flash.py looks for it; with none, flash.py stops and says where to get it.
+
 What it guarantees (docs/update.md says the same for users):
-- Only our files are written: code.py, boot.py, safemode.py, han2x_core/ (.py files, or
-  .mpy with --mpy-cross, and the web assets in www/), lib/ and the manifest.
+- Only our files are written: code.py, boot.py, safemode.py, han2x_core/ (.mpy files, plus
+  __init__.py and the web assets in www/), lib/ and the manifest.
   The user's settings (settings.toml and any other settings* file) are never written,
   renamed or removed.
 - Changed files are first written to a staging folder (.han2x-new/) on the drive and read
@@ -38,6 +43,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
 sys.path.insert(0, TOOLS)
 import build_lib  # noqa: E402
+import mpycross  # noqa: E402
 
 MANIFEST = ".han2x-manifest"
 STAGING = ".han2x-new"
@@ -69,6 +75,8 @@ READ_ONLY_HELP = (
 )
 
 EXIT_NO_DRIVE, EXIT_NOT_CP, EXIT_READ_ONLY, EXIT_FULL, EXIT_IN_USE, EXIT_IO = 2, 3, 4, 5, 6, 7
+EXIT_NO_MPY_CROSS = 8
+UNSAFE_PY = "--unsafe-py-sources"
 
 
 class FlashError(Exception):
@@ -84,7 +92,7 @@ def is_users_file(rel):
     name = rel.lower()
     if "/" in name:
         return False
-    return (name.startswith(("settings", ".settings"))
+    return (name.startswith(("settings", ".settings", "energy_state"))  # energystate.py
             or name in ("boot_out.txt", USB_WRITE_MARKER))
 
 
@@ -132,29 +140,6 @@ def collect_tree(source=ROOT, lib_dir=None):
     if bad:  # cannot happen with the rules above; a guard for future edits
         raise FlashError("refusing to ship user files: %s" % ", ".join(bad))
     return dict(sorted(tree.items()))
-
-
-def compile_core(tree, mpy_cross, log=print):
-    """The tree with han2x_core's modules as CircuitPython .mpy files (all but __init__.py,
-    which stays source: flash.py reads the version from its text). Loading .mpy needs no
-    compiler on the board, which is the biggest heap peak of a start (docs/benchmarks.md).
-    BuildError when mpy_cross is not CircuitPython's or fails on a module."""
-    build_lib.mpy_cross_version(mpy_cross)
-    sources = {rel: data for rel, data in tree.items()
-               if rel.startswith("han2x_core/") and rel.endswith(".py")
-               and rel != "han2x_core/__init__.py"}
-    with tempfile.TemporaryDirectory(prefix="han2x-mpy-") as tmp:
-        for rel, data in sources.items():
-            path = os.path.join(tmp, *rel.split("/"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        build_lib.compile_mpy(tmp, mpy_cross, log=log)
-        out = {rel: data for rel, data in tree.items() if rel not in sources}
-        for rel in sources:
-            out[rel[:-3] + ".mpy"] = _read(os.path.join(tmp, *rel[:-3].split("/")) + ".mpy")
-    log("Compiled %d modules of han2x_core/ to .mpy" % len(sources))
-    return dict(sorted(out.items()))
 
 
 def _is_asset(name):
@@ -497,8 +482,13 @@ def version_supported(version, supported):
                for major, minor in supported)
 
 
-def check_board(drive, supported, out):
-    """Refuse what is not CircuitPython; warn for an unsupported version or board."""
+def _wanted(supported):
+    return ", ".join("%d.x from %d.%d" % (a, a, b) for a, b in supported)
+
+
+def check_board(drive, supported, out, refuse_other_major=True):
+    """Refuse what is not CircuitPython, and (unless told otherwise) a CircuitPython major
+    line the firmware does not support; warn for an older minor version or another board."""
     if drive.exists("INFO_UF2.TXT") and not drive.exists("boot_out.txt"):
         raise FlashError(
             "%s is the RP2040 boot drive (RPI-RP2), not CIRCUITPY. Install CircuitPython "
@@ -511,8 +501,17 @@ def check_board(drive, supported, out):
             "to it. (Install CircuitPython first, see docs/install.md, or give the right "
             "--target.)" % drive, EXIT_NOT_CP)
     info = parse_boot_out(data.decode("utf-8", "replace"))
-    wanted = ", ".join("%d.x from %d.%d" % (a, a, b) for a, b in supported)
-    if not version_supported(info["version"], supported):
+    wanted = _wanted(supported)
+    version = info["version"]
+    if version and refuse_other_major and version[0] not in [s[0] for s in supported]:
+        raise FlashError(
+            "The board runs CircuitPython %s; this firmware runs on CircuitPython %s only (its "
+            ".mpy files load only on that major version). Nothing was changed. Install "
+            "CircuitPython %d.%d or newer %d.x for your board first: python tools/flash.py "
+            "--uf2 FILE.uf2 (docs/install.md)." % (
+                info["version_text"], wanted, max(supported)[0], max(supported)[1],
+                max(supported)[0]), EXIT_NOT_CP)
+    if not version_supported(version, supported):
         out("WARNING: the board runs CircuitPython %s; this firmware supports %s. "
             "Install a supported CircuitPython (docs/install.md) if the board misbehaves."
             % (info["version_text"] or "(unknown version)", wanted))
@@ -870,7 +869,8 @@ def main(argv=None, out=print):
     ap.add_argument("--image", help="a FAT image file to write with mtools instead of a drive")
     ap.add_argument("--dry-run", action="store_true", help="list what would change, write nothing")
     ap.add_argument("--zip", metavar="OUT",
-                    help="build a release zip instead of flashing (a folder: han2x-VERSION.zip)")
+                    help="build a release zip instead of flashing: OUT.zip, or a folder for "
+                    "OUT/han2x-VERSION.zip")
     ap.add_argument("--uf2", metavar="FILE", help="install this CircuitPython UF2 first")
     ap.add_argument("--uf2-target", help="the RPI-RP2 boot drive (default: find it)")
     ap.add_argument("--uf2-only", action="store_true", help="with --uf2: stop after CircuitPython")
@@ -880,16 +880,25 @@ def main(argv=None, out=print):
     ap.add_argument("--lib", help="built lib folder (default: SOURCE/lib)")
     ap.add_argument("--no-build", action="store_true", help="use lib/ as it is (no rebuild)")
     ap.add_argument("--offline", action="store_true", help="build lib/ from the cache only")
-    ap.add_argument("--mpy-cross",
-                    help="CircuitPython mpy-cross: ship lib/ and han2x_core/ as .mpy")
+    ap.add_argument("--mpy-cross", metavar="FILE",
+                    help="CircuitPython's mpy-cross of the board's version (default: $%s, "
+                    "else mpy-cross* in $%s or on PATH)" % (mpycross.ENV_PATH, mpycross.ENV_DIR))
+    ap.add_argument(UNSAFE_PY, action="store_true",
+                    help="developers only: ship .py sources, which do NOT fit the board's "
+                    "heap (MemoryError at start)")
     ap.add_argument("--in-place", action="store_true",
                     help="replace files one by one (needs less free space, less safe)")
     args = ap.parse_args(argv)
+    if args.unsafe_py_sources and args.mpy_cross:
+        ap.error("--mpy-cross and %s exclude each other" % UNSAFE_PY)
     try:
         return _main(args, out)
     except FlashError as e:
         out("flash.py: error: %s" % e)
         return e.code
+    except mpycross.NotFound as e:
+        out("flash.py: error: %s" % e)
+        return EXIT_NO_MPY_CROSS
     except build_lib.BuildError as e:
         out("flash.py: cannot build lib/: %s" % e)
         return EXIT_IO
@@ -918,9 +927,27 @@ def _main(args, out):
             if not wait_for_drive("CIRCUITPY", args.wait, out):
                 raise FlashError("CIRCUITPY did not appear within %d s. When it does, run "
                                  "python tools/flash.py" % args.wait, EXIT_NO_DRIVE)
+    drive = info = None
+    board = (max(supported)[0], None)  # a zip is for the newest supported major line
+    if not args.zip:
+        drive = _pick_drive(args, out)
+        info = check_board(drive, supported, out, refuse_other_major=not args.unsafe_py_sources)
+        board = (info["version"] or board)[:2]
+    board_text = (info or {}).get("version_text") or "%d.x" % board[0]
+    mpy = None
+    if not args.unsafe_py_sources:  # first, so that a missing mpy-cross changes nothing
+        mpy, mpy_version = mpycross.find(board[0], board[1], args.mpy_cross,
+                                         release=(info or {}).get("version_text"))
+        if mpy_version[0] != board[0]:
+            raise FlashError(
+                "%s is mpy-cross for CircuitPython %d.%d, but %s CircuitPython %s: its .mpy "
+                "files would not load. Nothing was changed. Use the mpy-cross of that version "
+                "(%s)." % (mpy, mpy_version[0], mpy_version[1],
+                           "the board runs" if info else "this firmware is for", board_text,
+                           mpycross.INDEX), EXIT_NOT_CP)
+        out("mpy-cross: %s (CircuitPython %d.%d)" % ((mpy,) + mpy_version))
     if not args.no_build:
-        build_lib.ensure(lib_dir, requirements, offline=args.offline,
-                         mpy_cross=args.mpy_cross, log=out)
+        build_lib.ensure(lib_dir, requirements, offline=args.offline, log=out)
     elif build_lib.read_stamp(lib_dir) is None:
         raise FlashError("%s is not built (no %s): run tools/build_lib.py, or leave out "
                          "--no-build" % (lib_dir, build_lib.STAMP))
@@ -928,27 +955,28 @@ def _main(args, out):
                                   build_lib.read_stamp(lib_dir).get("mpy_major")):
         out("WARNING: %s does not match lib/requirements.txt (built from other pins?)" % lib_dir)
     tree = collect_tree(args.source, lib_dir)
-    mpy_major = (build_lib.read_stamp(lib_dir) or {}).get("mpy_major")
-    if args.mpy_cross:
-        mpy_major = build_lib.mpy_cross_version(args.mpy_cross)[0]
-        tree = compile_core(tree, args.mpy_cross, log=out)
+    lib_major = (build_lib.read_stamp(lib_dir) or {}).get("mpy_major")  # lib/ built as .mpy
+    if lib_major and lib_major != board[0]:
+        raise FlashError("%s is .mpy for CircuitPython %d but the board runs %s: build it "
+                         "again (leave out --no-build)." % (lib_dir, lib_major, board_text),
+                         EXIT_NOT_CP)
+    if mpy:
+        tree = mpycross.compile_tree(tree, mpy, log=out)
+    else:
+        out("WARNING: %s: shipping .py sources. They do not fit the board's heap (on "
+            "CircuitPython 10.2.1 the firmware stops with MemoryError importing the W5500 "
+            "driver); for developers' experiments only." % UNSAFE_PY)
     version = tree_version(tree)
     if args.zip:
-        if args.zip.endswith(("/", os.sep)) or os.path.isdir(args.zip):
-            major = mpy_major
-            args.zip = os.path.join(args.zip, "han2x-%s%s.zip" % (
-                version, "-circuitpython%d-mpy" % major if major else ""))
-        names = build_zip(tree, args.zip, version)
-        out("Wrote %s: HAN2X firmware %s, %d files, laid out as the CIRCUITPY drive (no "
-            "settings). Copy its contents onto the drive as docs/update.md says."
-            % (args.zip, version, len(names)))
+        path = args.zip
+        if not path.lower().endswith(".zip"):  # a folder (made if need be)
+            path = os.path.join(path, "han2x-%s%s.zip" % (version, "" if mpy else "-py-unsafe"))
+        names = build_zip(tree, path, version)
+        out("Wrote %s: HAN2X firmware %s for CircuitPython %s (%s), %d files, laid out as the "
+            "CIRCUITPY drive (no settings). Copy its contents onto the drive as "
+            "docs/update.md says." % (path, version, "%d.x" % board[0],
+                                       ".mpy" if mpy else ".py sources", len(names)))
         return 0
-    drive = _pick_drive(args, out)
-    info = check_board(drive, supported, out)
-    if mpy_major and info["version"] and mpy_major != info["version"][0]:
-        raise FlashError("lib/ or han2x_core/ is .mpy for CircuitPython %d but the board runs "
-                         "%s: rebuild with the matching mpy-cross, or without --mpy-cross for "
-                         ".py sources." % (mpy_major, info["version_text"]), EXIT_NOT_CP)
     out("Board: CircuitPython %s, %s" % (info["version_text"] or "?", info["board_id"] or "?"))
     install(drive, tree, out=out, dry_run=args.dry_run, in_place=args.in_place)
     return 0

@@ -2,46 +2,32 @@
 """Screenshots of the web pages for the docs: docs/img/dashboard.png and settings.png.
 
 Usage: tools/screenshots.py [--seconds 70] [--lang en]
-Starts tools/simulate.py (the simulated Aidon meter) on free ports with a throw-away settings
-file, lets it run --seconds so the power chart has a few samples (one per 10 s), then opens
-the pages in headless Chromium (Debian's /usr/bin/chromium + chromedriver, via Selenium).
+Runs the device as on the board (tools/simulate.py --w5500: the real W5500 driver on the
+chip model, factory settings, so the pages show the board's ports 502 and 80 and its static
+address) with the simulated Aidon meter, the device ports served on free ports of
+127.0.0.1. Lets it run --seconds so the power chart has a few samples (one per 10 s), then
+opens the pages in headless Chromium (Debian's /usr/bin/chromium + chromedriver, Selenium).
 """
 
 import argparse
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "docs", "img")
 
 
-def free_port(preferred):
-    """preferred if it is free (the pictures then show make run's ports), else any."""
-    for port in (preferred, 0):
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return s.getsockname()[1]
-        except OSError:
-            continue
-        finally:
-            s.close()
-
-
-def wait_port(port, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the simulated device did not start")
+def free_port():
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def browser(lang):
@@ -80,13 +66,24 @@ def main():
     p.add_argument("--lang", default="en", help="browser language (en or nb)")
     args = p.parse_args()
     os.makedirs(OUT, exist_ok=True)
-    http_port, modbus_port = free_port(8080), free_port(5020)
-    settings = os.path.join(tempfile.mkdtemp(prefix="han2x-shots-"), "settings.toml")
-    sim = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "simulate.py"),
-                            "--http-port", str(http_port), "--modbus-port", str(modbus_port),
-                            "--settings", settings, "--quiet"], cwd=ROOT)
+    sys.path.insert(0, ROOT)
+    from han2x_core.settings import DEFAULTS
+    from tools import simulate
+
+    http_port = free_port()
+    device = simulate.build_w5500_device(
+        simulate.build_parser().parse_args(["--w5500", "--quiet"]), settings=dict(DEFAULTS),
+        port_map={DEFAULTS["modbus_port"]: free_port(), DEFAULTS["web_port"]: http_port})
+    stop = []
+
+    def run():
+        while not stop:
+            device.step()
+            device.wait()
+
+    loop = threading.Thread(target=run, daemon=True)
+    loop.start()
     try:
-        wait_port(http_port)
         time.sleep(args.seconds)
         driver = browser(args.lang)
         try:
@@ -98,8 +95,9 @@ def main():
         finally:
             driver.quit()
     finally:
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(10)
+        stop.append(1)
+        loop.join(5)
+        device.close()
     return 0
 
 

@@ -27,6 +27,7 @@ from han2x_core import FIRMWARE_VERSION, __version__  # noqa: E402
 from han2x_core.app import App  # noqa: E402
 from han2x_core.modbus_server import ModbusServer  # noqa: E402
 from han2x_core.registers import Registers  # noqa: E402
+from han2x_core.scaling import ScalingSaver  # noqa: E402
 from han2x_core.settings import DEFAULTS, validate  # noqa: E402
 from han2x_core.storage import SettingsStore  # noqa: E402
 
@@ -110,14 +111,20 @@ class ReplayHan(_FrameFeed):
             self._sent += 1
 
 
-class SerialHan:
-    """A USB M-Bus adapter through pyserial: 2400 baud, 8E1 or 8N1, non-blocking reads."""
+class HanSourceError(Exception):
+    """The HAN source cannot start (no adapter, no file): the message says which and why."""
 
-    def __init__(self, port, line="8E1"):
+
+class SerialReceiver:
+    """One line format on a USB M-Bus adapter through pyserial: 2400 baud, non-blocking.
+    The receiver interface of han2x_core.han_uart, so the board's HanReader drives it."""
+
+    def __init__(self, port, line):
         import serial
 
-        parity = serial.PARITY_EVEN if line.upper() == "8E1" else serial.PARITY_NONE
-        self.describe = "serial %s, 2400 %s" % (port, line.upper())
+        parity = serial.PARITY_EVEN if line == "8E1" else serial.PARITY_NONE
+        self.line, self.polarity = line, "normal"
+        self.bytes_ok = self.errors = self.framing_errors = self.parity_errors = 0
         self.serial = serial.Serial(port, 2400, bytesize=8, parity=parity, stopbits=1,
                                     timeout=0)
 
@@ -127,10 +134,30 @@ class SerialHan:
             return 0
         data = self.serial.read(min(waiting, len(buf)))
         buf[:len(data)] = data
+        self.bytes_ok += len(data)
         return len(data)
 
-    def close(self):
+    def deinit(self):
         self.serial.close()
+
+
+def serial_han(port, line=None):
+    """The board's HanReader over a USB M-Bus adapter: with line None the settings' han_line
+    (default auto: 8E1, then 8N1, kept once CRC-valid frames arrive, as on the board); a
+    given line wins over the settings. Normal polarity only (busio's rule, too)."""
+    from han2x_core.han_reader import HanReader
+
+    class SerialHan(HanReader):
+        def configure(self, settings):
+            super().configure({"han_input": "uart", "han_polarity": "normal",
+                               "han_line": line or settings.get("han_line", "auto")})
+
+        def close(self):
+            self.stop()
+
+    han = SerialHan(port, make_receiver=lambda kind, pin, ln, pol: SerialReceiver(pin, ln))
+    han.source = "serial %s, 2400 baud" % port
+    return han
 
 
 def load_frames(path):
@@ -204,19 +231,54 @@ def build_settings(args, base=None):
     return clean
 
 
-def build_han(args):
+def build_han(args, settings=None):
+    """The HAN source of the command line; HanSourceError when it cannot start."""
     if args.replay:
-        return ReplayHan(load_frames(args.replay), args.interval, args.speed)
+        try:
+            frames = load_frames(args.replay)
+        except OSError as e:
+            raise HanSourceError("cannot read the replay file %s: %s" % (
+                args.replay, e.strerror or e)) from e
+        if not frames:
+            raise HanSourceError("the replay file %s holds no HAN frames (hex text or raw "
+                                 "binary, as tools/decode.py reads)" % args.replay)
+        return ReplayHan(frames, args.interval, args.speed)
     if args.serial:
-        return SerialHan(args.serial, args.line)
+        try:
+            han = serial_han(args.serial, args.line and args.line.upper())
+            han.configure(settings or DEFAULTS)  # opens the port now
+        except ImportError as e:
+            raise HanSourceError("--serial needs pyserial (make run installs it from "
+                                 "requirements-run.txt): %s" % e) from e
+        except OSError as e:  # serial.SerialException is an OSError
+            raise HanSourceError(
+                "cannot open the serial port %s (the USB M-Bus adapter): %s. Is the adapter "
+                "plugged in? Linux names it /dev/ttyUSB0 or /dev/ttyACM0 (ls /dev/tty*; your "
+                "user may need the dialout group), macOS /dev/cu.usbserial-..., Windows COM3"
+                % (args.serial, e)) from e
+        return han
     return SimulatedHan(args.meter, args.phases, args.speed, seed=args.seed)
 
 
-def build_w5500_device(args, on_frame=None, store=None, settings=None):
+def describe_han(han):
+    text = han.describe
+    if callable(text):  # the board's HanReader: the line format in use, or being tried
+        text = "%s, %s" % (han.source, text())
+    return text
+
+
+def _watch(han, app):
+    if hasattr(han, "watch"):  # the board's HanReader judges line formats by valid frames
+        han.watch(app.hdlc)
+
+
+def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None,
+                       port_map=None):
     """--w5500: the board's wiring (as code.py) on the W5500 model (tests/w5500_model.py,
     docs/w5500-model.md) with the real adafruit_wiznet5k driver: Network, ModbusServer and
     WebServer on its SocketPool. Device port P is served on 127.0.0.1:P (so ports below
-    1024 need root; build_settings already maps 502/80 to 5020/8080)."""
+    1024 need root; build_settings already maps 502/80 to 5020/8080), or on
+    127.0.0.1:port_map[P] (tools/screenshots.py: the board's own 502/80 on free ports)."""
     sys.path.insert(0, os.path.join(_ROOT, "tests"))
     from w5500_model import W5500Model, install_driver_shims
 
@@ -224,20 +286,24 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None):
     from han2x_core.network import Network
 
     settings = settings if settings is not None else build_settings(args)
-    model = W5500Model(port_offset=0)
+    model = W5500Model(port_map=port_map, port_offset=0)
     net = Network(model.spi, model.cs, uid=b"simulate", settings=settings)
     registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
+    han = han or build_han(args, settings)
     modbus = ModbusServer(net.pool, registers, settings["modbus_port"],
                           settings["modbus_max_clients"],
                           settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
                           send_timeout_s=0.1)
-    app = App(build_han(args), registers, now_ms(), on_frame=on_frame, settings=settings,
-              store=store)
-    registers.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
+    app = App(han, registers, now_ms(), on_frame=on_frame, settings=settings, store=store)
+    _watch(han, app)
+    saver = ScalingSaver(app)
+    registers.on_scaling_change = saver.changed
+    app.add(saver)
     app.add(net)
     net.attach(modbus)
     app.add(modbus)
     device = Device(app, registers, app.han, modbus, settings)
+    device.services["scaling"] = saver
     device.services["network"] = net
     device.model = model
     device.wait = lambda seconds=LOOP_WAIT_S: time.sleep(seconds / 4)  # nothing to select()
@@ -248,31 +314,32 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None):
         net.attach(web)
         app.add(web)
         device.services["web"] = web
+    app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
 
 
-def build_device(args, on_frame=None, store=None, settings=None):
+def build_device(args, on_frame=None, store=None, settings=None, han=None):
     """Wire the device: HAN source -> App -> Registers -> Modbus server (started)."""
     if getattr(args, "w5500", False):
-        return build_w5500_device(args, on_frame, store, settings)
+        return build_w5500_device(args, on_frame, store, settings, han)
     settings = settings if settings is not None else build_settings(args)
     registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
     modbus = ModbusServer(socket, registers, port=settings["modbus_port"],
                           max_clients=settings["modbus_max_clients"],
                           idle_timeout_ms=settings["modbus_idle_timeout_s"] * 1000,
                           unit_id=settings["modbus_unit_id"])
-    han = build_han(args)
+    han = han or build_han(args, settings)
     app = App(han, registers, now_ms(), services=[modbus], on_frame=on_frame,
               settings=settings, store=store)
+    _watch(han, app)
 
-    def scaling_changed(value):
-        errors = app.save_settings({"scaling_factor": value})
-        if errors:
-            print("scaling factor %d not saved: %s" % (value, errors), flush=True)
-
-    registers.on_scaling_change = scaling_changed
+    saver = ScalingSaver(app)  # saved at most once a minute, and at a clean stop
+    registers.on_scaling_change = saver.changed
+    app.add(saver)
     modbus.start(args.host)
     device = Device(app, registers, han, modbus, settings)
+    device.services["scaling"] = saver
+    app.add(PcNetwork(args.host))
     if getattr(args, "http_port", 0) != 0:  # the web pages (han2x_core/web.py); None = on
         from han2x_core.web import WebServer
 
@@ -280,7 +347,29 @@ def build_device(args, on_frame=None, store=None, settings=None):
         web.start(args.host)
         app.add(web)
         device.services["web"] = web
+    app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
+
+
+class PcNetwork:
+    """The PC's stand-in for the board's Network service: where the simulator listens, and
+    the host name a board would give DHCP (han2x- and the last three bytes of its MAC; the
+    MAC as --w5500 makes it). `stays`: saved network settings do not move the simulator,
+    and the settings page says so."""
+
+    name = "network"
+    stays = True
+    mode = "pc"
+
+    def __init__(self, host):
+        from han2x_core.network import default_hostname, mac_from_uid
+
+        self.ip = host
+        self.mac = mac_from_uid(b"simulate")
+        self.hostname = default_hostname(self.mac)
+
+    def poll(self, now_ms):
+        pass
 
 
 class _PcBoard:
@@ -301,6 +390,14 @@ def usb_write_hook(settings_path):
 
     marker = os.path.join(os.path.dirname(os.path.abspath(settings_path)), "usb_write.txt")
     return board_io.usb_write_hook(_PcBoard(marker), marker)
+
+
+def energy_path(settings_path):
+    """The energy state file next to the settings file, as on the board's drive."""
+    from han2x_core import board_io
+
+    return os.path.join(os.path.dirname(os.path.abspath(settings_path)),
+                        board_io.ENERGY_PATH.lstrip("/"))
 
 
 def format_reading(reading, now):
@@ -343,8 +440,9 @@ def build_parser():
     p.add_argument("--interval", type=float, default=2.0,
                    help="seconds between replayed frames (2)")
     p.add_argument("--serial", metavar="PORT", help="read a USB M-Bus adapter (pyserial)")
-    p.add_argument("--line", choices=("8E1", "8N1", "8e1", "8n1"), default="8E1",
-                   help="serial line format (8E1)")
+    p.add_argument("--line", choices=("auto", "8E1", "8N1", "8e1", "8n1"), default=None,
+                   help="serial line format (default: the settings' han_line, auto: 8E1 or "
+                   "8N1 detected from valid telegrams, as the board does)")
     p.add_argument("--http-port", type=int, default=None,
                    help="web page port (default: the settings file's; 8080 for 80; "
                    "0 = no web page)")
@@ -354,7 +452,8 @@ def build_parser():
     simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
     p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
                    help="settings file, as settings.toml on the board (simdata/settings.toml,"
-                   " or in $HAN2X_SIMDATA; --modbus-port and --http-port override it)")
+                   " or in $HAN2X_SIMDATA; --modbus-port and --http-port override it); the "
+                   "energy state file energy_state.txt is kept next to it")
     p.add_argument("--max-seconds", type=float, default=0,
                    help="stop by itself after this many seconds (0 = run until stopped)")
     return p
@@ -381,15 +480,32 @@ def main(argv=None):
         if warning:
             print(warning, file=sys.stderr)
         settings = build_settings(args, base)
-        device = build_device(args, on_frame=on_frame, store=store, settings=settings)
+    except OSError as e:
+        print("cannot use the settings file %s: %s" % (args.settings, e), file=sys.stderr)
+        return 1
+    try:
+        han = build_han(args, settings)
+    except HanSourceError as e:
+        print("HAN source: %s" % e, file=sys.stderr)
+        return 1
+    try:
+        device = build_device(args, on_frame=on_frame, store=store, settings=settings, han=han)
+        device.app.settings_warning = warning  # the page and /api/status show it, as on the board
         device.app.usb_write = usb_write_hook(args.settings)
+        warning = device.app.restore_energy(energy_path(args.settings))
+        if warning:
+            print(warning, file=sys.stderr)
+    except ImportError as e:
+        print("%s: %s (--w5500 needs the test packages: make setup)" % (type(e).__name__, e),
+              file=sys.stderr)
+        return 1
     except OSError as e:
         print("cannot listen on %s (Modbus port %d, web port %d): %s" % (
             args.host, settings["modbus_port"], settings["web_port"], e), file=sys.stderr)
         return 1
     print("HAN2X open firmware %s (register 40043 = %d) on the PC" % (__version__,
                                                                       FIRMWARE_VERSION))
-    print("HAN source: %s" % device.han.describe)
+    print("HAN source: %s" % describe_han(device.han))
     print("Modbus TCP (MBAP and RTU-over-TCP) listening on %s:%d" % (
         args.host, device.modbus.bound_port), flush=True)
     if "web" in device.services:

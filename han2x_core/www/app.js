@@ -72,6 +72,8 @@
   function drawChart(h) {
     var c = document.getElementById("chart");
     if (!c || !c.getContext) { return; }
+    c.width = c.clientWidth || c.width;  /* draw at the shown size: labels stay 11 px */
+    c.height = c.clientHeight || c.height;
     var g = c.getContext("2d"), W = c.width, H = c.height, L = 56, R = 8, T = 10, B = 24;
     var s = h.samples, span = 300, max = 100, i;
     for (i = 0; i < s.length; i++) {
