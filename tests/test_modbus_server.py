@@ -538,25 +538,6 @@ def test_stuck_sender_is_dropped_and_others_continue():
     assert not good.closed and len(good.sent) == 13 * 24
 
 
-def test_accept_runtime_error_frees_the_longest_idle_socket():
-    pool, server = fake_server(max_clients=4)
-    a, b = FakeSock(), FakeSock()
-    pool.listener.queue += [a]
-    server.poll(0)
-    pool.listener.queue += [b]
-    server.poll(100)
-    b.incoming += mbap_read(1)
-    server.poll(200)
-    pool.listener.full = True  # the W5500 has no hardware socket left for a new listener
-    server.poll(300)
-    assert a.closed and not b.closed and server.evicted == 1
-    pool.listener.full = False
-    c = FakeSock()
-    pool.listener.queue.append(c)
-    server.poll(400)
-    assert server.client_count == 2 and not c.closed
-
-
 def test_recv_error_closes_only_that_client():
     pool, server = fake_server()
 
