@@ -13,8 +13,11 @@ from han2x_core.energy import TOTAL_KEYS, EnergyEstimate
 from han2x_core.scaling import SCALING_DEFAULT, SCALING_MAX, SCALING_MIN, ScalingWrite
 from han2x_core.ticks import ticks_diff
 
-# Size of the image: the original map (offsets 0-49) plus the extended block (50-76).
-COUNT = const(77)
+# Size of the image: the original map (offsets 0-49) plus the extended block (50-101):
+# 77-78 the lowest free heap (free_memory_min), 79 reserved (reads 0), 80-101 the capacity
+# tariff (tariff.py renders them; 0 when off).
+COUNT = const(102)
+TARIFF_OFF = const(80)
 ORIGINAL_COUNT = const(50)
 
 STALE_MS = const(60000)  # like the HAN LED: no telegram for 60 s -> data not valid
@@ -38,6 +41,7 @@ _OFF_UPTIME = const(57)
 _OFF_NET_POWER = const(59)
 _OFF_ENERGY_WH = const(61)  # 4 x uint32 cumulative, then 4 x uint32 estimated
 _OFF_ESTIMATE_WH = const(69)
+_OFF_FREE_MIN = const(77)  # uint32: lowest free heap since start, bytes
 
 # Status bits (register 40051).
 STATUS_DATA_VALID = const(1)
@@ -84,7 +88,7 @@ class Registers:
         self._present = 0
         self._meter = 0
         self._list = 0
-        self._meter_id = None
+        self.meter_id = None
         self._clock_ok = False
         self._energy = EnergyEstimate()  # estimated energy (docs/registers.md)
         # Time keeping from tick() deltas (wrap-safe for any uptime).
@@ -112,10 +116,10 @@ class Registers:
     def update(self, reading, now_ms):
         """Take one decoded telegram. Values the telegram does not carry keep their last value."""
         meter_id = reading.get("meter_id")
-        if meter_id is not None and self._meter_id is not None and meter_id != self._meter_id:
+        if meter_id is not None and self.meter_id is not None and meter_id != self.meter_id:
             self._forget_meter()
         if meter_id is not None:
-            self._meter_id = meter_id
+            self.meter_id = meter_id
         energy = self._energy  # the interval that ends now used the previous power:
         energy.integrate(self._raw, now_ms, 0 <= self._age_ms < STALE_MS)
         raw = self._raw
@@ -154,13 +158,13 @@ class Registers:
 
     def restore(self, meter_id, clock, totals, estimates):
         """Energies saved before a restart (energystate.py; docs/registers.md)."""
-        self._meter_id = meter_id
+        self.meter_id = meter_id
         self._energy.restore(clock, totals, estimates)
         self._render_all()
 
     def energy_state(self):
         """(meter id, meter clock tuple, totals, estimates) for energystate.save."""
-        return (self._meter_id,) + self._energy.state()
+        return (self.meter_id,) + self._energy.state()
 
     def tick(self, now_ms):
         """Advance clocks: uptime, hours, data age, estimation. Call every loop; cheap."""
@@ -195,6 +199,9 @@ class Registers:
         if hours is not None:
             self._hours = hours
         self._render_dynamic()
+
+    def set_free_memory_min(self, n):
+        self._put32(_OFF_FREE_MIN, n)
 
     # ---- Modbus access ---------------------------------------------------------------------
 

@@ -13,8 +13,10 @@ _IP = const(3)
 _MASK = const(4)
 _HOST = const(5)
 _TEXT = const(6)
+_STEPS = const(7)
 
 _TEXT_MAX = const(64)
+W5500_SOCKETS = const(8)
 
 DEFAULTS = {
     "dhcp": False,
@@ -28,14 +30,21 @@ DEFAULTS = {
     "modbus_idle_timeout_s": 60,
     "modbus_unit_id": 0,
     "modbus_read_only": False,
+    "sunspec_model": 0,
+    "em24_unit": 0,
+    "sdm630_unit": 0,
     "scaling_factor": 1000,
     "han_line": "auto",
     "han_polarity": "auto",
     "han_input": "pio",
+    "han_stream_port": 0,
     "web_port": 80,
     "web_password": "",
     "web_protect": "settings",
     "language": "auto",
+    "tariff": False,
+    "tariff_peaks": 3,
+    "tariff_steps": "2 5 10 15 20 25 50 75 100",
 }
 
 # (key, kind, a, b, comment written above the key). a/b: int range or enum choices.
@@ -52,16 +61,49 @@ SCHEMA = (
     ("modbus_unit_id", _INT, 0, 255, "0 = answer any unit id; 1..255 = only that one"),
     ("modbus_read_only", _BOOL, None, None,
      "true = refuse every Modbus write (the scaling factor is set here or on the web page)"),
+    ("sunspec_model", _INT, 0, 213,
+     "SunSpec meter at protocol address 40000: 0 = off, 203 (int) or 213 (float)"),
+    ("em24_unit", _INT, 0, 247, "Carlo Gavazzi EM24 map on this unit id; 0 = off"),
+    ("sdm630_unit", _INT, 0, 247, "Eastron SDM630 map on this unit id; 0 = off"),
     ("scaling_factor", _INT, 10, 1000000, "power/current/energy factor, 1000 = x1.000"),
     ("han_line", _ENUM, ("auto", "8E1", "8N1"), None, "HAN line format: auto, 8E1, 8N1"),
     ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None,
      "HAN signal polarity: auto, normal, inverted"),
     ("han_input", _ENUM, ("pio", "uart"), None, "HAN receiver: pio or uart (busio)"),
+    ("han_stream_port", _INT, 0, 65535,
+     "raw HAN stream for Home Assistant's amshan (TCP port; 0 = off, 3001 suggested)"),
     ("web_port", _INT, 1, 65535, "web page port"),
     ("web_password", _TEXT, None, None, 'web password; "" = none'),
     ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
+    ("tariff", _BOOL, None, None, "capacity tariff (effekttrinn) on the page and registers"),
+    ("tariff_peaks", _INT, 1, 5, "capacity tariff: highest hours (different days) averaged"),
+    ("tariff_steps", _STEPS, None, None, "capacity tariff: step thresholds in kW, ascending"),
 )
+
+_STEPS_MAX = const(16)
+
+
+def steps_w(text):
+    """Step thresholds "2 5 10" or "2,5; 2.5 ..." (kW, ascending, up to 3 decimals) as a
+    tuple of W, or None when the text is not such a list (docs/tariff.md)."""
+    if not isinstance(text, str):
+        return None
+    out = []
+    for part in text.replace(",", " ").replace(";", " ").split():
+        whole, dot, frac = part, "", ""
+        cut = part.find(".")
+        if cut >= 0:
+            whole, dot, frac = part[:cut], ".", part[cut + 1:]
+        if not digits(whole, 6) or len(frac) > 3 or (dot and not digits(frac, 3)):
+            return None
+        w = int(whole) * 1000 + (int(frac + "00"[:3 - len(frac)]) if frac else 0)
+        if w <= 0 or w > 100000000 or (out and w <= out[-1]):
+            return None
+        out.append(w)
+    if not out or len(out) > _STEPS_MAX:
+        return None
+    return tuple(out)
 
 def _hint(key):
     """Appended to a key's message when its value is refused: what the number or 0.0.0.0
@@ -162,6 +204,13 @@ def _check(key, kind, a, b, value):
         if value[:1] == "-" or value[-1:] == "-":
             return None, "must not start or end with '-'"
         return value, None
+    if kind == _STEPS:
+        steps = steps_w(value)
+        if steps is None:
+            return None, "must be 1 to 16 ascending numbers of kW, like 2 5 10 15 20"
+        return " ".join(("%d.%03d" % (w // 1000, w % 1000)).rstrip("0") if w % 1000 else
+                        str(w // 1000)
+                        for w in steps), None
     # _TEXT
     if len(value) > _TEXT_MAX:
         return None, "must be at most %d characters" % _TEXT_MAX
@@ -194,6 +243,37 @@ def validate(d, old=None):
             errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
+    _check_meters(clean, errors)
+    _check_ports(clean, errors, base)
+    _check_sockets(clean, errors)
+    return clean, errors
+
+
+def sockets_needed(s):
+    """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
+    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client.
+    The web page's one connection is not counted: it takes a free socket when there is one
+    (one is free at the defaults) and waits otherwise. Every service that takes sockets
+    adds its share here: this is the one place of the rule."""
+    n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
+    if s.get("han_stream_port"):
+        n += 2  # its listener and its one client
+    return n
+
+
+def _check_sockets(clean, errors):
+    over = sockets_needed(clean) - W5500_SOCKETS
+    if over > 0:  # too many for the chip: fewer Modbus clients (clean stays usable)
+        most = clean["modbus_max_clients"] - over
+        if "modbus_max_clients" not in errors:
+            errors["modbus_max_clients"] = (
+                "must be at most %d with the HAN stream on: the W5500 has 8 sockets "
+                "(docs/network.md)" % most)
+        clean["modbus_max_clients"] = max(most, 1)
+
+
+def _check_ports(clean, errors, base):
+    """Every service on its own port; stream, web and Modbus ports must differ."""
     if clean["web_port"] == clean["modbus_port"]:
         # One port for both would leave the web page unreachable after a restart. (Also
         # when a bad web_port fell back onto the new Modbus port: clean must be usable.)
@@ -207,7 +287,31 @@ def validate(d, old=None):
         if clean["web_port"] == clean["modbus_port"]:
             clean["web_port"] = DEFAULTS["web_port"]
             clean["modbus_port"] = DEFAULTS["modbus_port"]
-    return clean, errors
+    stream = clean["han_stream_port"]
+    if stream and stream in (clean["modbus_port"], clean["web_port"]):
+        if "han_stream_port" not in errors:
+            errors["han_stream_port"] = "must differ from the Modbus and web ports"
+        clean["han_stream_port"] = 0
+
+
+def _check_meters(clean, errors):
+    """The meter profiles (docs/integration.md): a known SunSpec model, unit ids of their
+    own. They share the Modbus port: no sockets of their own."""
+    if clean["sunspec_model"] not in (0, 203, 213):
+        errors["sunspec_model"] = "must be 0 (off), 203 or 213"
+        clean["sunspec_model"] = 0
+    han2x = clean["modbus_unit_id"]
+    for key in ("em24_unit", "sdm630_unit"):
+        unit = clean[key]
+        message = None
+        if unit and unit == han2x:
+            message = "must differ from modbus_unit_id (the HAN2X map's unit id)"
+        elif unit and key == "sdm630_unit" and unit == clean["em24_unit"]:
+            message = "must differ from em24_unit"
+        if message:
+            if key not in errors:
+                errors[key] = message
+            clean[key] = 0  # off rather than a map that hides another
 
 
 def _check_network(clean, errors, base):

@@ -48,6 +48,9 @@ class WebServer:
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
         self._lis = Listeners(pool, _BACKLOG)
+        # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
+        # or what settings.sockets_needed leaves free (configure(); docs/network.md)
+        self.budget = max_clients + 1
         self._want_port = None
         self._retry_ms = None
         self._bufs = [bytearray(REQUEST_MAX) for _ in range(max_clients)]
@@ -76,6 +79,11 @@ class WebServer:
     def configure(self, settings):
         """Apply web_port (re-listen once open connections finish), password, language."""
         self.routes.configure(settings)
+        if "modbus_max_clients" in settings:  # the sockets the rule leaves the web
+            from han2x_core.settings import W5500_SOCKETS, sockets_needed
+
+            self.budget = max(1, min(len(self._conns) + 1,
+                                     1 + W5500_SOCKETS - sockets_needed(settings)))
         port = settings.get("web_port")
         if port and port != self.port:
             self._want_port = port
@@ -136,8 +144,8 @@ class WebServer:
                     self._fail(i, e)
 
     def _left(self):
-        """Hardware sockets the budget (max_clients + 1) leaves beside the open connections."""
-        left = len(self._conns) + 1
+        """Hardware sockets the budget leaves beside the open connections."""
+        left = self.budget
         for c in self._conns:
             if c is not None:
                 left -= 1

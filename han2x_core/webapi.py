@@ -13,11 +13,13 @@ from han2x_core import __version__, FIRMWARE_VERSION
 _T_OFFSET = const(43)  # 40044 board temperature, degC x100
 
 # Every register of the map as (offset, words) pairs; names and units are in www/registers.txt.
-# Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76.
+# Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76,
+# the capacity tariff 80-101.
 LAYOUT = (0, 2, 2, 2, 4, 2, 6, 2, 8, 2, 10, 2, 12, 2, 14, 2, 16, 2, 18, 2, 20, 2, 22, 2,
           24, 2, 26, 2, 28, 2, 30, 2, 32, 2, 34, 2, 36, 1, 37, 1, 38, 1, 39, 1, 40, 1, 41, 1,
           42, 1, 43, 1, 44, 2, 46, 1, 47, 1, 48, 2, 50, 1, 51, 1, 52, 1, 53, 1, 54, 1, 55, 2,
-          57, 2, 59, 2, 61, 2, 63, 2, 65, 2, 67, 2, 69, 2, 71, 2, 73, 2, 75, 2)
+          57, 2, 59, 2, 61, 2, 63, 2, 65, 2, 67, 2, 69, 2, 71, 2, 73, 2, 75, 2,
+          80, 1, 81, 1, 82, 2, 84, 2, 86, 2, 88, 2, 90, 2, 92, 2, 94, 2, 96, 2, 98, 2, 100, 2)
 _SIGNED = const(59)  # the one int32 register pair
 
 def read_register(regs, offset, words, buf):
@@ -96,6 +98,7 @@ def device(app, web, now_ms):
     han = app.han
     line = getattr(han, "line_format", None) or getattr(han, "detected", None)
     t100 = read_register(app.registers, _T_OFFSET, 1, bytearray(2))
+    stream = getattr(app, "raw_tap", None)
     return {
         "firmware": __version__,
         "firmware_version": FIRMWARE_VERSION,
@@ -113,6 +116,7 @@ def device(app, web, now_ms):
         "modbus_clients": getattr(mb, "client_count", None),
         "modbus_requests": getattr(mb, "requests", None),
         "free_memory": free_memory(),
+        "free_memory_min": app.free_memory_min,
         "temperature_c": None if not t100 else (t100 - (t100 >> 15 << 16)) / 100,  # int16
         "ip": getattr(net, "ip", None) or app.settings.get("ip"),
         "mac": _mac(net), "hostname": getattr(net, "hostname", None),
@@ -124,6 +128,10 @@ def device(app, web, now_ms):
         "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
                                    None),
         "energy_warning": getattr(app, "energy_warning", None),
+        # the raw HAN stream (hanstream.py): None while it is off
+        "stream_clients": getattr(stream, "clients", None),
+        "stream_bytes_sent": getattr(stream, "bytes_sent", None),
+        "stream_bytes_dropped": getattr(stream, "bytes_dropped", None),
     }
 
 
@@ -164,8 +172,37 @@ def estimated(app):
 
 def status(app, web, now_ms):
     """GET /api/status."""
+    tariff = getattr(app, "tariff", None)
     return {"reading": reading(app, now_ms), "device": device(app, web, now_ms),
-            "totals": _energies(app, 61), "estimated": estimated(app)}
+            "totals": _energies(app, 61), "estimated": estimated(app),
+            "tariff": None if tariff is None else tariff.status()}
+
+
+def data_json(app):
+    """GET /data.json: the fields evcc's "amsleser" meter template reads (AMS Reader's
+    names): w/e import/export power W, ic/ec import/export energy kWh (the estimate, never
+    decreasing: 40070-40073; null until known), l1..l3 with i current A, u voltage V, p
+    power W. The meter sends no power per phase: p is the net power (import - export)
+    shared by the phases' U x I. Every value is read from the registers. docs/integration.md.
+    """
+    regs = app.registers
+    buf = bytearray(4)
+
+    def reg(offset):
+        return read_register(regs, offset, 2, buf) or 0
+
+    w, e = reg(0), reg(2)
+    known = (reg(50) >> 16) & 36  # 40051 bit 2 (hourly totals) or bit 5 (restored)
+    amps = [reg(8), reg(10), reg(12)]  # mA
+    volts = [reg(14), reg(16), reg(18)]  # V x 10
+    va = [amps[i] * volts[i] for i in range(3)]
+    total = sum(va)
+    out = {"w": w, "e": e,
+           "ic": reg(69) / 1000 if known else None, "ec": reg(71) / 1000 if known else None}
+    for i in range(3):
+        out["l%d" % (i + 1)] = {"i": amps[i] / 1000, "u": volts[i] / 10,
+                                "p": (w - e) * va[i] // total if total else 0}
+    return out
 
 
 def history_chunks(app, now_ms):
@@ -174,7 +211,7 @@ def history_chunks(app, now_ms):
 
     yield '{"step_s": 10, "samples": ['
     first = True
-    for sample in list(app.history):  # copy: the app may append while we stream
+    for sample in app.history():
         age_s = ticks_diff(now_ms, sample[0]) // 1000
         yield ("[%d,%d,%d]" if first else ",[%d,%d,%d]") % (age_s, sample[1], sample[2])
         first = False

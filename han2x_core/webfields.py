@@ -10,9 +10,10 @@ FIELDS = (
                 ("scaling_factor", "i", None), ("modbus_read_only", "b", None))),
     ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
              ("han_polarity", "c", ("auto", "normal", "inverted")),
-             ("han_input", "c", ("pio", "uart")))),
+             ("han_input", "c", ("pio", "uart")), ("han_stream_port", "i", None))),
     ("web", (("web_port", "i", None), ("web_password", "p", None),
              ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
+    ("tariff", (("tariff", "b", None), ("tariff_peaks", "i", None), ("tariff_steps", "s", None))),
 )
 
 # Which Norwegian message explains an invalid value of each key.
@@ -29,6 +30,8 @@ def error_key(key, message):
     """The i18n key of the Norwegian message for settings.validate's `message` on key."""
     if message == PORT_CLASH:
         return "e_port_clash"
+    if key == "modbus_max_clients" and message.startswith("must be at most"):
+        return "e_sockets"  # settings.sockets_needed: the W5500's 8 sockets
     if message.startswith(NOT_IPV4):  # not an address at all: say so before the network
         return "e_ip" if key == "ip" else "e_dns"
     return _NB_ERROR.get(key, "e_" + key)

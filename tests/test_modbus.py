@@ -33,11 +33,30 @@ def mbap(tid, unit, pdu, proto=0, length=None):
                        unit) + pdu
 
 
+# Every test here runs twice: HAN2X alone, and with every meter profile on (units the
+# tests do not use): the HAN2X map must answer exactly the same (docs/integration.md).
+PROFILES = {"sunspec_model": 213, "em24_unit": 2, "sdm630_unit": 3}
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["han2x", "all-profiles"])
+def profiles(request, monkeypatch):
+    monkeypatch.setitem(_STATE, "profiles", request.param)
+    return request.param
+
+
+_STATE = {"profiles": False}
+
+
 def make(unit_id=0, scaling=1000):
     regs = Registers(scaling=scaling, firmware_version=10)
     regs.update({"active_power_import_w": 0x12345, "voltage_l1_dv": 2390,
                  "voltage_l2_dv": 2301, "current_l1_ma": 1500}, 0)
     handler = ModbusHandler(regs, unit_id=unit_id)
+    if _STATE["profiles"]:
+        from han2x_core import meterroute
+
+        meterroute.configure(handler, dict(PROFILES, modbus_unit_id=unit_id))
+        assert handler.sunspec is not None and len(handler.routes) == 2
     return regs, handler, ModbusConnection(handler)
 
 
@@ -135,8 +154,8 @@ EXCEPTION_CASES = [
     (bytes.fromhex("04 0000 FFFF"), 3),
     (bytes.fromhex("03 0000 00"), 3),  # PDU too short
     (bytes.fromhex("03 0000 0001 00"), 3),  # PDU too long
-    (bytes.fromhex("03 004D 0001"), 2),  # offset 77: past the map
-    (bytes.fromhex("03 0040 0010"), 2),  # runs past the end
+    (bytes.fromhex("03 0066 0001"), 2),  # offset 102: past the map
+    (bytes.fromhex("03 0060 0010"), 2),  # runs past the end
     (bytes.fromhex("03 FFFF 0002"), 2),
     (bytes.fromhex("04 FFFF 007D"), 2),
     (bytes.fromhex("06 0000 0001"), 2),  # read-only
