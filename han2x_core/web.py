@@ -54,7 +54,7 @@ class WebServer:
         self._want_port = None
         self._retry_ms = None
         self._bufs = [bytearray(REQUEST_MAX) for _ in range(max_clients)]
-        self._conns = [None] * max_clients
+        self._conns = [None] * max_clients  # type: list
         self.routes = Routes(self, app, www_path)
         self.requests = 0
         self.errors = 0
@@ -172,7 +172,7 @@ class WebServer:
         try:
             self.start(self.host)
         except Exception as e:  # port taken: serve on the old one, try again in 10 s
-            self._note("web port %d: %s" % (port, e))
+            self._note("web port %d: %s" % (port, e))  # type: ignore[str-format]
             self._want_port = port
             self._retry_ms = ticks_add(now_ms, 10000)
             self.port = old
