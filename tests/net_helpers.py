@@ -116,6 +116,12 @@ class Device:
     the loop thread through call(fn), so nothing races with app.step()."""
 
     def __init__(self, settings=None, web=True, max_s=90.0, **net_kw):
+        import gc
+
+        # The driver's gc.collect() runs for real. On the board the heap holds only the
+        # firmware; here it also holds pytest, hypothesis, selenium... (~100 ms a full
+        # collection). Freezing what exists now leaves the collections the firmware's own.
+        gc.freeze()
         import threading
 
         from han2x_core import FIRMWARE_VERSION
