@@ -196,7 +196,7 @@ class Network:
     def _poll(self, now_ms):
         if self._dhcp_kick:
             self._dhcp_kick = False
-            self.dhcp.start(now_ms)
+            self._dhcp_client().start(now_ms)
         if ticks_diff(now_ms, self._link_at) >= 0:
             self._link_at = ticks_add(now_ms, _LINK_CHECK_MS)
             up = bool(self.eth.link_status)
@@ -204,7 +204,7 @@ class Network:
                 self.link_up = up
                 self._say("link up" if up else "link down")
                 if up and self._config[0]:
-                    self.dhcp.start(now_ms)  # maybe another network: ask again
+                    self._dhcp_client().start(now_ms)  # maybe another network: ask again
                 if not up:
                     self._udp_open = False
         if self._pending is not None:
@@ -241,7 +241,7 @@ class Network:
                 if now_ms is None:
                     self._dhcp_kick = True  # no clock yet: start at the first poll
                 else:
-                    self.dhcp.start(now_ms)
+                    self._dhcp_client().start(now_ms)
                 self._say("DHCP on, as %s; meanwhile serving on %s" % (self.hostname, self.ip))
             return
         if self.dhcp is not None:
@@ -270,7 +270,7 @@ class Network:
         self._say("DHCP lease lost; serving on %s, still asking" % self.ip)
 
     def _poll_dhcp(self, now_ms):
-        c = self.dhcp
+        c = self._dhcp_client()
         if c.tick(now_ms) == _EV_LOST:
             self._fallback()
         if c.due(now_ms):
