@@ -62,6 +62,7 @@ def main():
         from han2x_core.web import WebServer
 
         # one browser at a time: 8 W5500 sockets = DHCP + 2 listeners + 4 Modbus + 1 web
+        # (or MQTT; settings.sockets_needed)
         web = WebServer(net.pool, app, port=settings["web_port"], max_clients=1,
                         send_timeout_s=0.1)
     except (ImportError, MemoryError) as e:
@@ -70,6 +71,17 @@ def main():
     else:
         net.attach(web)
         app.add(web)
+    if settings["mqtt_host"]:  # opt-in: not even imported when off (docs/integration.md)
+        try:
+            from han2x_core.mqtt import MqttClient
+
+            mqtt = MqttClient(net.pool, app, net.hostname, __version__)
+        except (ImportError, MemoryError) as e:
+            print("MQTT unavailable:", repr(e))
+            gc.collect()
+        else:
+            net.attach(mqtt)  # its socket counts in settings.sockets_needed()
+            app.add(mqtt)
     ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))
     if board_io.dhcp_requested(microcontroller):
         ind.blink(indicators.BLINK_DHCP, now)

@@ -121,6 +121,7 @@ T = {
     "mac": "MAC address",
     "net_mode": "Address mode",
     "web_requests": "Web requests / errors",
+    "mqtt": "MQTT",
     "last_error": "Last error",
     "address": "Address",
     "offset": "Offset",

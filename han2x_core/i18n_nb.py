@@ -121,6 +121,7 @@ T = {
     "mac": "MAC-adresse",
     "net_mode": "Adressemodus",
     "web_requests": "Web-forespørsler / feil",
+    "mqtt": "MQTT",
     "last_error": "Siste feil",
     "address": "Adresse",
     "offset": "Offset",

@@ -13,6 +13,8 @@ _IP = const(3)
 _MASK = const(4)
 _HOST = const(5)
 _TEXT = const(6)
+_IPOPT = const(7)  # an IPv4 address or "" (off)
+_TOPIC = const(8)  # an MQTT topic prefix: no wildcards, no leading or trailing '/'
 
 _TEXT_MAX = const(64)
 
@@ -36,6 +38,14 @@ DEFAULTS = {
     "web_password": "",
     "web_protect": "settings",
     "language": "auto",
+    "mqtt_host": "",
+    "mqtt_port": 1883,
+    "mqtt_user": "",
+    "mqtt_password": "",
+    "mqtt_client_id": "",
+    "mqtt_prefix": "",
+    "mqtt_discovery_prefix": "homeassistant",
+    "mqtt_interval_s": 0,
 }
 
 # (key, kind, a, b, comment written above the key). a/b: int range or enum choices.
@@ -61,7 +71,27 @@ SCHEMA = (
     ("web_password", _TEXT, None, None, 'web password; "" = none'),
     ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
+    ("mqtt_host", _IPOPT, None, None, 'MQTT broker IPv4 address; "" = MQTT off'),
+    ("mqtt_port", _INT, 1, 65535, "MQTT broker port (plain MQTT, no TLS)"),
+    ("mqtt_user", _TEXT, None, None, 'MQTT user name; "" = none'),
+    ("mqtt_password", _TEXT, None, None, "MQTT password"),
+    ("mqtt_client_id", _HOST, None, None, 'MQTT client id; "" = the host name'),
+    ("mqtt_prefix", _TOPIC, None, None, 'MQTT topic prefix; "" = han2x/<meter id>'),
+    ("mqtt_discovery_prefix", _TOPIC, None, None,
+     'Home Assistant discovery prefix; "" = no discovery'),
+    ("mqtt_interval_s", _INT, 0, 3600, "MQTT power: 0 = every telegram, else every N s"),
 )
+
+# The W5500 has 8 hardware sockets; socket 0 is DHCP's, SocketPool hands out 1-7
+# (docs/network.md "Socket budget"). Services that hold a socket for good count here; the
+# web page's one connection takes what is free (with every budgeted socket busy it waits).
+SOCKETS = const(7)
+
+
+def sockets_needed(s):
+    """Hardware sockets 1-7 the enabled services hold at most: the Modbus and web listeners,
+    the Modbus clients, and one for MQTT when on. The one rule; validate() enforces it."""
+    return 2 + s["modbus_max_clients"] + (1 if s["mqtt_host"] else 0)
 
 def _hint(key):
     """Appended to a key's message when its value is refused: what the number or 0.0.0.0
@@ -162,6 +192,17 @@ def _check(key, kind, a, b, value):
         if value[:1] == "-" or value[-1:] == "-":
             return None, "must not start or end with '-'"
         return value, None
+    if kind == _IPOPT:
+        return ("", None) if value == "" else _check(key, _IP, a, b, value)
+    if kind == _TOPIC:
+        if len(value) > _TEXT_MAX:
+            return None, "must be at most %d characters" % _TEXT_MAX
+        for c in value:
+            if ord(c) <= 32 or ord(c) > 126 or c in "+#":
+                return None, "may only contain printable ASCII, no spaces, '+' or '#'"
+        if value[:1] == "/" or value[-1:] == "/" or "//" in value:
+            return None, "must not start or end with '/' or hold '//'"
+        return value, None
     # _TEXT
     if len(value) > _TEXT_MAX:
         return None, "must be at most %d characters" % _TEXT_MAX
@@ -194,6 +235,13 @@ def validate(d, old=None):
             errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
+    over = sockets_needed(clean) - SOCKETS
+    if over > 0:  # more clients than sockets: the newest service would find none
+        if "modbus_max_clients" not in errors:
+            errors["modbus_max_clients"] = (
+                "must be at most %d while MQTT is on (%d W5500 sockets)"
+                % (clean["modbus_max_clients"] - over, SOCKETS))
+        clean["modbus_max_clients"] -= over
     if clean["web_port"] == clean["modbus_port"]:
         # One port for both would leave the web page unreachable after a restart. (Also
         # when a bad web_port fell back onto the new Modbus port: clean must be usable.)

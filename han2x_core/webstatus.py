@@ -111,7 +111,7 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
          ("ip", "s"), ("mac", "s"), ("hostname", "s"), ("net_mode", "s"),
-         ("web_requests", "n"), ("scaling_unsaved", "n"), ("last_error", "s"))
+         ("web_requests", "n"), ("scaling_unsaved", "n"), ("mqtt", "s"), ("last_error", "s"))
 
 
 def diagnostics(ctx):
