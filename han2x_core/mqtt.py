@@ -50,12 +50,13 @@ _CMD_CONNECT = const(0x04)
 class MqttClient:
     """The MQTT service. app: the App (registers, latest, last_frame, settings);
     pool: the socket pool (W5500 SocketPool or CPython's socket module); client_id: the
-    default when mqtt_client_id is "" (the host name); version: firmware version text.
+    default when mqtt_client_id is "" (the host name); version: firmware version text;
+    backoff_min_ms: the first wait after a failure (tests shorten it).
     Counters for the diagnostics page: attempts, sessions, published, last_error."""
 
     name = "mqtt"
 
-    def __init__(self, pool, app, client_id, version):
+    def __init__(self, pool, app, client_id, version, backoff_min_ms=_BACKOFF_MIN_MS):
         self.pool = pool
         self.app = app
         self.default_id = client_id
@@ -73,7 +74,8 @@ class MqttClient:
         self._prefix = ""
         self._queue = 0
         self._disc_next = 0
-        self._backoff_ms = _BACKOFF_MIN_MS
+        self._backoff_min = backoff_min_ms
+        self._backoff_ms = backoff_min_ms
         self._at = 0  # state deadline (TCP, CONNACK) or the next attempt (IDLE)
         self._at_set = False
         self._sent_ms = 0
@@ -93,7 +95,7 @@ class MqttClient:
         if cfg != self._cfg:
             self._cfg = cfg
             self._drop(None)  # a new broker or login: connect again at once
-            self._backoff_ms = _BACKOFF_MIN_MS
+            self._backoff_ms = self._backoff_min
             self._at_set = False
 
     def start(self, host):
@@ -270,7 +272,7 @@ class MqttClient:
             self.state = UP
             self.sessions += 1
             self.last_error = ""
-            self._backoff_ms = _BACKOFF_MIN_MS
+            self._backoff_ms = self._backoff_min
             self._disc_next = 0
             self._queue = _Q_ONLINE | _Q_INFO | _Q_DISCOVERY | _Q_ENERGY | _Q_POWER
             self._queue |= _Q_SUBSCRIBE if self._cfg[6] else 0
