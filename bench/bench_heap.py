@@ -14,6 +14,10 @@
    port and on the 32-bit WebAssembly build (npm package pinned in bench/wasm/, installed
    into .venv/wasm-micropython on first use; skipped without node/npm): the ratio says how
    much the 64-bit figures overstate a 32-bit board's.
+5. MQTT (han2x_core/mqtt*.py, opt-in: setting "mqtt_host"): .mpy sizes from CircuitPython
+   10.2.1's mpy-cross (the board's), and on the unix port at 192 KB (bench/mpy_mqtt.py)
+   the heap held with MQTT off (0: the module is not imported), by its import and one
+   MqttClient, and what a telegram allocates while connected; against the board's ~160 KB.
 Prints figures and ratios; asserts nothing about them.
 """
 
@@ -456,6 +460,68 @@ def run_imports():
           "request only)")
 
 
+MQTT_MPY_CROSS = os.environ.get("HAN2X_MPY_CROSS") or next(
+    (p for p in (os.path.join(ROOT, up, "shared", "circuitpython",
+                              "mpy-cross-10.2.1-linux-x86_64") for up in ("..", "../.."))
+     if os.path.exists(p)), "mpy-cross-10.2.1-linux-x86_64")
+MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha")
+BOARD_HEAP_BYTES = 160 * 1024  # CircuitPython 10.2.1 on the RP2040 (docs/benchmarks.md)
+
+
+def _mqtt_figures(folder, frames):
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=192k",
+                          os.path.join(ROOT, "bench", "mpy_mqtt.py"), folder, frames],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(out.stdout + out.stderr)
+    return dict((p[0], int(p[1])) for p in (line.split() for line in out.stdout.splitlines())
+                if len(p) == 2)
+
+
+def run_mqtt():
+    import json
+
+    print("MQTT (han2x_core/mqtt*.py; not imported while mqtt_host is empty):")
+    if os.path.exists(MQTT_MPY_CROSS):
+        with tempfile.TemporaryDirectory() as tmp:
+            sizes = []
+            for name in MQTT_MODULES:
+                out = os.path.join(tmp, name + ".mpy")
+                subprocess.run([MQTT_MPY_CROSS, "-o", out, "-s", "han2x_core/%s.py" % name,
+                                os.path.join(ROOT, "han2x_core", name + ".py")], check=True,
+                               timeout=60)
+                sizes.append("%s %d" % (name, os.path.getsize(out)))
+            print("  .mpy (CircuitPython 10.2.1 mpy-cross), bytes: " + ", ".join(sizes))
+    else:
+        print("  no CircuitPython mpy-cross at %s ($HAN2X_MPY_CROSS)" % MQTT_MPY_CROSS)
+    with open(os.path.join(ROOT, "tests", "data", "frames.json")) as f:
+        corpus = json.load(f)
+    folder = tempfile.mkdtemp(prefix="bench-mqtt-")
+    try:
+        frames = os.path.join(folder, "frames.hex")
+        with open(frames, "w") as f:
+            f.write("".join(e["hex"].replace(" ", "") + "\n" for e in corpus
+                            if e["id"].startswith("aidon-6534")))
+        rows = [("source", _mqtt_figures(ROOT, frames))]
+        if compile_mpy(folder):
+            rows.append((".mpy", _mqtt_figures(folder, frames)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for name, f in rows:
+        print("  64-bit unix port, 192 KB heap, %s: off: imported %s, held %d B; on: import "
+              "%d B, one MqttClient %d B; %d messages at connect; %.2f per telegram, at most "
+              "%d B allocated per telegram (freed again: %d B held after %d)" % (
+                  name, "yes" if f["off_mqtt_imported"] else "no", f["off_held"], f["import"],
+                  f["instance"], f["published_at_connect"],
+                  f["published_per_telegram_x100"] / 100, f["alloc_per_telegram_max"],
+                  f["held_after"], f["telegrams"]))
+    f = rows[-1][1]
+    held = f["import"] + f["instance"]
+    print("  held while on: %s = %.1f%% of the board's ~%s (64-bit figures; a 32-bit board "
+          "holds less, see the ratio in part 3)" % (kb(held), 100.0 * held / BOARD_HEAP_BYTES,
+                                                    kb(BOARD_HEAP_BYTES)))
+
+
 def main():
     if not os.path.exists(MICROPYTHON):
         print("no MicroPython binary at %s: run `make setup`" % MICROPYTHON)
@@ -469,6 +535,8 @@ def main():
     run_device_192k(mpy=True)
     print()
     run_imports()
+    print()
+    run_mqtt()
     return 0
 
 
