@@ -76,11 +76,20 @@ class App:
         self.service_errors = 0
         self.han_errors = 0
         self.loops = 0
-        self.last_error = ""
+        self.last_error = ""  # "where: what" of the newest contained error (error())
+        for part in [han] + self.services:
+            self._wire(part)
 
     def add(self, service):
         """Add a polled service (Modbus server, web server, indicators, watchdog...)."""
         self.services.append(service)
+        self._wire(service)
+
+    def _wire(self, part):
+        """A part that contains its own errors (web, Modbus, HAN reader) has a `report`
+        attribute: it calls report(where, what) for each, so last_error shows it."""
+        if part is not None and getattr(part, "report", 0) is None:
+            part.report = self.error
 
     def configure(self, settings):
         """Hand validated settings to every part that has configure(settings)."""
@@ -92,7 +101,7 @@ class App:
                     configure(settings)
                 except Exception as e:
                     self.service_errors += 1
-                    self._error(part, e)
+                    self.error(part, e)
 
     def save_settings(self, changes):
         """Validate changes (a dict of some keys), persist, then apply.
@@ -113,10 +122,12 @@ class App:
                 self.store.save(clean)
             except OSError as e:
                 self.settings_warning = str(e)
+                self.error("settings", e)
                 return {"_store": str(e)}
             except Exception as e:  # e.g. MemoryError: the old file stays (atomic write)
                 message = "could not save: %s: %s" % (type(e).__name__, e)
                 self.settings_warning = message
+                self.error("settings", message)
                 return {"_store": message}
         self.settings_warning = None
         self.configure(clean)
@@ -160,25 +171,25 @@ class App:
         try:
             self._read_han(now_ms)
         except MemoryError:
-            self._error("han", "out of memory")
+            self.error("han", "out of memory")
             self.han_errors += 1
         except Exception as e:  # a broken reader must not stop Modbus
             self.han_errors += 1
-            self._error("han", e)
+            self.error("han", e)
         try:
             self.registers.tick(now_ms)
         except Exception as e:
             self.service_errors += 1
-            self._error("registers", e)
+            self.error("registers", e)
         for service in self.services:
             try:
                 service.poll(now_ms)
             except MemoryError:
                 self.service_errors += 1
-                self._error(service, "out of memory")
+                self.error(service, "out of memory")
             except Exception as e:
                 self.service_errors += 1
-                self._error(service, e)
+                self.error(service, e)
 
     def data_age_ms(self, now_ms):
         """Milliseconds since the last valid telegram, or None before the first."""
@@ -207,7 +218,7 @@ class App:
             reading = decode_frame(raw)
         except DecodeError as e:
             self.decode_errors += 1
-            self._error("decode", e)
+            self.error("decode", e)
             self.last_frame = raw
             return
         self.last_frame = raw
@@ -246,8 +257,13 @@ class App:
             self.history.pop(0)
         self.history.append(sample)
 
-    def _error(self, where, e):
+    def error(self, where, e):
+        """Keep a contained error for /api/status and the diagnostics page: where (a name, or
+        a part with .name) and what (an exception or a text)."""
         name = getattr(where, "name", None) or (where if isinstance(where, str) else
                                                  type(where).__name__)
-        text = "%s: %s" % (name, e)
+        try:
+            text = "%s: %s" % (name, e)
+        except MemoryError:  # keep at least where it happened
+            text = name
         self.last_error = text[:_LAST_ERROR_LEN]

@@ -54,9 +54,10 @@ class HanReader:
         self.locked = False
         self.detected = None
         self.switches = 0
-        self.bytes_ok = 0
-        self.errors = 0
+        self._bytes_done = 0  # counts of the receivers already replaced
+        self._errors_done = 0
         self.last_error = ""
+        self.report = None  # App.error(where, what), set by the App
         self._hdlc = None
         self._frames_seen = 0
         self._words_at_frame = 0
@@ -90,6 +91,8 @@ class HanReader:
         self.candidates = [(ln, p) for p in polarities for ln in lines]
         if self.kind == "uart" and self.polarity_setting == "inverted":
             self.last_error = "busio UART cannot read an inverted line; use han_input = pio"
+            if self.report is not None:
+                self.report(self.name, self.last_error)
 
     def _start(self, index):
         self.stop()
@@ -111,12 +114,20 @@ class HanReader:
 
     def _account(self):
         r = self.receiver
-        self.bytes_ok += r.bytes_ok
-        self.errors += r.errors
-        r.bytes_ok = 0
-        r.framing_errors = r.parity_errors = 0
-        if isinstance(r, UartReceiver):
-            r.errors = 0
+        self._bytes_done += r.bytes_ok
+        self._errors_done += r.errors
+
+    @property
+    def bytes_ok(self):
+        """Characters received since start-up, the running receiver's included."""
+        r = self.receiver
+        return self._bytes_done + (r.bytes_ok if r is not None else 0)
+
+    @property
+    def errors(self):
+        """Framing and parity errors since start-up, the running receiver's included."""
+        r = self.receiver
+        return self._errors_done + (r.errors if r is not None else 0)
 
     @property
     def line(self):

@@ -63,6 +63,7 @@ class ModbusServer:
         self.closed_by_peer = 0
         self.errors = 0  # socket errors (accept, recv, send, bind)
         self.last_error = ""
+        self.report = None  # App.error(where, what), set by the App
 
     # ---- counters shared with the protocol core ----------------------------------------------
 
@@ -185,12 +186,10 @@ class ModbusServer:
             sock, _ = self._listener.accept()
         except OSError as e:
             if not again(e):
-                self.errors += 1
-                self.last_error = "accept: %s" % (e,)
+                self._note("accept: %s" % (e,))
             return False
         except RuntimeError as e:
-            self.errors += 1
-            self.last_error = "accept: %s" % (e,)
+            self._note("accept: %s" % (e,))
             if "in use" not in str(e):
                 # adafruit_wiznet5k: a client that resets before accept() leaves the
                 # listening hardware socket CLOSED; accept() then closes our listener object
@@ -228,8 +227,7 @@ class ModbusServer:
         try:
             sock.close()
         except Exception as e:  # noqa: BLE001 - closing must not raise into the loop
-            self.errors += 1
-            self.last_error = "close: %s" % (e,)
+            self._note("close: %s" % (e,))
 
     def _victim(self):
         """The client to close for a new one: a connection that has never sent a whole
@@ -266,9 +264,15 @@ class ModbusServer:
             self._close_sock(sock)
 
     def _fail(self, c, e):
-        self.errors += 1
-        self.last_error = "client: %s" % (e,)
+        self._note("client: %s" % (e,))
         self._close(c)
+
+    def _note(self, text):
+        """Count a contained error and hand it to the App (its last_error)."""
+        self.errors += 1
+        self.last_error = text
+        if self.report is not None:
+            self.report(self.name, text)
 
     def _close_listener(self):
         if self._listener is not None:
@@ -283,8 +287,7 @@ class ModbusServer:
             self._bind()
             self._bind_retry_ms = None
         except Exception as e:  # noqa: BLE001 - port in use: retry later, keep serving
-            self.errors += 1
-            self.last_error = "bind %d: %s" % (self._want_port, e)
+            self._note("bind %d: %s" % (self._want_port, e))
             self._bind_retry_ms = ticks_add(now_ms, _REBIND_MS)
 
     def _bind(self):

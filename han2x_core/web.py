@@ -9,8 +9,8 @@ while sending), grows requests without bound, and importing it costs ~60 KB of h
 from micropython import const
 
 from han2x_core.ticks import ticks_add, ticks_diff
-from han2x_core.webconn import (READING, REQUEST_MAX, SENDING, STATUS, Conn, Request,
-                                 peer_gone, victim, would_block)
+from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS, Conn,
+                                 Request, peer_gone, victim, would_block)
 
 _READ_MS = const(5000)  # the whole request must arrive within this
 _SEND_MS = const(15000)
@@ -21,6 +21,13 @@ _ACCEPTS = const(2)  # connections taken per poll
 # reads: look for new connections at most this often, and at once again after one came in.
 _ACCEPT_EVERY_MS = const(10)
 _STEPS = const(4)  # sends per connection per poll
+# The answer to a request that ran out of memory before its answer started: preallocated,
+# so that sending it needs no heap.
+_FULL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+         b"Content-Length: 0\r\nRetry-After: 1\r\n\r\n")  # all slots are answering
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Connection: close\r\nRetry-After: 2\r\nContent-Length: 31\r\n\r\n"
+         b"out of memory: try again soon.\n")
 
 
 class WebServer:
@@ -55,6 +62,7 @@ class WebServer:
         self.accept_tries = 0  # polls that looked for a new connection (_ACCEPT_EVERY_MS)
         self._accept_ms = -1  # last look; -1 = look at the next poll
         self.last_error = ""
+        self.report = None  # App.error(where, what), set by the App
         self.uptime_s = 0
         self._up_ms = 0
         self._last_ms = None
@@ -117,29 +125,28 @@ class WebServer:
                 self._accept_ms < 0 or ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS):
             self._accept_ms = now_ms
             self.accept_tries += 1
-            for _ in range(_ACCEPTS):
-                if not self._accept(now_ms):
-                    break
-                self._accept_ms = -1  # one came in: look again at the next poll
+            try:
+                for _ in range(_ACCEPTS):
+                    if not self._accept(now_ms):
+                        break
+                    self._accept_ms = -1  # one came in: look again at the next poll
+            except MemoryError:  # in the driver's accept(): the janitor finds its socket
+                import gc
+
+                gc.collect()
+                self._note("accept: out of memory")
         for i in range(len(self._conns)):
             conn = self._conns[i]
             if conn is None:
                 continue
             try:
                 self._service(conn, now_ms)
-            except MemoryError:
-                self._fail(i, "out of memory")
-                import gc
-
-                gc.collect()
-            except OSError as e:
-                if peer_gone(e):  # the client hung up: normal, not an error
+            except Exception as e:  # MemoryError included: this request fails alone
+                if isinstance(e, OSError) and peer_gone(e):  # the client hung up: normal
                     self.resets += 1
                     self._close(i)
                 else:
                     self._fail(i, e)
-            except Exception as e:
-                self._fail(i, e)
 
     def _relisten(self, now_ms):
         port, self._want_port = self._want_port, None
@@ -152,8 +159,7 @@ class WebServer:
         try:
             self.start(self.host)
         except Exception as e:  # port taken: serve on the old one, try again in 10 s
-            self.errors += 1
-            self.last_error = ("web port %d: %s" % (port, e))[:100]
+            self._note("web port %d: %s" % (port, e))
             self._want_port = port
             self._retry_ms = ticks_add(now_ms, 10000)
             self.port = old
@@ -168,10 +174,45 @@ class WebServer:
         self._last_ms = now_ms
 
     def _fail(self, i, e):
+        """A request failed (e: an exception or a text): give back what it held (its
+        generator and chunk, its page modules, its socket unless it is still to answer),
+        then answer 503 if it ran out of memory before its answer started, else close.
+        Counted, and reported as the App's last_error."""
+        conn = self._conns[i]
+        oom = isinstance(e, MemoryError)
+        retry = oom and not conn.sent and conn.out is not _BUSY and conn.state != DRAINING
+        conn.gen = None  # the page's generator and everything its frames hold
+        conn.out = b""
+        conn.transient = not retry  # it may have loaded page modules before it failed
+        if retry:
+            self._unload()
+            conn.unread = conn.state == READING and (conn.head_end < 0 or conn.n < conn.need)
+            conn.out = _BUSY
+            conn.pos = 0
+            conn.state = SENDING
+        else:
+            self._close(i)
+        import gc
+
+        gc.collect()
+        if oom:
+            what = "out of memory"
+        elif isinstance(e, str):
+            what = e
+        else:
+            what = "%s: %s" % (type(e).__name__, e)
+        self._note("%s: %s, %s" % (conn.path or "request", what,
+                                   "answered 503" if retry else "closed"))
+
+    def _note(self, text):
+        """Count a contained error and hand it to the App (its last_error)."""
         self.errors += 1
-        self.last_error = ("%s: %s" % (type(e).__name__, e))[:100] if not isinstance(
-            e, str) else e
-        self._close(i)
+        try:
+            self.last_error = text[:100]
+            if self.report is not None:
+                self.report(self.name, text)
+        except MemoryError:
+            self.last_error = "out of memory"
 
     def _accept(self, now_ms):
         try:
@@ -184,8 +225,7 @@ class WebServer:
             if "in use" in str(e):  # wiznet: "All sockets in use." The client waits on the
                 self.starved += 1  # listener's socket until one is free: not an error
                 return False
-            self.errors += 1
-            self.last_error = str(e)[:100]
+            self._note(str(e))
             # adafruit_wiznet5k: a client that reset before accept() leaves the listening
             # hardware socket CLOSED; accept() then closes our listener object and raises
             # "The socket has been closed." for ever. Listen on a new one (once per poll
@@ -193,7 +233,7 @@ class WebServer:
             try:
                 self.start(self.host)
             except Exception as e2:
-                self.last_error = ("re-listen: %s" % (e2,))[:100]
+                self._note("re-listen: %s" % (e2,))
             return False
         sock.settimeout(0)
         conns = self._conns
@@ -205,40 +245,60 @@ class WebServer:
         if slot < 0:  # full: make room (see victim()), or refuse this one
             oldest = victim(conns)
             if oldest < 0:
-                try:
-                    sock.settimeout(self.send_timeout_s or 0)
-                    sock.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-                              b"Content-Length: 0\r\nRetry-After: 1\r\n\r\n")
-                except Exception:
-                    pass
-                sock.close()
+                self._refuse(sock, _FULL)
                 self.evicted += 1
                 return True
             self._close(oldest)
             self.evicted += 1
             slot = oldest
-        conns[slot] = Conn(sock, addr, self._bufs[slot], now_ms)
+        try:
+            conns[slot] = Conn(sock, addr, self._bufs[slot], now_ms)
+        except MemoryError:  # never leave the accepted socket open without an owner
+            self._refuse(sock, _BUSY)
+            self._note("accept: out of memory, answered 503")
         return True
+
+    def _refuse(self, sock, answer):
+        try:
+            sock.settimeout(self.send_timeout_s or 0)
+            sock.send(answer)
+        except Exception:
+            pass
+        self._close_sock(sock)
 
     def _close(self, i):
         conn = self._conns[i]
         self._conns[i] = None
         if conn is not None:
             conn.gen = None
-            try:
-                conn.sock.close()
-            except Exception:
-                pass
+            self._close_sock(conn.sock)
             after, conn.after = conn.after, None
             if after is not None:  # the answer is sent (or the client gone): e.g. restart
                 after()
             if conn.transient:  # it used the page modules: drop them when nobody else does
-                for c in self._conns:
-                    if c is not None and c.transient:
-                        return
-                from han2x_core.webroutes import release
+                self._unload()
 
-                release()
+    def _unload(self):
+        """Drop the page modules unless an open connection still uses them."""
+        for c in self._conns:
+            if c is not None and c.transient:
+                return
+        from han2x_core.webroutes import release
+
+        release()
+
+    def _close_sock(self, sock):
+        """Close a socket whatever happens: adafruit_wiznet5k's close() formats a debug
+        text, so with the heap full it can fail after marking the hardware socket free but
+        before closing it; once more after a collection it closes (else the janitor will)."""
+        for _ in range(2):
+            try:
+                sock.close()
+                return
+            except Exception:
+                import gc
+
+                gc.collect()
 
     def _recv(self, conn, start):
         try:
@@ -295,16 +355,18 @@ class WebServer:
         self.requests += 1
         try:
             request = Request(memoryview(conn.buf)[:conn.need], conn.head_end)
+        except MemoryError:
+            raise  # poll() answers 503
         except Exception:
             self.respond(conn, 400, "text/plain", "malformed request\n")
             return
+        conn.path = request.path
         try:
             self.routes.handle(conn, request, now_ms)
         except MemoryError:
-            raise
+            raise  # poll() answers 503 (or closes, if the answer started)
         except Exception as e:
-            self.errors += 1
-            self.last_error = ("%s: %s" % (type(e).__name__, e))[:100]
+            self._note("%s: %s: %s" % (request.path, type(e).__name__, e))
             if conn.state == READING:
                 self.respond(conn, 500, "text/plain", "internal error\n")
 

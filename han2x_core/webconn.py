@@ -154,6 +154,8 @@ class Conn:
         self.need = 0
         self.out = b""
         self.pos = 0
+        self.sent = 0  # bytes of the answer handed to the socket (0: it has not started)
+        self.path = None  # the request's path, for the error log
         self.gen = None
         self.unread = False  # the request body was not read (drain before closing)
         self.head = False  # HEAD: headers only
@@ -262,4 +264,5 @@ class Conn:
         if not k:
             return False
         self.pos += k
+        self.sent += k
         return True

@@ -160,3 +160,44 @@ def test_every_corpus_frame_back_to_back_any_chunking(chunk):
         steps += 1
     app.step(steps)
     assert len(regs.readings) == len(norwegian)
+
+
+def test_every_contained_error_sets_last_error_with_where_and_what(tmp_path):
+    """Errors the web server, the Modbus server, the HAN reader and the settings store catch
+    themselves still reach last_error (what /api/status and the diagnostics page show)."""
+    import socket
+
+    from fakes._state import load
+    from han2x_core.han_reader import HanReader
+    from han2x_core.han_uart import UartReceiver
+    from han2x_core.modbus_server import ModbusServer
+    from han2x_core.registers import Registers
+    from han2x_core.settings import DEFAULTS
+    from han2x_core.storage import SettingsStore
+
+    busio = load("busio")
+    han = HanReader(object(), make_receiver=lambda kind, pin, line, polarity: UartReceiver(
+        pin, line, busio=busio))
+    regs = Registers()
+    store = SettingsStore(str(tmp_path / "gone" / "settings.toml"))  # no such folder
+    app = App(han, regs, now_ms=0, settings=dict(DEFAULTS), store=store)
+    modbus = ModbusServer(socket, regs, port=0)
+    modbus.start("127.0.0.1")
+    app.add(modbus)
+    try:
+        app.configure(dict(DEFAULTS, han_input="uart", han_polarity="inverted"))
+        assert app.last_error == "han: busio UART cannot read an inverted line; use han_input = pio"
+        errors = app.save_settings({"scaling_factor": 100})
+        assert "_store" in errors and app.last_error.startswith("settings: ")
+        assert "Settings not saved" in app.last_error
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        modbus.reconfigure(port=port)
+        app.step(10)
+        assert app.last_error.startswith("modbus: bind %d: " % port), app.last_error
+        assert modbus.errors == 1 and app.service_errors == 0  # contained in the server
+        taken.close()
+    finally:
+        modbus.stop()

@@ -353,3 +353,89 @@ def test_module_has_no_device_imports_at_top():
         src = open(module.__file__).read().split("\nclass ", 1)[0]
         for name in ("import rp2pio", "import busio", "import adafruit_pioasm", "import board"):
             assert ("\n" + name) not in src, module.__name__
+
+
+# --- counters (issue 22): the running receiver counts too, and they never go back -----------
+
+class _Counting(Meter):
+    """A Meter that adds up what it sent and checks the reader's counters after each frame."""
+
+    def __init__(self, line, inverted):
+        super().__init__(line, inverted)
+        self.sent = 0
+        self.seen = []  # (bytes_ok, errors) after each frame
+
+    def send(self, reader, frame):
+        super().send(reader, frame)
+        self.sent += len(frame)
+
+
+def _feed(meter, reader, hdlc, frames):
+    buf = bytearray(512)
+    for frame in frames:
+        meter.send(reader, frame)
+        while True:
+            n = reader.readinto(buf)
+            if not n:
+                break
+            hdlc.feed(buf, n)
+            while hdlc.next_frame():
+                pass
+        meter.seen.append((reader.bytes_ok, reader.errors))
+
+
+def test_counters_include_the_running_receiver_when_detection_locks_at_once():
+    reader = HanReader(PIN, make_receiver=_pio_factory)
+    reader.configure({"han_input": "pio", "han_line": "auto", "han_polarity": "auto"})
+    hdlc = HdlcReader()
+    reader.watch(hdlc)
+    meter = _Counting("8E1", False)  # the first candidate: no receiver is ever replaced
+    _feed(meter, reader, hdlc, _frames() * 2)
+    assert reader.switches == 0 and reader.detected == "8E1 normal"
+    assert hdlc.frames_ok == 6
+    assert reader.bytes_ok == meter.sent and reader.errors == 0
+
+
+def test_counters_never_go_back_when_a_receiver_is_replaced():
+    reader = HanReader(PIN, make_receiver=_pio_factory)
+    reader.configure({"han_input": "pio", "han_line": "auto", "han_polarity": "auto"})
+    hdlc = HdlcReader()
+    reader.watch(hdlc)
+    meter = _Counting("8N1", True)  # the last candidate: three receivers replaced
+    for _ in range(40):
+        _feed(meter, reader, hdlc, _frames())
+        if reader.locked and hdlc.frames_ok >= 3:
+            break
+    assert reader.detected == "8N1 inverted" and reader.switches == 3
+    for before, after in zip(meter.seen, meter.seen[1:]):
+        assert after[0] >= before[0] and after[1] >= before[1], meter.seen
+    assert reader.errors > 0  # the wrong formats saw framing and parity errors
+    received = reader.bytes_ok
+    _feed(meter, reader, hdlc, _frames())  # locked: every byte of these is counted
+    assert reader.bytes_ok == received + sum(len(f) for f in _frames())
+
+
+def test_a_fixed_format_on_a_garbled_line_counts_errors_and_says_garbled():
+    """han_line = 8E1 fixed, the meter sends 8N1: no receiver is ever replaced, and the
+    dashboard must say "garbled" (check the line format), not "silent" (check the cable)."""
+    from han2x_core import webapi
+    from han2x_core.app import App
+    from han2x_core.i18n_en import T
+    from han2x_core.registers import Registers
+
+    reader = HanReader(PIN, make_receiver=_pio_factory)
+    app = App(reader, Registers(), 0, settings={})
+    reader.configure({"han_input": "pio", "han_line": "8E1", "han_polarity": "normal"})
+    reader.watch(app.hdlc)
+    assert webapi.han_state(app, 0) == "silent"
+    meter = Meter("8N1", False)
+    for frame in _frames():
+        meter.send(reader, frame)
+        app.step(1000)
+    assert reader.switches == 0 and app.hdlc.frames_ok == 0
+    assert reader.errors > 0 and reader.bytes_ok + reader.errors > 0
+    assert webapi.han_state(app, 1000) == "garbled"
+    status = webapi.device(app, type("Web", (), {"uptime_s": 0, "requests": 0,
+                                                  "errors": 0})(), 1000)
+    assert status["han_line_errors"] == reader.errors and status["han_bytes"] == reader.bytes_ok
+    assert "line" in T["han_garbled"].lower()  # the advice: check the line format

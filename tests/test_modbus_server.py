@@ -260,12 +260,14 @@ def test_opening_connections_does_not_knock_a_polling_client_off(running, rate, 
     assert recv_exact(client, 13)[:2] == b"\x00\x00"
     stop = threading.Event()
     opened = []
+    made = [0]
 
     def attack():
         while not stop.is_set():
             try:
                 opened.append((time.monotonic(), socket.create_connection(
                     ("127.0.0.1", r.port), timeout=1)))
+                made[0] += 1
             except OSError:
                 pass
             while opened and opened[0][0] < time.monotonic() - 10:
@@ -293,7 +295,10 @@ def test_opening_connections_does_not_knock_a_polling_client_off(running, rate, 
         for _, s in opened:
             s.close()
     assert failed == []
-    assert r.server.evicted >= rate * every_s * (polls - 1) - 4 - rate  # the churn happened
+    # the churn happened: every connection the attacker made beyond the free slots was
+    # evicted, but for the last second's, which may still wait in the listen backlog
+    assert made[0] >= rate * every_s * (polls - 1) // 2
+    assert r.server.evicted >= made[0] - 4 - rate
 
 
 def test_hundreds_of_connect_disconnect_cycles(running):
