@@ -62,7 +62,7 @@ def main():
         from han2x_core.web import WebServer
 
         # one browser at a time: 8 W5500 sockets = DHCP + 2 listeners + 4 Modbus + 1 web
-        # (or MQTT; settings.sockets_needed)
+        # (or MQTT, or fewer Modbus clients with the HAN stream; settings.sockets_needed)
         web = WebServer(net.pool, app, port=settings["web_port"], max_clients=1,
                         send_timeout_s=0.1)
     except (ImportError, MemoryError) as e:
@@ -82,6 +82,16 @@ def main():
         else:
             net.attach(mqtt)  # its socket counts in settings.sockets_needed()
             app.add(mqtt)
+
+    def han_stream(port):  # docs/integration.md: the module is loaded only when it is on
+        from han2x_core.hanstream import HanStream
+
+        stream = HanStream(net.pool, port, send_timeout_s=0.1)
+        net.attach(stream)
+        app.add(stream)
+        return stream
+
+    app.stream_factory = han_stream  # App.configure builds it when han_stream_port is set
     ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))
     if board_io.dhcp_requested(microcontroller):
         ind.blink(indicators.BLINK_DHCP, now)

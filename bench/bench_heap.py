@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Heap on MicroPython: what the firmware costs in the RP2040's ~190 KB, in three parts.
+"""Heap on MicroPython: what the firmware costs in the RP2040's ~190 KB, in five parts.
 
 1. Web server (bench/mpy_http.py, 192 KB heap): han2x_core.web.WebServer against
    adafruit_httpserver 4.8.2 (pinned in requirements-dev.txt; the library the project
@@ -10,10 +10,16 @@
    allocated per loop step) idle, while a client polls Modbus, and with telegrams arriving
    as well; the peak while a browser loads the dashboard. Then the same at 192 KB, briefly:
    does the web server start, does the dashboard load.
+2b. The raw HAN stream (bench/mpy_stream.py, 192 KB heap): not loaded while
+   han_stream_port is 0; heap held once turned on; growth while it sends.
 3. Every han2x_core module imported from source (bench/mpy_imports.py) on the 64-bit unix
    port and on the 32-bit WebAssembly build (npm package pinned in bench/wasm/, installed
    into .venv/wasm-micropython on first use; skipped without node/npm): the ratio says how
    much the 64-bit figures overstate a 32-bit board's.
+4. The meter profiles (bench/mpy_meters.py, docs/integration.md): each profile's .mpy size
+   from CircuitPython 10.2.1's own mpy-cross (HAN2X_MPY_CROSS, else
+   ../shared/circuitpython/), the heap each holds while on, from source and from .mpy, what
+   one request allocates (HAN2X and each profile's), and what stays after turning all off.
 5. MQTT (han2x_core/mqtt*.py, opt-in: setting "mqtt_host"): .mpy sizes from CircuitPython
    10.2.1's mpy-cross (the board's), and on the unix port at 192 KB (bench/mpy_mqtt.py)
    the heap held with MQTT off (0: the module is not imported), by its import and one
@@ -354,6 +360,21 @@ def run_device_192k(mpy=False):
     print("  " + p.wait_line("done", 1))
 
 
+def run_stream():
+    port = free_port()
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=192k", "bench/mpy_stream.py", str(port)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    fig = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line}
+    if out.returncode or "sending_cost" not in fig:
+        raise RuntimeError(out.stdout + out.stderr)
+    print("Raw HAN stream (han_stream_port) on MicroPython, 192 KB heap, han2x_core from source:")
+    print("  off: module loaded = %s (0: nothing imported, no heap)" % fig["off_loaded"][0])
+    print("  turned on (module + HanStream, its 1 KB ring buffer, listening): %s held"
+          % kb(int(fig["on_cost"][0])))
+    print("  sending 20 telegrams to a client: %s B more held (%s bytes received)"
+          % (fig["sending_cost"][0], fig["sending_cost"][2]))
+
+
 # ---- 3. module imports, 64-bit against 32-bit -------------------------------------------------
 
 def install_wasm():
@@ -460,10 +481,68 @@ def run_imports():
           "request only)")
 
 
-MQTT_MPY_CROSS = os.environ.get("HAN2X_MPY_CROSS") or next(
-    (p for p in (os.path.join(ROOT, up, "shared", "circuitpython",
-                              "mpy-cross-10.2.1-linux-x86_64") for up in ("..", "../.."))
-     if os.path.exists(p)), "mpy-cross-10.2.1-linux-x86_64")
+METER_MODULES = ("meterroute", "meterutil", "meter_sunspec", "meter_em24", "meter_sdm630")
+
+
+def _cp_mpy_cross():
+    given = os.environ.get("HAN2X_MPY_CROSS")
+    if given:
+        return given
+    for up in (os.path.dirname(ROOT), os.path.dirname(os.path.dirname(ROOT))):  # worktrees
+        path = os.path.join(up, "shared", "circuitpython", "mpy-cross-10.2.1-linux-x86_64")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _meter_lines(args):
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    figures = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in ("held", "request"):
+            figures[parts[0] + " " + parts[1]] = int(parts[2])
+        elif len(parts) == 2 and parts[0] == "off":
+            figures["off"] = int(parts[1])
+    if not figures:
+        raise RuntimeError(out.stdout + out.stderr)
+    return figures
+
+
+def run_meters():
+    print("Meter profiles (each imported only while on; docs/integration.md):")
+    tool = _cp_mpy_cross()
+    if tool:
+        folder = tempfile.mkdtemp(prefix="bench-cp-")
+        try:
+            sizes = []
+            for name in METER_MODULES:
+                target = os.path.join(folder, name + ".mpy")
+                subprocess.run([tool, "-o", target, os.path.join(ROOT, "han2x_core", name + ".py")],
+                               check=True, timeout=60)
+                sizes.append("%s %d" % (name, os.path.getsize(target)))
+            print("  .mpy bytes (CircuitPython 10.2.1 mpy-cross): " + ", ".join(sizes))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print("  .mpy sizes skipped: no CircuitPython mpy-cross (set HAN2X_MPY_CROSS)")
+    script = os.path.join(ROOT, "bench", "mpy_meters.py")
+    columns = [("64-bit source", _meter_lines([MICROPYTHON, "-X", "heapsize=192k", script]))]
+    folder = tempfile.mkdtemp(prefix="bench-mpy-")
+    try:
+        if compile_mpy(folder):
+            columns.append(("64-bit .mpy", _meter_lines([MICROPYTHON, "-X", "heapsize=192k",
+                                                          script, folder])))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("  %-24s" % "heap held / allocated" + "".join("%14s" % c[0] for c in columns))
+    for key in columns[0][1]:
+        print("  %-24s" % key + "".join("%14d" % c[1][key] for c in columns))
+    print("  (held: module, meterutil and the map while that profile is on; request: bytes "
+          "allocated per request after the first; off: left after all are off again, "
+          "MicroPython's interned names; board budget ~160 KB)")
+
+
 MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha")
 BOARD_HEAP_BYTES = 160 * 1024  # CircuitPython 10.2.1 on the RP2040 (docs/benchmarks.md)
 
@@ -482,18 +561,19 @@ def run_mqtt():
     import json
 
     print("MQTT (han2x_core/mqtt*.py; not imported while mqtt_host is empty):")
-    if os.path.exists(MQTT_MPY_CROSS):
+    tool = _cp_mpy_cross()
+    if tool:
         with tempfile.TemporaryDirectory() as tmp:
             sizes = []
             for name in MQTT_MODULES:
                 out = os.path.join(tmp, name + ".mpy")
-                subprocess.run([MQTT_MPY_CROSS, "-o", out, "-s", "han2x_core/%s.py" % name,
+                subprocess.run([tool, "-o", out, "-s", "han2x_core/%s.py" % name,
                                 os.path.join(ROOT, "han2x_core", name + ".py")], check=True,
                                timeout=60)
                 sizes.append("%s %d" % (name, os.path.getsize(out)))
             print("  .mpy (CircuitPython 10.2.1 mpy-cross), bytes: " + ", ".join(sizes))
     else:
-        print("  no CircuitPython mpy-cross at %s ($HAN2X_MPY_CROSS)" % MQTT_MPY_CROSS)
+        print("  .mpy sizes skipped: no CircuitPython mpy-cross (set HAN2X_MPY_CROSS)")
     with open(os.path.join(ROOT, "tests", "data", "frames.json")) as f:
         corpus = json.load(f)
     folder = tempfile.mkdtemp(prefix="bench-mqtt-")
@@ -534,7 +614,11 @@ def main():
     run_device_192k()
     run_device_192k(mpy=True)
     print()
+    run_stream()
+    print()
     run_imports()
+    print()
+    run_meters()
     print()
     run_mqtt()
     return 0

@@ -52,6 +52,11 @@ class App:
         # cannot) and returns the callable that restarts the board, which the web server
         # runs once its answer is sent (board_io.usb_write_hook).
         self.usb_write = None
+        # The raw HAN stream (hanstream.py, setting han_stream_port): raw_tap gets every HAN
+        # chunk (feed(buf, n)); stream_factory(port) builds it, attached and polled, when
+        # the setting turns it on (code.py: the module is not loaded while it is off).
+        self.raw_tap = None
+        self.stream_factory = None
         # The energy state file (energystate.py): its path once restore_energy() ran, the
         # files object it is written through (None = the real os), the last warning, and
         # what was saved last (registers.hourly, meter hour).
@@ -94,6 +99,13 @@ class App:
     def configure(self, settings):
         """Hand validated settings to every part that has configure(settings)."""
         self.settings = settings
+        port = settings.get("han_stream_port")
+        if port and self.raw_tap is None and self.stream_factory is not None:
+            try:
+                self.raw_tap = self.stream_factory(port)
+            except Exception as e:  # MemoryError: Modbus goes on without the stream
+                self.service_errors += 1
+                self._error("han_stream", e)
         for part in [self.han, self.registers] + self.services:
             configure = getattr(part, "configure", None)
             if configure is not None:
@@ -201,6 +213,8 @@ class App:
         n = self.han.readinto(self._rx) if self.han is not None else 0
         if not n:
             n = 0
+        elif self.raw_tap is not None:
+            self.raw_tap.feed(self._rx, n)  # the raw stream: every byte, valid or not
         # The common case: the reader takes the whole chunk, no slice object is made.
         pos = self.hdlc.feed(self._rx, n) if n else 0
         while True:

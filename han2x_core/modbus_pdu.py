@@ -42,9 +42,31 @@ class ModbusHandler:
         self.malformed = 0  # framing errors: connection closed or bytes discarded
         self.crc_errors = 0  # RTU frames dropped for a bad CRC
         self.ignored = 0  # frames for another unit id (restricted mode): no answer
+        # Meter profiles (meterroute.py; None while all are off, the HAN2X-only path):
+        self.routes = None  # tuple of maps served on their own unit id (EM24, SDM630)
+        self.sunspec = None  # the SunSpec map at 40000, beside the HAN2X map
+        self.target = None  # the map of the request accepts() took; None = HAN2X
 
     def accepts(self, unit):
+        """Whether to answer unit; chooses the map that serves the request."""
+        routes = self.routes
+        if routes is not None:
+            for r in routes:
+                if r.unit == unit:
+                    self.target = r
+                    return True
+        self.target = self.sunspec
         return self.unit_id == 0 or unit == self.unit_id
+
+    def _get(self, fc, start, count, out, o):
+        t = self.target
+        if t is None:
+            return self.regs.read(start, count, out, o)
+        return t.read(fc, start, count, out, o)
+
+    def _put(self, start, data, off, count):
+        t = self.target
+        return (self.regs if t is None else t).write(start, data, off, count)
 
     def execute(self, req, off, n, out, o):
         """Run the request PDU req[off:off+n]; write the response PDU at out[o:]; its length."""
@@ -81,7 +103,7 @@ class ModbusHandler:
         count = (req[off + 3] << 8) | req[off + 4]
         if count < 1 or count > _MAX_READ:
             return EX_ILLEGAL_VALUE
-        code = self.regs.read(start, count, out, o + 2)
+        code = self._get(req[off], start, count, out, o + 2)
         if code:
             return code
         out[o] = req[off]
@@ -92,7 +114,7 @@ class ModbusHandler:
         if n != 5:
             return EX_ILLEGAL_VALUE
         start = (req[off + 1] << 8) | req[off + 2]
-        code = self.regs.write(start, req, off + 3, 1)
+        code = self._put(start, req, off + 3, 1)
         if code:
             return code
         for i in range(5):
@@ -107,7 +129,7 @@ class ModbusHandler:
         nbytes = req[off + 5]
         if count < 1 or count > _MAX_WRITE or nbytes != 2 * count or n != 6 + nbytes:
             return EX_ILLEGAL_VALUE
-        code = self.regs.write(start, req, off + 6, count)
+        code = self._put(start, req, off + 6, count)
         if code:
             return code
         for i in range(5):
@@ -121,13 +143,13 @@ class ModbusHandler:
         and_mask = (req[off + 3] << 8) | req[off + 4]
         or_mask = (req[off + 5] << 8) | req[off + 6]
         # Read the current value into the response area, then write the result from there.
-        code = self.regs.read(start, 1, out, o)
+        code = self._get(3, start, 1, out, o)
         if code:
             return code
         current = (out[o] << 8) | out[o + 1]
         result = (current & and_mask) | (or_mask & (~and_mask & 0xFFFF))
         struct.pack_into(">H", out, o, result)
-        code = self.regs.write(start, out, o, 1)
+        code = self._put(start, out, o, 1)
         if code:
             return code
         for i in range(7):

@@ -96,7 +96,8 @@ class ModbusServer:
         self._close_listener()
 
     def configure(self, settings):
-        """Apply the modbus_* settings; a port change re-binds within the next poll."""
+        """Apply the modbus_* settings and the meter profiles (meterroute.py); a port change
+        re-binds within the next poll."""
         timeout_s = settings.get("modbus_idle_timeout_s")
         self.reconfigure(
             port=settings.get("modbus_port"),
@@ -104,6 +105,12 @@ class ModbusServer:
             idle_timeout_ms=None if timeout_s is None else timeout_s * 1000,
             unit_id=settings.get("modbus_unit_id"),
         )
+        h = self.handler
+        if (h.sunspec is not None or h.routes is not None or settings.get("sunspec_model") or
+                settings.get("em24_unit") or settings.get("sdm630_unit")):
+            from han2x_core import meterroute  # meter profiles: loaded only when one is on
+
+            meterroute.configure(h, settings)
 
     def reconfigure(self, port=None, max_clients=None, idle_timeout_ms=None, unit_id=None):
         if port is not None and port != self._want_port:

@@ -84,7 +84,7 @@ class Registers:
         self._present = 0
         self._meter = 0
         self._list = 0
-        self._meter_id = None
+        self.meter_id = None
         self._clock_ok = False
         self._energy = EnergyEstimate()  # estimated energy (docs/registers.md)
         # Time keeping from tick() deltas (wrap-safe for any uptime).
@@ -112,10 +112,10 @@ class Registers:
     def update(self, reading, now_ms):
         """Take one decoded telegram. Values the telegram does not carry keep their last value."""
         meter_id = reading.get("meter_id")
-        if meter_id is not None and self._meter_id is not None and meter_id != self._meter_id:
+        if meter_id is not None and self.meter_id is not None and meter_id != self.meter_id:
             self._forget_meter()
         if meter_id is not None:
-            self._meter_id = meter_id
+            self.meter_id = meter_id
         energy = self._energy  # the interval that ends now used the previous power:
         energy.integrate(self._raw, now_ms, 0 <= self._age_ms < STALE_MS)
         raw = self._raw
@@ -154,13 +154,13 @@ class Registers:
 
     def restore(self, meter_id, clock, totals, estimates):
         """Energies saved before a restart (energystate.py; docs/registers.md)."""
-        self._meter_id = meter_id
+        self.meter_id = meter_id
         self._energy.restore(clock, totals, estimates)
         self._render_all()
 
     def energy_state(self):
         """(meter id, meter clock tuple, totals, estimates) for energystate.save."""
-        return (self._meter_id,) + self._energy.state()
+        return (self.meter_id,) + self._energy.state()
 
     def tick(self, now_ms):
         """Advance clocks: uptime, hours, data age, estimation. Call every loop; cheap."""

@@ -17,6 +17,7 @@ _IPOPT = const(7)  # an IPv4 address or "" (off)
 _TOPIC = const(8)  # an MQTT topic prefix: no wildcards, no leading or trailing '/'
 
 _TEXT_MAX = const(64)
+W5500_SOCKETS = const(8)
 
 DEFAULTS = {
     "dhcp": False,
@@ -30,10 +31,14 @@ DEFAULTS = {
     "modbus_idle_timeout_s": 60,
     "modbus_unit_id": 0,
     "modbus_read_only": False,
+    "sunspec_model": 0,
+    "em24_unit": 0,
+    "sdm630_unit": 0,
     "scaling_factor": 1000,
     "han_line": "auto",
     "han_polarity": "auto",
     "han_input": "pio",
+    "han_stream_port": 0,
     "web_port": 80,
     "web_password": "",
     "web_protect": "settings",
@@ -62,11 +67,17 @@ SCHEMA = (
     ("modbus_unit_id", _INT, 0, 255, "0 = answer any unit id; 1..255 = only that one"),
     ("modbus_read_only", _BOOL, None, None,
      "true = refuse every Modbus write (the scaling factor is set here or on the web page)"),
+    ("sunspec_model", _INT, 0, 213,
+     "SunSpec meter at protocol address 40000: 0 = off, 203 (int) or 213 (float)"),
+    ("em24_unit", _INT, 0, 247, "Carlo Gavazzi EM24 map on this unit id; 0 = off"),
+    ("sdm630_unit", _INT, 0, 247, "Eastron SDM630 map on this unit id; 0 = off"),
     ("scaling_factor", _INT, 10, 1000000, "power/current/energy factor, 1000 = x1.000"),
     ("han_line", _ENUM, ("auto", "8E1", "8N1"), None, "HAN line format: auto, 8E1, 8N1"),
     ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None,
      "HAN signal polarity: auto, normal, inverted"),
     ("han_input", _ENUM, ("pio", "uart"), None, "HAN receiver: pio or uart (busio)"),
+    ("han_stream_port", _INT, 0, 65535,
+     "raw HAN stream for Home Assistant's amshan (TCP port; 0 = off, 3001 suggested)"),
     ("web_port", _INT, 1, 65535, "web page port"),
     ("web_password", _TEXT, None, None, 'web password; "" = none'),
     ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
@@ -81,17 +92,6 @@ SCHEMA = (
      'Home Assistant discovery prefix; "" = no discovery'),
     ("mqtt_interval_s", _INT, 0, 3600, "MQTT power: 0 = every telegram, else every N s"),
 )
-
-# The W5500 has 8 hardware sockets; socket 0 is DHCP's, SocketPool hands out 1-7
-# (docs/network.md "Socket budget"). Services that hold a socket for good count here; the
-# web page's one connection takes what is free (with every budgeted socket busy it waits).
-SOCKETS = const(7)
-
-
-def sockets_needed(s):
-    """Hardware sockets 1-7 the enabled services hold at most: the Modbus and web listeners,
-    the Modbus clients, and one for MQTT when on. The one rule; validate() enforces it."""
-    return 2 + s["modbus_max_clients"] + (1 if s["mqtt_host"] else 0)
 
 def _hint(key):
     """Appended to a key's message when its value is refused: what the number or 0.0.0.0
@@ -235,13 +235,47 @@ def validate(d, old=None):
             errors[key] = message + _hint(key)
             clean[key] = fallback
     _check_network(clean, errors, base)
-    over = sockets_needed(clean) - SOCKETS
-    if over > 0:  # more clients than sockets: the newest service would find none
+    _check_meters(clean, errors)
+    _check_ports(clean, errors, base)
+    _check_sockets(clean, errors)
+    return clean, errors
+
+
+def sockets_needed(s):
+    """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
+    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client,
+    MQTT's connection. The web page's one connection is not counted: it takes a free socket
+    when there is one (one is free at the defaults) and waits otherwise. Every service that
+    takes sockets adds its share here: this is the one place of the rule."""
+    n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
+    if s.get("han_stream_port"):
+        n += 2  # its listener and its one client
+    if s.get("mqtt_host"):
+        n += 1  # its one connection to the broker
+    return n
+
+
+def _check_sockets(clean, errors):
+    over = sockets_needed(clean) - W5500_SOCKETS
+    if over > 0:  # too many for the chip: fewer Modbus clients (clean stays usable)
+        most = clean["modbus_max_clients"] - over
         if "modbus_max_clients" not in errors:
             errors["modbus_max_clients"] = (
-                "must be at most %d while MQTT is on (%d W5500 sockets)"
-                % (clean["modbus_max_clients"] - over, SOCKETS))
-        clean["modbus_max_clients"] -= over
+                "must be at most %d with %s on: the W5500 has 8 sockets (docs/network.md)"
+                % (most, _takers(clean)))
+        clean["modbus_max_clients"] = max(most, 1)
+
+
+def _takers(s):
+    """The optional services that take sockets, as _check_sockets names them."""
+    stream, mqtt = s.get("han_stream_port"), s.get("mqtt_host")
+    if stream and mqtt:
+        return "the HAN stream and MQTT"
+    return "the HAN stream" if stream else "MQTT"
+
+
+def _check_ports(clean, errors, base):
+    """Every service on its own port; stream, web and Modbus ports must differ."""
     if clean["web_port"] == clean["modbus_port"]:
         # One port for both would leave the web page unreachable after a restart. (Also
         # when a bad web_port fell back onto the new Modbus port: clean must be usable.)
@@ -255,7 +289,31 @@ def validate(d, old=None):
         if clean["web_port"] == clean["modbus_port"]:
             clean["web_port"] = DEFAULTS["web_port"]
             clean["modbus_port"] = DEFAULTS["modbus_port"]
-    return clean, errors
+    stream = clean["han_stream_port"]
+    if stream and stream in (clean["modbus_port"], clean["web_port"]):
+        if "han_stream_port" not in errors:
+            errors["han_stream_port"] = "must differ from the Modbus and web ports"
+        clean["han_stream_port"] = 0
+
+
+def _check_meters(clean, errors):
+    """The meter profiles (docs/integration.md): a known SunSpec model, unit ids of their
+    own. They share the Modbus port: no sockets of their own."""
+    if clean["sunspec_model"] not in (0, 203, 213):
+        errors["sunspec_model"] = "must be 0 (off), 203 or 213"
+        clean["sunspec_model"] = 0
+    han2x = clean["modbus_unit_id"]
+    for key in ("em24_unit", "sdm630_unit"):
+        unit = clean[key]
+        message = None
+        if unit and unit == han2x:
+            message = "must differ from modbus_unit_id (the HAN2X map's unit id)"
+        elif unit and key == "sdm630_unit" and unit == clean["em24_unit"]:
+            message = "must differ from em24_unit"
+        if message:
+            if key not in errors:
+                errors[key] = message
+            clean[key] = 0  # off rather than a map that hides another
 
 
 def _check_network(clean, errors, base):

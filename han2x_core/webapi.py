@@ -96,6 +96,7 @@ def device(app, web, now_ms):
     han = app.han
     line = getattr(han, "line_format", None) or getattr(han, "detected", None)
     t100 = read_register(app.registers, _T_OFFSET, 1, bytearray(2))
+    stream = getattr(app, "raw_tap", None)
     return {
         "firmware": __version__,
         "firmware_version": FIRMWARE_VERSION,
@@ -124,6 +125,10 @@ def device(app, web, now_ms):
         "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
                                    None),
         "energy_warning": getattr(app, "energy_warning", None),
+        # the raw HAN stream (hanstream.py): None while it is off
+        "stream_clients": getattr(stream, "clients", None),
+        "stream_bytes_sent": getattr(stream, "bytes_sent", None),
+        "stream_bytes_dropped": getattr(stream, "bytes_dropped", None),
         "mqtt": _mqtt(app),
     }
 
@@ -173,6 +178,33 @@ def status(app, web, now_ms):
     """GET /api/status."""
     return {"reading": reading(app, now_ms), "device": device(app, web, now_ms),
             "totals": _energies(app, 61), "estimated": estimated(app)}
+
+
+def data_json(app):
+    """GET /data.json: the fields evcc's "amsleser" meter template reads (AMS Reader's
+    names): w/e import/export power W, ic/ec import/export energy kWh (the estimate, never
+    decreasing: 40070-40073; null until known), l1..l3 with i current A, u voltage V, p
+    power W. The meter sends no power per phase: p is the net power (import - export)
+    shared by the phases' U x I. Every value is read from the registers. docs/integration.md.
+    """
+    regs = app.registers
+    buf = bytearray(4)
+
+    def reg(offset):
+        return read_register(regs, offset, 2, buf) or 0
+
+    w, e = reg(0), reg(2)
+    known = (reg(50) >> 16) & 36  # 40051 bit 2 (hourly totals) or bit 5 (restored)
+    amps = [reg(8), reg(10), reg(12)]  # mA
+    volts = [reg(14), reg(16), reg(18)]  # V x 10
+    va = [amps[i] * volts[i] for i in range(3)]
+    total = sum(va)
+    out = {"w": w, "e": e,
+           "ic": reg(69) / 1000 if known else None, "ec": reg(71) / 1000 if known else None}
+    for i in range(3):
+        out["l%d" % (i + 1)] = {"i": amps[i] / 1000, "u": volts[i] / 10,
+                                "p": (w - e) * va[i] // total if total else 0}
+    return out
 
 
 def history_chunks(app, now_ms):

@@ -10,7 +10,7 @@ FIELDS = (
                 ("scaling_factor", "i", None), ("modbus_read_only", "b", None))),
     ("han", (("han_line", "c", ("auto", "8E1", "8N1")),
              ("han_polarity", "c", ("auto", "normal", "inverted")),
-             ("han_input", "c", ("pio", "uart")))),
+             ("han_input", "c", ("pio", "uart")), ("han_stream_port", "i", None))),
     ("web", (("web_port", "i", None), ("web_password", "p", None),
              ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
 )
@@ -29,6 +29,11 @@ def error_key(key, message):
     """The i18n key of the Norwegian message for settings.validate's `message` on key."""
     if message == PORT_CLASH:
         return "e_port_clash"
+    if key == "modbus_max_clients" and message.startswith("must be at most"):
+        # settings.sockets_needed: the W5500's 8 sockets; the limit depends on what is on
+        if "and MQTT" in message:
+            return "e_sockets_both"
+        return "e_sockets_mqtt" if "MQTT" in message else "e_sockets"
     if message.startswith(NOT_IPV4):  # not an address at all: say so before the network
         return "e_ip" if key == "ip" else "e_dns"
     return _NB_ERROR.get(key, "e_" + key)

@@ -225,7 +225,7 @@ class Routes:
             self.too_many(conn)
             return
         ctx = Ctx(self, lang, now_ms, authed)
-        api = path[:5] == "/api/"
+        api = path[:5] == "/api/" or path == "/data.json"  # JSON: 401, never a redirect
         locked = self.password != "" and not authed and (self.protect == "all" or path in (
             "/settings", "/api/settings", "/logout", "/usb-write"))
         if locked and path != "/login":
@@ -248,7 +248,7 @@ class Routes:
             web.respond(conn, status, "text/plain", STATUS_TEXT[status])
             return
         handler(self, conn, request, ctx)
-        conn.transient = self.unload and path[:5] != "/api/"
+        conn.transient = self.unload and not api
 
     def too_many(self, conn):
         self.web.respond(conn, 429, "text/plain", "too many wrong passwords: wait %d s\n" %
@@ -304,6 +304,9 @@ class Routes:
         self.json(conn, {"hex": hexlify(self.app.last_frame).decode(),
                          "age_s": None if age is None else age // 1000})
 
+    def _data_json(self, conn, request, ctx):  # evcc's amsleser template (docs/integration.md)
+        self.json(conn, webapi.data_json(self.app))
+
     def _api_settings(self, conn, request, ctx):
         self.json(conn, webapi.public_settings(self.app.settings))
 
@@ -318,6 +321,7 @@ class Routes:
         "/api/registers": _api_registers,
         "/api/frame": _api_frame,
         "/api/settings": _api_settings,
+        "/data.json": _data_json,
     }
 
 

@@ -111,7 +111,8 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
          ("ip", "s"), ("mac", "s"), ("hostname", "s"), ("net_mode", "s"),
-         ("web_requests", "n"), ("scaling_unsaved", "n"), ("mqtt", "s"), ("last_error", "s"))
+         ("web_requests", "n"), ("stream_clients", "n"), ("scaling_unsaved", "n"),
+         ("mqtt", "s"), ("last_error", "s"))
 
 
 def diagnostics(ctx):
@@ -131,6 +132,12 @@ def _diagnostics(ctx):
             yield "<dt>%s</dt><dd>%s / %s</dd>" % (
                 esc(tr(label, lang)), _val("span", "dev." + key, f, dev[key]),
                 _val("span", "dev.web_errors", f, dev["web_errors"]))
+            continue
+        if key == "stream_clients":  # the raw HAN stream: clients / bytes sent / dropped
+            yield "<dt>%s</dt><dd>%s / %s / %s</dd>" % (
+                esc(tr(label, lang)), _val("span", "dev." + key, f, dev[key]),
+                _val("span", "dev.stream_bytes_sent", f, dev["stream_bytes_sent"]),
+                _val("span", "dev.stream_bytes_dropped", f, dev["stream_bytes_dropped"]))
             continue
         yield "<dt>%s</dt>%s" % (esc(tr(label, lang)), _val("dd", "dev." + key, f, dev[key]))
     yield '</dl></section><section class="card"><h2>%s</h2><p class="note">%s</p>' % (

@@ -94,6 +94,7 @@ class Subscriber:
     def __init__(self, port, topics=("#",), user=None, password=None):
         self.messages = []
         self.lock = threading.Lock()
+        self._buf = b""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         flags = 0x02 | (0x80 if user else 0) | (0x40 if password else 0)
         body = _enc("MQTT") + bytes([4, flags]) + struct.pack(">H", 60) + _enc(
@@ -111,25 +112,34 @@ class Subscriber:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _exact(self, n):
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
+    def _read(self):
+        """The next packet (first byte, body). A recv timeout (0.2 s in the thread) keeps
+        what came so far in _buf: a packet split across reads is never lost."""
+        while True:
+            packet = self._parse()
+            if packet is not None:
+                return packet
+            chunk = self.sock.recv(4096)
             if not chunk:
                 raise EOFError("broker closed")
-            data += chunk
-        return data
+            self._buf += chunk
 
-    def _read(self):
-        first = self._exact(1)[0]
-        length, shift = 0, 0
+    def _parse(self):
+        buf = self._buf
+        length, shift, i = 0, 0, 1
         while True:
-            byte = self._exact(1)[0]
+            if i >= len(buf):
+                return None
+            byte = buf[i]
             length |= (byte & 0x7F) << shift
             shift += 7
+            i += 1
             if not byte & 0x80:
                 break
-        return first, self._exact(length)
+        if len(buf) < i + length:
+            return None
+        self._buf = buf[i + length:]
+        return buf[0], buf[i:i + length]
 
     def _run(self):
         while self.running:

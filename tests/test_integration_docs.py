@@ -20,7 +20,8 @@ def _read(name):
 
 
 def ha_yaml():
-    blocks = re.findall(r"```yaml\n(.*?)```", _read("integration.md"), re.S)
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", _read("integration.md"), re.S)
+              if b.startswith("modbus:")]
     assert len(blocks) == 1, "integration.md has one tested Home Assistant YAML"
     return yaml.safe_load(blocks[0])
 

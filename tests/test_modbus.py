@@ -33,11 +33,30 @@ def mbap(tid, unit, pdu, proto=0, length=None):
                        unit) + pdu
 
 
+# Every test here runs twice: HAN2X alone, and with every meter profile on (units the
+# tests do not use): the HAN2X map must answer exactly the same (docs/integration.md).
+PROFILES = {"sunspec_model": 213, "em24_unit": 2, "sdm630_unit": 3}
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["han2x", "all-profiles"])
+def profiles(request, monkeypatch):
+    monkeypatch.setitem(_STATE, "profiles", request.param)
+    return request.param
+
+
+_STATE = {"profiles": False}
+
+
 def make(unit_id=0, scaling=1000):
     regs = Registers(scaling=scaling, firmware_version=10)
     regs.update({"active_power_import_w": 0x12345, "voltage_l1_dv": 2390,
                  "voltage_l2_dv": 2301, "current_l1_ma": 1500}, 0)
     handler = ModbusHandler(regs, unit_id=unit_id)
+    if _STATE["profiles"]:
+        from han2x_core import meterroute
+
+        meterroute.configure(handler, dict(PROFILES, modbus_unit_id=unit_id))
+        assert handler.sunspec is not None and len(handler.routes) == 2
     return regs, handler, ModbusConnection(handler)
 
 

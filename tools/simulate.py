@@ -225,7 +225,12 @@ def build_settings(args, base=None):
             value = settings[key] if settings[key] >= 1024 else pc_port
         if value:  # --http-port 0: no web page; the setting stays
             settings[key] = value
+    stream = getattr(args, "han_stream_port", None)
+    if stream is not None:
+        settings["han_stream_port"] = stream
     clean, errors = validate(settings)
+    if stream and list(errors) == ["modbus_max_clients"]:
+        errors = {}  # the stream's sockets come from Modbus, as on the board (clean has it)
     if errors:
         raise SystemExit("bad settings: %s" % errors)
     return clean
@@ -315,6 +320,7 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None,
         app.add(web)
         device.services["web"] = web
     _add_mqtt(device, net.pool, net.hostname, net)
+    app.stream_factory = _stream_factory(device, net.pool, net.attach)
     app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
 
@@ -331,6 +337,22 @@ def _add_mqtt(device, pool, hostname, net=None):
         net.attach(mqtt)
     device.app.add(mqtt)
     device.services["mqtt"] = mqtt
+
+
+def _stream_factory(device, pool, start, send_timeout_s=0.1):
+    """App.stream_factory as code.py's: the raw HAN stream, built when han_stream_port is
+    set (start: the network's attach, or listening on the PC's host at once)."""
+
+    def make(port):
+        from han2x_core.hanstream import HanStream
+
+        stream = HanStream(pool, port, send_timeout_s=send_timeout_s)
+        start(stream)
+        device.app.add(stream)
+        device.services["han_stream"] = stream
+        return stream
+
+    return make
 
 
 def build_device(args, on_frame=None, store=None, settings=None, han=None):
@@ -364,6 +386,7 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
         app.add(web)
         device.services["web"] = web
     _add_mqtt(device, socket, pc_net.hostname)
+    app.stream_factory = _stream_factory(device, socket, lambda s: s.start(args.host), None)
     app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
 
@@ -463,6 +486,9 @@ def build_parser():
     p.add_argument("--http-port", type=int, default=None,
                    help="web page port (default: the settings file's; 8080 for 80; "
                    "0 = no web page)")
+    p.add_argument("--han-stream-port", type=int, default=None,
+                   help="serve the raw HAN stream on this port, for Home Assistant's amshan "
+                   "(default: the settings file's han_stream_port; 0 = off)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
     p.add_argument("--w5500", action="store_true", help="run the board's network stack: "
                    "the real adafruit_wiznet5k driver on the W5500 model (tests/w5500_model.py)")
@@ -525,6 +551,9 @@ def main(argv=None):
     print("HAN source: %s" % describe_han(device.han))
     print("Modbus TCP (MBAP and RTU-over-TCP) listening on %s:%d" % (
         args.host, device.modbus.bound_port), flush=True)
+    if "han_stream" in device.services:
+        print("Raw HAN stream (amshan) on %s:%d" % (args.host, device.services["han_stream"].port),
+              flush=True)
     if "web" in device.services:
         print("Web page: http://%s:%d/" % (args.host, device.services["web"].port), flush=True)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds > 0 else None
