@@ -6,7 +6,7 @@
 PY       := .venv/bin/python
 RUN_STAMP := .venv/.installed-run
 STAMP    := .venv/.installed
-APT_PKGS := mbpoll libmodbus-dev mtools dosfstools chromium chromium-driver pkg-config gcc mosquitto
+APT_PKGS := mbpoll libmodbus-dev mtools dosfstools chromium chromium-driver pkg-config gcc nodejs npm mosquitto
 
 .PHONY: setup run test test-fast bench lint clean
 
@@ -41,17 +41,24 @@ LIB_STAMP := lib/.han2x-lib.json
 $(LIB_STAMP): lib/requirements.txt $(STAMP)
 	$(PY) tools/build_lib.py
 
+# rp2040js for the board emulator tests (tests/rp2040/package-lock.json pins it).
+NPM_STAMP := tests/rp2040/node_modules/.installed
+$(NPM_STAMP): tests/rp2040/package-lock.json .system-deps
+	cd tests/rp2040 && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
 run: $(RUN_STAMP)
 	$(PY) tools/simulate.py $(ARGS)
 
-test: setup $(LIB_STAMP)
-	$(PY) -m pytest -n 2 tests
+# --dist loadgroup: each emulated board boots once, on one worker (tests/test_board_emu.py).
+test: setup $(LIB_STAMP) $(NPM_STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 test-fast: setup $(LIB_STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
-bench: setup
+bench: setup $(NPM_STAMP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf .venv .system-deps .pytest_cache build dist
+	rm -rf .venv .system-deps .pytest_cache build dist tests/rp2040/node_modules

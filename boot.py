@@ -15,10 +15,10 @@ import storage
 import supervisor
 import time
 
-from han2x_core import board_io
+from han2x_core import bootio
 
 try:
-    for line in board_io.boot(storage, digitalio, board, microcontroller,
+    for line in bootio.boot(storage, digitalio, board, microcontroller,
                               lambda ms: time.sleep(ms / 1000), supervisor.ticks_ms):
         print(line)
 except Exception as e:  # never stop the start-up: the drive then stays with the computer

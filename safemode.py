@@ -10,11 +10,11 @@ import time
 reason = supervisor.runtime.safe_mode_reason
 print("safe mode:", reason)
 try:
-    from han2x_core import board_io
+    from han2x_core import bootio
 except Exception as e:  # a damaged han2x_core must not keep a cabinet device down
     print("safemode.py:", e)
     if reason not in (supervisor.SafeModeReason.USER, supervisor.SafeModeReason.PROGRAMMATIC):
         time.sleep(2)
         microcontroller.reset()
 else:
-    board_io.safe_mode(supervisor, microcontroller, lambda ms: time.sleep(ms / 1000))
+    bootio.safe_mode(supervisor, microcontroller, lambda ms: time.sleep(ms / 1000))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Heap on MicroPython: what the firmware costs in the RP2040's ~190 KB, in five parts.
+"""Heap on MicroPython: what the firmware costs in the RP2040's ~190 KB, in six parts.
 
 1. Web server (bench/mpy_http.py, 192 KB heap): han2x_core.web.WebServer against
    adafruit_httpserver 4.8.2 (pinned in requirements-dev.txt; the library the project
@@ -20,7 +20,11 @@
    from CircuitPython 10.2.1's own mpy-cross (HAN2X_MPY_CROSS, else
    ../shared/circuitpython/), the heap each holds while on, from source and from .mpy, what
    one request allocates (HAN2X and each profile's), and what stays after turning all off.
-5. MQTT (han2x_core/mqtt*.py, opt-in: setting "mqtt_host"): .mpy sizes from CircuitPython
+5. The capacity tariff (han2x_core/tariff.py, opt-in: setting "tariff"): its .mpy size from
+   CircuitPython 10.2.1's mpy-cross (the board's), and on the unix port at 192 KB
+   (bench/mpy_tariff.py) the heap held by its import (source and .mpy) and one Tariff, and
+   what a telegram and an hourly total allocate; against the board's ~160 KB budget.
+6. MQTT (han2x_core/mqtt*.py, opt-in: setting "mqtt_host"): .mpy sizes from CircuitPython
    10.2.1's mpy-cross (the board's), and on the unix port at 192 KB (bench/mpy_mqtt.py)
    the heap held with MQTT off (0: the module is not imported), by its import and one
    MqttClient, and what a telegram allocates while connected; against the board's ~160 KB.
@@ -543,8 +547,51 @@ def run_meters():
           "MicroPython's interned names; board budget ~160 KB)")
 
 
+BOARD_HEAP = 160 * 1024  # CircuitPython 10.2.1 on the RP2040 (docs/benchmarks.md)
+
+
+def _tariff_figures(folder):
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=192k",
+                          os.path.join(ROOT, "bench", "mpy_tariff.py"), folder],
+                         capture_output=True, text=True, timeout=120).stdout
+    return dict((p[0], int(p[1])) for p in (line.split() for line in out.splitlines())
+                if len(p) == 2)
+
+
+def run_tariff():
+    src = os.path.join(ROOT, "han2x_core", "tariff.py")
+    print("Capacity tariff (han2x_core/tariff.py; not imported while the setting is off):")
+    print("  source %d bytes" % os.path.getsize(src))
+    tool = _cp_mpy_cross()
+    if tool:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "tariff.mpy")
+            subprocess.run([tool, "-o", out, "-s", "han2x_core/tariff.py", src],
+                           check=True, timeout=60)
+            print("  .mpy (CircuitPython 10.2.1 mpy-cross): %d bytes" % os.path.getsize(out))
+    else:
+        print("  .mpy size skipped: no CircuitPython mpy-cross (set HAN2X_MPY_CROSS)")
+    rows = [("source", _tariff_figures(ROOT))]
+    folder = tempfile.mkdtemp(prefix="bench-tariff-")
+    try:
+        if compile_mpy(folder):
+            rows.append((".mpy", _tariff_figures(folder)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("  64-bit unix port, 192 KB heap (bytes): %s" % "; ".join(
+        "%s: import %d, one Tariff %d" % (name, f.get("import", -1), f.get("instance", -1))
+        for name, f in rows))
+    f = rows[-1][1]
+    held = f.get("import", 0) + f.get("instance", 0)
+    print("  held while on: %s = %.1f%% of the board's ~%s (64-bit figures; a 32-bit board "
+          "holds less, see the ratio above)" % (kb(held), 100.0 * held / BOARD_HEAP,
+                                                kb(BOARD_HEAP)))
+    print("  allocated and freed again: %d B per telegram (feed + registers), %d B per hourly "
+          "total, %d B per /api/status tariff object" % (
+              f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1)))
+
+
 MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha")
-BOARD_HEAP_BYTES = 160 * 1024  # CircuitPython 10.2.1 on the RP2040 (docs/benchmarks.md)
 
 
 def _mqtt_figures(folder, frames):
@@ -598,8 +645,8 @@ def run_mqtt():
     f = rows[-1][1]
     held = f["import"] + f["instance"]
     print("  held while on: %s = %.1f%% of the board's ~%s (64-bit figures; a 32-bit board "
-          "holds less, see the ratio in part 3)" % (kb(held), 100.0 * held / BOARD_HEAP_BYTES,
-                                                    kb(BOARD_HEAP_BYTES)))
+          "holds less, see the ratio in part 3)" % (kb(held), 100.0 * held / BOARD_HEAP,
+                                                    kb(BOARD_HEAP)))
 
 
 def main():
@@ -619,6 +666,8 @@ def main():
     run_imports()
     print()
     run_meters()
+    print()
+    run_tariff()
     print()
     run_mqtt()
     return 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run every bench/bench_*.py in turn (`make bench`): bench_decode, bench_heap, bench_modbus.
+"""Run every bench/bench_*.py in turn (`make bench`): bench_board (the real CircuitPython in
+the RP2040 emulator), bench_decode, bench_heap, bench_modbus.
 Each prints its own figures; docs/benchmarks.md explains them."""
 
 import glob

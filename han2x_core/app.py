@@ -4,6 +4,8 @@ One App.step(now_ms) does a bounded amount of work and never blocks. The same Ap
 the board (code.py) and on the PC (tools/simulate.py); only the objects passed in differ.
 """
 
+from array import array
+
 from micropython import const
 
 from han2x_core import decode_frame, DecodeError
@@ -27,9 +29,19 @@ def _import_energystate():
 
 def _drop_energystate():
     """Loaded for the start and each hourly save only (it is not needed in between)."""
+    _drop("energystate")
+
+
+def _drop(name):
     import sys
 
-    sys.modules.pop("han2x_core.energystate", None)
+    import han2x_core
+
+    sys.modules.pop("han2x_core." + name, None)
+    try:
+        delattr(han2x_core, name)
+    except AttributeError:
+        pass
 
 
 class App:
@@ -65,6 +77,9 @@ class App:
         self.energy_warning = None
         self._energy_hourly = 0
         self._energy_hour = None
+        # The capacity tariff (tariff.Tariff, docs/tariff.md): None while the setting
+        # "tariff" is off, and then its module is not loaded at all.
+        self.tariff = None
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame
@@ -75,13 +90,19 @@ class App:
         self.last_frame_ms = None
         self.last_frame = b""  # the last raw frame, valid or not (diagnostics page)
         self.last_list = None
-        self.history = []  # (age_anchor_ms, import_w, export_w); bounded by _HISTORY
+        # Power samples for the chart: a ring of (time_ms, import_w, export_w), preallocated
+        # (180 tuples in a list would hold ~6.5 KB of the board's heap once full, and make
+        # garbage every sample); history() reads it.
+        self._history = array("l", range(3 * _HISTORY))
+        self.history_len = 0
+        self._history_at = 0  # slot of the next sample
         self._history_next_ms = now_ms
         self.decode_errors = 0
         self.service_errors = 0
         self.han_errors = 0
         self.loops = 0
         self.last_error = ""  # "where: what" of the newest contained error (error())
+        self.free_memory_min = None  # lowest gc.mem_free() since start (code.py's loop)
         for part in [han] + self.services:
             self._wire(part)
 
@@ -106,8 +127,9 @@ class App:
             except Exception as e:  # MemoryError: Modbus goes on without the stream
                 self.service_errors += 1
                 self._error("han_stream", e)
-        for part in [self.han, self.registers] + self.services:
-            configure = getattr(part, "configure", None)
+        self._tariff_setting(settings)
+        for part in [self.han, self.registers, self.tariff] + self.services:
+            configure = getattr(part, "configure", None) if part is not None else None
             if configure is not None:
                 try:
                     configure(settings)
@@ -156,9 +178,52 @@ class App:
             state, self.energy_warning = energystate.load(path, files)
         finally:
             _drop_energystate()
+        self._tariff_setting(self.settings)
         if state is not None:
-            self.registers.restore(*state)
+            self.registers.restore(*state[:4])
             self._energy_hour = state[1][:4] if state[1] else None
+        if self.tariff is not None:
+            from han2x_core import tariffstate
+
+            try:
+                tariffstate.restore(self.tariff, state[4] if state else None,
+                                    self.energy_warning is not None)
+            finally:
+                _drop("tariffstate")
+            self._render_tariff()
+        return self.energy_warning
+
+    def _tariff_setting(self, settings):
+        """Load the tariff when the setting turns it on; forget it (module and registers)
+        when it turns it off."""
+        if settings.get("tariff") and self.tariff is None:
+            from han2x_core.tariff import Tariff
+
+            self.tariff = Tariff()
+            self.tariff.configure(settings)
+        elif not settings.get("tariff") and self.tariff is not None:
+            self.tariff = None
+            _drop("tariff")
+            from han2x_core.registers import COUNT, TARIFF_OFF
+
+            image = self.registers.image
+            for i in range(2 * TARIFF_OFF, 2 * COUNT):
+                image[i] = 0
+
+    def _render_tariff(self):
+        from han2x_core.registers import TARIFF_OFF
+
+        self.tariff.render(self.registers.image, TARIFF_OFF)
+
+    def save_tariff(self):
+        """Save now (a peak edited on the settings page): the same file and write as the
+        hourly save. Returns None, or why it failed."""
+        if self.energy_path is None or not self.registers.energy_state()[0]:
+            return "not saved: no meter telegram yet"
+        self._energy_hour = None
+        self._save_energy()
+        if self.tariff is not None:
+            self._render_tariff()
         return self.energy_warning
 
     def _save_energy(self):
@@ -168,9 +233,18 @@ class App:
         hour = state[1][:4] if state[1] else None  # meter clock: year, month, day, hour
         if hour is not None and hour == self._energy_hour:
             return  # at most once per meter hour (the autumn's repeated hour)
+        tariff = self.tariff
         try:
-            if _import_energystate().save(self.energy_path, state, self.energy_files):
+            ints = None
+            if tariff is not None:
+                from han2x_core import tariffstate
+
+                ints = tariffstate.state(tariff)
+                _drop("tariffstate")
+            if _import_energystate().save(self.energy_path, state, self.energy_files, ints):
                 self._energy_hour = hour
+                if tariff is not None:
+                    tariff.warning = None  # a good file holds the peaks again
             self.energy_warning = None
         except Exception as e:  # read-only drive, out of memory: the next hour tries again
             self.energy_warning = "energy state not saved: %s: %s" % (type(e).__name__, e)
@@ -240,6 +314,9 @@ class App:
         self.last_list = reading.get("list")
         self._merge(reading)
         self.registers.update(reading, now_ms)
+        if self.tariff is not None:
+            self.tariff.feed(reading, now_ms)
+            self._render_tariff()
         if self.energy_path is not None and self.registers.hourly != self._energy_hourly:
             self._save_energy()  # before any client can read the new totals
         self._record_history(now_ms)
@@ -258,18 +335,28 @@ class App:
             if reading.get(key) is None and key in latest and latest[key] is None:
                 latest.pop(key)
 
+    def history(self):
+        """The power samples, oldest first, as (time_ms, import_w, export_w). A sample
+        taken while this is iterated reuses a slot already read (one per 10 s at most)."""
+        h = self._history
+        n = self.history_len
+        first = (self._history_at - n) % _HISTORY
+        for i in range(n):
+            j = 3 * ((first + i) % _HISTORY)
+            yield h[j], h[j + 1], h[j + 2]
+
     def _record_history(self, now_ms):
-        if ticks_diff(now_ms, self._history_next_ms) < 0 and self.history:
+        if ticks_diff(now_ms, self._history_next_ms) < 0 and self.history_len:
             return
         self._history_next_ms = ticks_add(now_ms, _HISTORY_STEP_MS)
-        sample = (
-            now_ms,
-            self.latest.get("active_power_import_w") or 0,
-            self.latest.get("active_power_export_w") or 0,
-        )
-        if len(self.history) >= _HISTORY:
-            self.history.pop(0)
-        self.history.append(sample)
+        h = self._history
+        j = 3 * self._history_at
+        h[j] = now_ms
+        h[j + 1] = self.latest.get("active_power_import_w") or 0
+        h[j + 2] = self.latest.get("active_power_export_w") or 0
+        self._history_at = (self._history_at + 1) % _HISTORY
+        if self.history_len < _HISTORY:
+            self.history_len += 1
 
     def error(self, where, e):
         """Keep a contained error for /api/status and the diagnostics page: where (a name, or

@@ -1,15 +1,15 @@
 """Board wiring shared by code.py, boot.py and safemode.py: pin profiles, LED/button
 service, watchdog, board temperature, the CIRCUITPY ownership rule and the power-up
-DHCP request. Shell: every CircuitPython module comes in as an argument, so tests run it
+DHCP request (what only boot.py and safemode.py run is in bootio.py, so that it does not
+stay on code.py's heap). Shell: every CircuitPython module comes in as an argument, so tests run it
 on CPython with tests/fakes. Pins and the rule are documented in docs/wiring.md and
 docs/settings.md.
 """
 
 from micropython import const
 
-from han2x_core import indicators
 from han2x_core.settings import DEFAULTS
-from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
+from han2x_core.storage import READ_ONLY_MESSAGE
 from han2x_core.ticks import ticks_add, ticks_diff
 
 SETTINGS_PATH = "/settings.toml"
@@ -19,10 +19,9 @@ ENERGY_PATH = "/energy_state.txt"  # the meter's last hourly totals (energystate
 # reset gives the drive back to the board. A file starting with "keep" is not deleted.
 USB_WRITE_MARKER = "/usb_write.txt"
 
-_NVM_DHCP = const(0)  # microcontroller.nvm byte: boot.py -> code.py "DHCP was requested"
-_NVM_DHCP_FLAG = const(0xD1)
+NVM_DHCP = const(0)  # microcontroller.nvm byte: boot.py -> code.py "DHCP was requested"
+NVM_DHCP_FLAG = const(0xD1)
 _TEMP_EVERY_MS = const(10000)
-_BOOT_HOLD_MAX_MS = const(30000)  # a button stuck at power-up is not waited for longer
 
 # Pin names per board.board_id (docs/wiring.md). None = not wired.
 PROFILES = {
@@ -147,9 +146,9 @@ class BoardStatus:
 def dhcp_requested(microcontroller):
     """True once after boot.py saw FACTRESET held at power-up (and clears the flag)."""
     nvm = microcontroller.nvm
-    if nvm is None or nvm[_NVM_DHCP] != _NVM_DHCP_FLAG:
+    if nvm is None or nvm[NVM_DHCP] != NVM_DHCP_FLAG:
         return False
-    nvm[_NVM_DHCP] = 0
+    nvm[NVM_DHCP] = 0
     return True
 
 
@@ -181,112 +180,3 @@ def usb_write_hook(microcontroller, path=None, keep=False):
         return microcontroller.reset
 
     return usb_write
-
-
-def boot(storage, digitalio, board, microcontroller, sleep_ms, ticks_ms, exists=None,
-         settings_path=None, marker=None):
-    """What boot.py does. Returns a short list of lines for boot_out.txt.
-
-    1. The board takes write access to CIRCUITPY (so web-page settings persist).
-    2. FACTRESET held at power-up: blink the HAN LED until release, then save dhcp = true
-       and leave a flag for code.py (which acknowledges it with BLINK_DHCP).
-    3. The USB marker file present: delete it (unless it says "keep") and give write
-       access back to the computer for this start (drag-and-drop updates).
-    """
-    if exists is None:
-        exists = _exists
-    settings_path = settings_path or SETTINGS_PATH
-    marker = marker or USB_WRITE_MARKER
-    lines = []
-    storage.remount("/", readonly=False)
-    prof, known = profile_for(getattr(board, "board_id", ""))
-    if not known:
-        lines.append("unknown board %s: using %s pins" % (board.board_id, prof["name"]))
-    btn = button(digitalio, board, prof["button"])
-    try:
-        if not btn.value:
-            led = output(digitalio, board, prof["han_led"])
-            held = _wait_release(btn, led, sleep_ms, ticks_ms)
-            if led is not None:
-                led.deinit()
-            lines.append(_set_dhcp(settings_path, microcontroller, held))
-    finally:
-        btn.deinit()
-    usb = exists(marker)
-    if usb:
-        try:
-            with open(marker) as f:
-                keep = f.read(4) == "keep"
-            if not keep:
-                import os
-
-                os.remove(marker)
-        except OSError as e:
-            lines.append("could not read %s: %s" % (marker, e))
-        storage.remount("/", readonly=True)
-        lines.append("CIRCUITPY: the computer writes the drive for this start; "
-                     "press reset to give it back to the device")
-    else:
-        lines.append("CIRCUITPY: the device writes the drive (settings are saved); "
-                     "to copy files by USB see docs/settings.md")
-    return lines
-
-
-def _wait_release(btn, led, sleep_ms, ticks_ms):
-    on_ms, off_ms, _ = indicators.BLINK_BOOT_HOLD
-    start = ticks_ms()
-    while not btn.value:
-        age = ticks_diff(ticks_ms(), start)
-        if age >= _BOOT_HOLD_MAX_MS:
-            return age
-        if led is not None:
-            led.value = age % (on_ms + off_ms) < on_ms
-        sleep_ms(20)
-    return ticks_diff(ticks_ms(), start)
-
-
-def _set_dhcp(path, microcontroller, held_ms):
-    store = SettingsStore(path)
-    settings, warning = store.load()
-    settings["dhcp"] = True
-    try:
-        store.save(settings)
-    except OSError as e:
-        return "DHCP requested (button held %d ms) but not saved: %s" % (held_ms, e)
-    nvm = microcontroller.nvm
-    if nvm is not None:
-        nvm[_NVM_DHCP] = _NVM_DHCP_FLAG
-    return "DHCP mode set (FACTRESET held at power-up for %d ms)" % held_ms
-
-
-def _exists(path):
-    import os
-
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def safe_mode(supervisor, microcontroller, sleep_ms):
-    """What safemode.py does: reset out of any safe mode the user did not ask for.
-
-    A device nobody watches must not sit in safe mode after a brown-out or a crash. Safe
-    mode asked for on purpose is kept: PROGRAMMATIC (requested from the console); USER
-    (reset button during start-up) never runs safemode.py at all. Those are the ways to
-    reach the drive and the REPL. Returns the reason when it stays."""
-    reason = supervisor.runtime.safe_mode_reason
-    reasons = supervisor.SafeModeReason
-    stay = []
-    for name in ("USER", "PROGRAMMATIC", "NONE", "NO_CIRCUITPY", "FLASH_WRITE_FAIL",
-                 "USB_TOO_MANY_ENDPOINTS", "USB_TOO_MANY_INTERFACE_NAMES",
-                 "USB_BOOT_DEVICE_NOT_INTERFACE_ZERO"):
-        value = getattr(reasons, name, None)
-        if value is not None:
-            stay.append(value)
-    if reason in stay:
-        return str(reason)
-    sleep_ms(2000)  # let a sagging supply recover before starting again
-    microcontroller.reset()
-    return None

@@ -13,6 +13,8 @@ Loaded only at start and for each hourly save (App drops it again from sys.modul
     clock = 2026 11 25 12 0 0          (the meter's clock of the totals; "-" = none)
     totals = 67496192 0 130480 15319940   (A+ A- R+ R-, Wh / VArh, unscaled)
     estimates = 67496258 0 130480 15319940
+    tariff = 1 2026 11 67496192 492972 7466 3 1510 8000 ...   (only with the capacity
+                         tariff on: tariffstate.state(), its month's peaks; docs/tariff.md)
     # han2x-end <length> <crc32>
 """
 
@@ -32,7 +34,9 @@ def _ints(text, count):
 
 
 def parse(text):
-    """(meter_id, clock tuple or None, totals, estimates) from the file's text; ValueError."""
+    """(meter_id, clock tuple or None, totals, estimates, tariff) from the file's text;
+    ValueError. tariff: the tariff line's ints, None without one, or a str saying why it
+    cannot be used (the energies are restored all the same)."""
     fields = {}
     for line in text.split("\n"):
         line = line.strip()
@@ -51,13 +55,20 @@ def parse(text):
     if not meter_id:
         raise ValueError("no meter id")
     clock = None if clock == "-" else tuple(_ints(clock, 6))
-    return meter_id, clock, totals, estimates
+    tariff = fields.get("tariff")
+    if tariff is not None:
+        try:
+            tariff = [int(v) for v in tariff.split()]
+        except ValueError:
+            tariff = "its tariff line is not whole numbers"
+    return meter_id, clock, totals, estimates, tariff
 
 
-def serialise(meter_id, clock, totals, estimates):
-    return "%smeter_id = %s\nclock = %s\ntotals = %s\nestimates = %s\n" % (
+def serialise(meter_id, clock, totals, estimates, tariff=None):
+    return "%smeter_id = %s\nclock = %s\ntotals = %s\nestimates = %s\n%s" % (
         _HEADER, meter_id, "-" if clock is None else " ".join(str(v) for v in clock),
-        " ".join(str(v) for v in totals), " ".join(str(v) for v in estimates))
+        " ".join(str(v) for v in totals), " ".join(str(v) for v in estimates),
+        "" if tariff is None else "tariff = %s\n" % " ".join(str(v) for v in tariff))
 
 
 def load(path, files=None):
@@ -74,12 +85,14 @@ def load(path, files=None):
         return None, _DAMAGED % (path, e)
 
 
-def save(path, state, files=None):
-    """Write state (Registers.energy_state()) atomically. Returns False when there is
-    nothing to keep (no meter id yet, or one that is not a plain line of text); raises
-    OSError when the drive refuses."""
+def save(path, state, files=None, tariff=None):
+    """Write state (Registers.energy_state()) and the tariff's ints (tariffstate.state, or
+    None) atomically, in one write: one file, one write an hour for both (flash wear).
+    Returns False when there is nothing to keep (no meter id yet, or one that is not a
+    plain line of text); raises OSError when the drive refuses."""
     meter_id = state[0]
     if not meter_id or meter_id.strip() != meter_id or [c for c in meter_id if c < " "]:
         return False
-    write_atomic(files or OsFiles(), path, seal(serialise(*state)))
+    write_atomic(files or OsFiles(), path, seal(serialise(*state, tariff=tariff)))
     return True
+

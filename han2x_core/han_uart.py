@@ -1,4 +1,4 @@
-"""HAN receivers on the board: a PIO UART receiver (rp2pio + adafruit_pioasm) and a
+"""HAN receivers on the board: a PIO UART receiver (rp2pio) and a
 busio.UART fallback, each for one line format (8E1/8N1) and polarity; the auto-detection
 over them is han_reader.py. Shell: device modules are imported only when a receiver is
 built; tests pass fakes (see han-protocol.md section 1).
@@ -10,6 +10,8 @@ may stall for seconds without losing bytes; readinto() drains the ring, checks s
 parity bits and counts what it drops.
 """
 
+from array import array
+
 from micropython import const
 
 BAUD = const(2400)
@@ -18,40 +20,16 @@ _EMPTY = const(0xFFFF)  # ring slot not yet filled: the PIO never pushes a value
 _RING_WORDS = const(1024)  # 4.7 s of characters at 2400 baud 8E1
 
 
-def program_source(line, polarity):
-    """PIO assembly of the receiver for one line format and polarity (pin = in base 0).
-
-    8 clocks per bit; t = clocks after the start edge is seen (0..1 clock late). The start
-    bit is checked at t=3 (a shorter glitch restarts), data bit k sampled at t=11+8k, the
-    stop bit at t=11+8D (D = 9 for 8E1, 8 for 8N1) where autopush hands the word over, and
-    the next start edge is awaited from t=13+8D: one character takes the program 8D+13
-    clocks (85 for 8E1 against 88 on the wire), so back-to-back characters from a sender
-    up to ~3 % fast never accumulate lag. A low stop bit (framing error, break) waits for
-    the line to return to idle first. Bits shift in from the right: the first data bit
-    ends up highest, the stop bit in bit 0.
-    """
-    data_bits = 9 if line == "8E1" else 8  # 8 data (+ parity)
-    if polarity == "inverted":  # idle (mark) is low: the start bit is high
-        head = "broken:\n    wait 0 pin 0\n.wrap_target\nstart:\n    wait 1 pin 0\n"
-        check = "    jmp pin good\n    jmp start\ngood:\n"
-        tail = "    jmp pin broken\n"
-    else:
-        head = ".wrap_target\nbroken:\n    wait 1 pin 0\nstart:\n    wait 0 pin 0\n"
-        check = "    jmp pin start\n"
-        tail = "    jmp pin start\n"
-    return (
-        ".program han_rx\n"
-        "%s"
-        "    nop [1]\n"
-        "%s"
-        "    set x, %d [6]\n"
-        "bitloop:\n"
-        "    in pins, 1\n"
-        "    jmp x-- bitloop [6]\n"
-        "    in pins, 1\n"
-        "%s"
-        ".wrap\n"
-    ) % (head, check, data_bits - 1, tail)
+def program(line, polarity):
+    """(instruction words, wrap_target, wrap) of the receiver for one line format and
+    polarity: tools/han_pio.py's program_source as adafruit_pioasm assembles it (the
+    assembler is 9.5 KB of heap the board does not spend; a test compares every format)."""
+    set_x = 0xE620 | (8 if line == "8E1" else 7)  # set x, data bits - 1 [6]
+    if polarity == "inverted":
+        words = (0x2020, 0x20A0, 0xA142, 0x00C5, 0x0001, set_x, 0x4001, 0x0646, 0x4001, 0x00C0)
+        return array("H", words), 1, 9
+    words = (0x20A0, 0x2020, 0xA142, 0x00C1, set_x, 0x4001, 0x0645, 0x4001, 0x00C1)
+    return array("H", words), 0, 8
 
 
 def _reverse_table():
@@ -79,14 +57,9 @@ def _parity(x):
 class PioReceiver:
     """One PIO state machine receiving one line format; readinto(buf) -> n, non-blocking."""
 
-    def __init__(self, pin, line, polarity, rp2pio=None, pioasm=None, ring_words=_RING_WORDS,
-                 ring=None):
+    def __init__(self, pin, line, polarity, rp2pio=None, ring_words=_RING_WORDS, ring=None):
         if rp2pio is None:
             import rp2pio
-        if pioasm is None:
-            import adafruit_pioasm as pioasm
-        from array import array
-
         self.line = line
         self.polarity = polarity
         self._bits = 9 if line == "8E1" else 8
@@ -94,10 +67,10 @@ class PioReceiver:
         self.bytes_ok = 0
         self.framing_errors = 0
         self.parity_errors = 0
-        program = pioasm.Program(program_source(line, polarity))
+        words, wrap_target, wrap = program(line, polarity)
         pull_up = 1 if polarity == "normal" else 0  # idle level when the cable is out
         self.sm = rp2pio.StateMachine(
-            program.assembled,
+            words,
             frequency=BAUD * _CLOCKS_PER_BIT,
             first_in_pin=pin,
             jmp_pin=pin,
@@ -106,10 +79,11 @@ class PioReceiver:
             in_shift_right=False,
             auto_push=True,
             push_threshold=self._bits + 1,
-            **program.pio_kwargs
+            wrap_target=wrap_target,
+            wrap=wrap,
         )
         if ring is None:  # one ring per reader: a format switch reuses it (no heap churn)
-            ring = array("I", bytes(4 * ring_words))  # 32-bit slots: 32-bit DMA reads
+            ring = array("I", range(ring_words))  # 32-bit slots (DMA); sized from len(range)
         for i in range(len(ring)):
             ring[i] = _EMPTY
         self._ring = ring

@@ -12,4 +12,9 @@ def tr(key, lang):
         from han2x_core.i18n_nb import T
     else:
         from han2x_core.i18n_en import T
-    return T.get(key, key)
+    i = T.find("\n%s=" % key)  # T is one string of "\nkey=text" lines (i18n_en.py says why)
+    if i < 0:
+        return key
+    i += len(key) + 2
+    return T[i:T.find("\n", i)]
+

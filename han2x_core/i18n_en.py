@@ -1,158 +1,172 @@
-"""Web page texts in English (keys shared with i18n_nb.py; a test checks they match)."""
+"""Web page texts in English (keys shared with i18n_nb.py; a test checks they match).
 
-T = {
-    "title": "HAN2X",
-    "nav_dash": "Dashboard",
-    "nav_settings": "Settings",
-    "nav_diag": "Diagnostics",
-    "nav_regs": "Register map",
-    "nav_login": "Log in",
-    "nav_logout": "Log out",
-    "meter": "Meter",
-    "meter_type": "Model",
-    "meter_id": "Meter id",
-    "list": "List",
-    "meter_clock": "Meter clock",
-    "last_telegram": "Last telegram",
-    "ago": "s ago",
-    "han_silent": ("No data on the HAN port. Check the cable (RJ45 pins 1-2 carry "
-                  "25-30 V when the port is open) and that your grid company has "
-                  "opened the port."),
-    "han_garbled": ("Bytes arrive on the HAN port but no valid telegram: check the line "
-                   "format and polarity settings and the wiring (see Diagnostics)."),
-    "han_unknown": ("Telegrams arrive but are not understood. Please send the last raw "
-                   "frame from Diagnostics."),
-    "han_stale": "No telegram for more than 30 seconds: check the HAN cable.",
-    "power": "Power",
-    "import": "Import",
-    "export": "Export",
-    "active": "Active",
-    "reactive": "Reactive",
-    "phases": "Phases",
-    "phase": "Phase",
-    "current": "Current",
-    "voltage": "Voltage",
-    "energy": "Energy",
-    "measured": "From the meter (hourly)",
-    "estimated": "Estimated now",
-    "est_note": "estimated: last hourly value plus power integrated since",
-    "chart": "Power, up to the last 30 minutes",
-    "na": "n/a",
-    "net": "Network",
-    "modbus": "Modbus TCP",
-    "han": "HAN port",
-    "web": "Web page",
-    "save": "Save",
-    "saved": "Saved.",
-    "not_saved": "Nothing was saved: correct the marked fields.",
-    "moved": "The device moves to its new address within 10 seconds:",
-    "moved_pc": "This is the simulator on a PC: it stays where it is. A board would now use:",
-    "moved_dhcp": ("The device now asks the DHCP server for an address; find it in your "
-        "router's list of clients, under the name"),
-    "expired": "The form expired (the device restarted). Check the values and save again.",
-    "store_err": "Could not write the settings file:",
-    "keep_pw": "unchanged if left empty",
-    "clear_pw": "Remove the password",
-    "pw_hint": ("Forgotten? Hold the FACTRESET button for 5 s while the device runs, until "
-                "the HAN LED blinks fast: every setting goes back to the factory default (no "
-                "password, address 192.168.1.232)."),
-    "dhcp": "Use DHCP",
-    "ip": "IP address",
-    "netmask": "Netmask",
-    "gateway": "Gateway",
-    "dns": "DNS server",
-    "hostname": "Host name",
-    "modbus_port": "Modbus TCP port",
-    "modbus_max_clients": "Max clients",
-    "modbus_idle_timeout_s": "Idle timeout (s)",
-    "modbus_unit_id": "Unit id (0 = any)",
-    "modbus_read_only": "Refuse Modbus writes",
-    "scaling_unsaved": "Scaling factor not saved yet",
-    "scaling_factor": "Scaling factor (1000 = x1)",
-    "han_line": "Line format",
-    "han_polarity": "Polarity",
-    "han_input": "Input",
-    "han_stream_port": "Raw stream port for amshan (0 = off, e.g. 3001)",
-    "web_port": "Web port",
-    "web_password": "Password",
-    "web_protect": "Password protects",
-    "language": "Language",
-    "e_ip": "Not an IPv4 address (like 192.168.1.232)",
-    "e_ip_net": "Not a normal host address in this network",
-    "e_dns": "Not an IPv4 address; 0.0.0.0 means none",
-    "e_netmask": "Not a valid netmask (like 255.255.255.0)",
-    "e_gateway": "Must be an address in the same network (or 0.0.0.0)",
-    "addr_now": "Address now",
-    "e_port_clash": "Must differ from the Modbus port",
-    "e_port": "Must be a whole number from 1 to 65535",
-    "e_modbus_max_clients": "Must be 1 to 5",
-    "e_sockets": "Too many with the HAN stream on (the W5500 has 8 sockets): at most 3",
-    "e_sockets_mqtt": "Too many with MQTT on (the W5500 has 8 sockets): at most 4",
-    "e_sockets_both": "Too many with the HAN stream and MQTT on (the W5500 has 8 sockets): "
-                      "at most 2",
-    "e_han_stream_port": "0 (off) or a port from 1 to 65535 other than the Modbus and web ports",
-    "e_modbus_idle_timeout_s": "Must be 5 to 3600 seconds",
-    "e_modbus_unit_id": "Must be 0 to 255",
-    "e_scaling_factor": "A whole number from 10 to 1000000; 1000 = x1, so 2500 means x2.5",
-    "e_hostname": "Letters, digits and '-' only, at most 63",
-    "e_choice": "Choose one of the listed values",
-    "e_web_password": "At most 64 printable characters",
-    "o_auto": "automatic",
-    "o_settings": "settings only",
-    "o_all": "all pages",
-    "o_normal": "normal",
-    "o_pio": "PIO (default)",
-    "o_uart": "UART (busio)",
-    "o_nb": "Norsk bokmål",
-    "o_en": "English",
-    "o_inverted": "inverted",
-    "han_bytes": "Bytes received (HAN)",
-    "han_line_errors": "Framing/parity errors (HAN)",
-    "frames_ok": "Frames OK",
-    "hcs_errors": "Header CRC errors",
-    "fcs_errors": "Frame CRC errors",
-    "discarded_bytes": "Discarded bytes",
-    "decode_errors": "Undecodable frames",
-    "repeated_hourly_lists": "Repeated hourly lists (ignored)",
-    "line_format": "Detected line format",
-    "last_frame": "Last raw frame (hex)",
-    "frame_hint": "Send this when a meter is not understood.",
-    "uptime": "Uptime",
-    "temperature": "Board temperature",
-    "firmware": "Firmware",
-    "modbus_clients": "Modbus clients connected",
-    "modbus_requests": "Modbus requests served",
-    "free_memory": "Free memory",
-    "ip_now": "Address",
-    "mac": "MAC address",
-    "net_mode": "Address mode",
-    "web_requests": "Web requests / errors",
-    "stream_clients": "HAN stream (amshan): clients / bytes sent / dropped",
-    "mqtt": "MQTT",
-    "last_error": "Last error",
-    "address": "Address",
-    "offset": "Offset",
-    "name": "Name",
-    "unit": "Unit",
-    "value": "Value",
-    "regs_note": "Values as a Modbus client reads them (after scaling). Offset = address - 40001.",
-    "login_title": "Password required",
-    "login_bad": "Wrong password.",
-    "login_wait": "Too many wrong passwords; wait a little and try again.",
-    "bad_request": "Refused: the form did not come from this device's page.",
-    "usb_title": "Firmware update",
-    "usb_note": ("Restarts the device so that a computer on USB can write the CIRCUITPY "
-                 "drive for one start (to copy an update). Modbus and this page stop for a "
-                 "few seconds; the next restart gives the drive back to the device."),
-    "usb_button": "Open the drive for a firmware update",
-    "usb_done": ("The device restarts now. In a few seconds the CIRCUITPY drive appears on "
-                 "the computer and can be written: copy the update files. Then press reset "
-                 "or power the device off and on to give the drive back to the device."),
-    "usb_open": ("The CIRCUITPY drive is open for a computer at this start (USB write mode): "
-                 "copy the update files, then press reset or power the device off and on to "
-                 "give the drive back to the device."),
-    "usb_failed": "Could not open the drive; nothing was changed:",
-    "usb_expired": ("The page was out of date (the device restarted). Open the settings "
-                    "page and try again."),
-    "usb_back": "Back to the settings",
-}
+One string with a "\\nkey=text" line per text (i18n.tr finds the key): a dict of
+str keys and texts held about twice as much of the board's heap while a page
+rendered (CircuitPython 10.2.1, from .mpy: the dashboard's page modules and texts
+25,200 -> 14,192 bytes).
+"""
+
+T = (
+    "\ntitle=HAN2X"
+    "\nnav_dash=Dashboard"
+    "\nnav_settings=Settings"
+    "\nnav_diag=Diagnostics"
+    "\nnav_regs=Register map"
+    "\nnav_login=Log in"
+    "\nnav_logout=Log out"
+    "\nmeter=Meter"
+    "\nmeter_type=Model"
+    "\nmeter_id=Meter id"
+    "\nlist=List"
+    "\nmeter_clock=Meter clock"
+    "\nlast_telegram=Last telegram"
+    "\nago=s ago"
+    "\nhan_silent=No data on the HAN port. Check the cable (RJ45 pins 1-2 carry 25-30 V "
+    "when the port is open) and that your grid company has opened the port."
+    "\nhan_garbled=Bytes arrive on the HAN port but no valid telegram: check the line "
+    "format and polarity settings and the wiring (see Diagnostics)."
+    "\nhan_unknown=Telegrams arrive but are not understood. Please send the last raw frame "
+    "from Diagnostics."
+    "\nhan_stale=No telegram for more than 30 seconds: check the HAN cable."
+    "\npower=Power"
+    "\nimport=Import"
+    "\nexport=Export"
+    "\nactive=Active"
+    "\nreactive=Reactive"
+    "\nphases=Phases"
+    "\nphase=Phase"
+    "\ncurrent=Current"
+    "\nvoltage=Voltage"
+    "\nenergy=Energy"
+    "\nmeasured=From the meter (hourly)"
+    "\nestimated=Estimated now"
+    "\nest_note=estimated: last hourly value plus power integrated since"
+    "\nchart=Power, up to the last 30 minutes"
+    "\nna=n/a"
+    "\nnet=Network"
+    "\nmodbus=Modbus TCP"
+    "\nhan=HAN port"
+    "\nweb=Web page"
+    "\nsave=Save"
+    "\nsaved=Saved."
+    "\nnot_saved=Nothing was saved: correct the marked fields."
+    "\nmoved=The device moves to its new address within 10 seconds:"
+    "\nmoved_pc=This is the simulator on a PC: it stays where it is. A board would now use:"
+    "\nmoved_dhcp=The device now asks the DHCP server for an address; find it in your "
+    "router's list of clients, under the name"
+    "\nexpired=The form expired (the device restarted). Check the values and save again."
+    "\nstore_err=Could not write the settings file:"
+    "\nkeep_pw=unchanged if left empty"
+    "\nclear_pw=Remove the password"
+    "\npw_hint=Forgotten? Hold the FACTRESET button for 5 s while the device runs, until "
+    "the HAN LED blinks fast: every setting goes back to the factory default (no password, "
+    "address 192.168.1.232)."
+    "\ndhcp=Use DHCP"
+    "\nip=IP address"
+    "\nnetmask=Netmask"
+    "\ngateway=Gateway"
+    "\ndns=DNS server"
+    "\nhostname=Host name"
+    "\nmodbus_port=Modbus TCP port"
+    "\nmodbus_max_clients=Max clients"
+    "\nmodbus_idle_timeout_s=Idle timeout (s)"
+    "\nmodbus_unit_id=Unit id (0 = any)"
+    "\nmodbus_read_only=Refuse Modbus writes"
+    "\nscaling_unsaved=Scaling factor not saved yet"
+    "\nscaling_factor=Scaling factor (1000 = x1)"
+    "\nhan_line=Line format"
+    "\nhan_polarity=Polarity"
+    "\nhan_input=Input"
+    "\nweb_port=Web port"
+    "\nweb_password=Password"
+    "\nweb_protect=Password protects"
+    "\nlanguage=Language"
+    "\ne_ip=Not an IPv4 address (like 192.168.1.232)"
+    "\ne_ip_net=Not a normal host address in this network"
+    "\ne_dns=Not an IPv4 address; 0.0.0.0 means none"
+    "\ne_netmask=Not a valid netmask (like 255.255.255.0)"
+    "\ne_gateway=Must be an address in the same network (or 0.0.0.0)"
+    "\naddr_now=Address now"
+    "\ne_port_clash=Must differ from the Modbus port"
+    "\ne_port=Must be a whole number from 1 to 65535"
+    "\ne_modbus_max_clients=Must be 1 to 5"
+    "\ne_modbus_idle_timeout_s=Must be 5 to 3600 seconds"
+    "\ne_modbus_unit_id=Must be 0 to 255"
+    "\ne_scaling_factor=A whole number from 10 to 1000000; 1000 = x1, so 2500 means x2.5"
+    "\ne_hostname=Letters, digits and '-' only, at most 63"
+    "\ne_choice=Choose one of the listed values"
+    "\ne_web_password=At most 64 printable characters"
+    "\no_auto=automatic"
+    "\no_settings=settings only"
+    "\no_all=all pages"
+    "\no_normal=normal"
+    "\no_pio=PIO (default)"
+    "\no_uart=UART (busio)"
+    "\no_nb=Norsk bokmål"
+    "\no_en=English"
+    "\no_inverted=inverted"
+    "\nhan_bytes=Bytes received (HAN)"
+    "\nhan_line_errors=Framing/parity errors (HAN)"
+    "\nframes_ok=Frames OK"
+    "\nhcs_errors=Header CRC errors"
+    "\nfcs_errors=Frame CRC errors"
+    "\ndiscarded_bytes=Discarded bytes"
+    "\ndecode_errors=Undecodable frames"
+    "\nrepeated_hourly_lists=Repeated hourly lists (ignored)"
+    "\nline_format=Detected line format"
+    "\nlast_frame=Last raw frame (hex)"
+    "\nframe_hint=Send this when a meter is not understood."
+    "\nuptime=Uptime"
+    "\ntemperature=Board temperature"
+    "\nfirmware=Firmware"
+    "\nmodbus_clients=Modbus clients connected"
+    "\nmodbus_requests=Modbus requests served"
+    "\nfree_memory=Free memory"
+    "\nfree_memory_min=Lowest free memory since start"
+    "\nip_now=Address"
+    "\nmac=MAC address"
+    "\nnet_mode=Address mode"
+    "\nweb_requests=Web requests / errors"
+    "\nlast_error=Last error"
+    "\naddress=Address"
+    "\noffset=Offset"
+    "\nname=Name"
+    "\nunit=Unit"
+    "\nvalue=Value"
+    "\nregs_note=Values as a Modbus client reads them (after scaling). Offset = address - "
+    "40001."
+    "\nlogin_title=Password required"
+    "\nlogin_bad=Wrong password."
+    "\nlogin_wait=Too many wrong passwords; wait a little and try again."
+    "\nbad_request=Refused: the form did not come from this device's page."
+    "\nusb_title=Firmware update"
+    "\nusb_note=Restarts the device so that a computer on USB can write the CIRCUITPY drive"
+    " for one start (to copy an update). Modbus and this page stop for a few seconds; the "
+    "next restart gives the drive back to the device."
+    "\nusb_button=Open the drive for a firmware update"
+    "\nusb_done=The device restarts now. In a few seconds the CIRCUITPY drive appears on "
+    "the computer and can be written: copy the update files. Then press reset or power the "
+    "device off and on to give the drive back to the device."
+    "\nusb_open=The CIRCUITPY drive is open for a computer at this start (USB write mode): "
+    "copy the update files, then press reset or power the device off and on to give the "
+    "drive back to the device."
+    "\nusb_failed=Could not open the drive; nothing was changed:"
+    "\nusb_expired=The page was out of date (the device restarted). Open the settings page "
+    "and try again."
+    "\nusb_back=Back to the settings"
+    "\nhan_stream_port=Raw stream port for amshan (0 = off, e.g. 3001)"
+    "\ntariff=Capacity tariff (effekttrinn)"
+    "\ntariff_peaks=Peaks averaged (1-5, different days)"
+    "\ntariff_steps=Step thresholds, kW (ascending)"
+    "\ne_tariff_peaks=Must be a whole number from 1 to 5"
+    "\ne_tariff_steps=Must be ascending numbers of kW, like 2 5 10 15 20"
+    "\ne_sockets=Too many with the HAN stream on (the W5500 has 8 sockets): at most 3"
+    "\ne_sockets_mqtt=Too many with MQTT on (the W5500 has 8 sockets): at most 4"
+    "\ne_sockets_both=Too many with the HAN stream and MQTT on (the W5500 has 8 sockets): "
+    "at most 2"
+    "\ne_han_stream_port=0 (off) or a port from 1 to 65535 other than the Modbus and web "
+    "ports"
+    "\nstream_clients=HAN stream (amshan): clients / bytes sent / dropped"
+    "\nmqtt=MQTT"
+    "\n"
+)

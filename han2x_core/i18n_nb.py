@@ -1,160 +1,171 @@
-"""Web page texts in Norwegian bokmål (keys shared with i18n_en.py; a test checks they match)."""
+"""Web page texts in Norwegian bokmål (keys shared with i18n_en.py; a test checks they match).
 
-T = {
-    "title": "HAN2X",
-    "nav_dash": "Oversikt",
-    "nav_settings": "Innstillinger",
-    "nav_diag": "Diagnostikk",
-    "nav_regs": "Registerkart",
-    "nav_login": "Logg inn",
-    "nav_logout": "Logg ut",
-    "meter": "Måler",
-    "meter_type": "Modell",
-    "meter_id": "Måler-ID",
-    "list": "Liste",
-    "meter_clock": "Målerens klokke",
-    "last_telegram": "Siste telegram",
-    "ago": "s siden",
-    "han_silent": ("Ingen data på HAN-porten. Sjekk kabelen (RJ45 pinne 1-2 har 25-30 "
-                  "V når porten er åpnet) og at nettselskapet har åpnet porten."),
-    "han_garbled": ("Det kommer byte på HAN-porten, men ingen gyldige telegram: sjekk "
-                   "innstillingene for linjeformat og polaritet og kablingen (se "
-                   "Diagnostikk)."),
-    "han_unknown": ("Telegrammene kommer, men blir ikke forstått. Send gjerne siste rå "
-                   "ramme fra Diagnostikk."),
-    "han_stale": "Ingen telegram på mer enn 30 sekunder: sjekk HAN-kabelen.",
-    "power": "Effekt",
-    "import": "Import",
-    "export": "Eksport",
-    "active": "Aktiv",
-    "reactive": "Reaktiv",
-    "phases": "Faser",
-    "phase": "Fase",
-    "current": "Strøm",
-    "voltage": "Spenning",
-    "energy": "Energi",
-    "measured": "Fra måleren (hver time)",
-    "estimated": "Estimert nå",
-    "est_note": "estimert: siste timeverdi pluss effekt integrert siden",
-    "chart": "Effekt, inntil siste 30 minutter",
-    "na": "–",
-    "net": "Nettverk",
-    "modbus": "Modbus TCP",
-    "han": "HAN-port",
-    "web": "Nettside",
-    "save": "Lagre",
-    "saved": "Lagret.",
-    "not_saved": "Ingenting ble lagret: rett opp feltene som er merket.",
-    "moved": "Enheten flytter til sin nye adresse innen 10 sekunder:",
-    "moved_pc": "Dette er simulatoren på en PC: den blir der den er. Et kort ville nå brukt:",
-    "moved_dhcp": ("Enheten ber nå DHCP-serveren om en adresse; finn den i ruterens liste over "
-        "klienter, under navnet"),
-    "expired": "Skjemaet er utløpt (enheten startet på nytt). Sjekk verdiene og lagre igjen.",
-    "store_err": "Kunne ikke skrive innstillingsfilen:",
-    "keep_pw": "uendret hvis tomt",
-    "clear_pw": "Fjern passordet",
-    "pw_hint": ("Glemt? Hold FACTRESET-knappen inne i 5 s mens enheten går, til HAN-lampen "
-                "blinker raskt: alle innstillinger blir som fra fabrikken (uten passord, "
-                "adresse 192.168.1.232)."),
-    "dhcp": "Bruk DHCP",
-    "ip": "IP-adresse",
-    "netmask": "Nettmaske",
-    "gateway": "Gateway",
-    "dns": "DNS-server",
-    "hostname": "Vertsnavn",
-    "modbus_port": "Modbus TCP-port",
-    "modbus_max_clients": "Maks klienter",
-    "modbus_idle_timeout_s": "Tidsavbrudd ved inaktivitet (s)",
-    "modbus_unit_id": "Enhets-ID (0 = alle)",
-    "modbus_read_only": "Avvis skriving over Modbus",
-    "scaling_unsaved": "Skaleringsfaktor ikke lagret ennå",
-    "scaling_factor": "Skaleringsfaktor (1000 = x1)",
-    "han_line": "Linjeformat",
-    "han_polarity": "Polaritet",
-    "han_input": "Inngang",
-    "han_stream_port": "Port for rå strøm til amshan (0 = av, f.eks. 3001)",
-    "web_port": "Web-port",
-    "web_password": "Passord",
-    "web_protect": "Passordet beskytter",
-    "language": "Språk",
-    "e_ip": "Ikke en IPv4-adresse (som 192.168.1.232)",
-    "e_ip_net": "Ikke en vanlig vertsadresse i dette nettet",
-    "e_dns": "Ikke en IPv4-adresse; 0.0.0.0 betyr ingen",
-    "e_netmask": "Ikke en gyldig nettmaske (som 255.255.255.0)",
-    "e_gateway": "Må være en adresse i samme nett som IP-adressen (eller 0.0.0.0)",
-    "addr_now": "Adresse nå",
-    "e_port_clash": "Må være en annen enn Modbus-porten",
-    "e_port": "Må være et heltall fra 1 til 65535",
-    "e_modbus_max_clients": "Må være 1 til 5",
-    "e_sockets": "For mange med HAN-strømmen på (W5500 har 8 sockets): høyst 3",
-    "e_sockets_mqtt": "For mange med MQTT på (W5500 har 8 sockets): høyst 4",
-    "e_sockets_both": "For mange med HAN-strømmen og MQTT på (W5500 har 8 sockets): høyst 2",
-    "e_han_stream_port": "0 (av) eller en port fra 1 til 65535, ikke Modbus- eller web-porten",
-    "e_modbus_idle_timeout_s": "Må være 5 til 3600 sekunder",
-    "e_modbus_unit_id": "Må være 0 til 255",
-    "e_scaling_factor": "Et heltall fra 10 til 1000000; 1000 = x1, så 2500 betyr x2,5",
-    "e_hostname": "Kun bokstaver, sifre og '-', høyst 63",
-    "e_choice": "Velg en av verdiene i listen",
-    "e_web_password": "Høyst 64 synlige tegn",
-    "o_auto": "automatisk",
-    "o_settings": "bare innstillinger",
-    "o_all": "alle sider",
-    "o_normal": "normal",
-    "o_pio": "PIO (standard)",
-    "o_uart": "UART (busio)",
-    "o_nb": "Norsk bokmål",
-    "o_en": "English",
-    "o_inverted": "invertert",
-    "han_bytes": "Mottatte byte (HAN)",
-    "han_line_errors": "Ramme-/paritetsfeil (HAN)",
-    "frames_ok": "Rammer OK",
-    "hcs_errors": "CRC-feil i hode",
-    "fcs_errors": "CRC-feil i ramme",
-    "discarded_bytes": "Forkastede byte",
-    "decode_errors": "Ukjente rammer",
-    "repeated_hourly_lists": "Gjentatte timelister (ignorert)",
-    "line_format": "Oppdaget linjeformat",
-    "last_frame": "Siste rå ramme (hex)",
-    "frame_hint": "Send denne når en måler ikke blir forstått.",
-    "uptime": "Oppetid",
-    "temperature": "Korttemperatur",
-    "firmware": "Fastvare",
-    "modbus_clients": "Tilkoblede Modbus-klienter",
-    "modbus_requests": "Besvarte Modbus-forespørsler",
-    "free_memory": "Ledig minne",
-    "ip_now": "Adresse",
-    "mac": "MAC-adresse",
-    "net_mode": "Adressemodus",
-    "web_requests": "Web-forespørsler / feil",
-    "stream_clients": "HAN-strøm (amshan): klienter / byte sendt / forkastet",
-    "mqtt": "MQTT",
-    "last_error": "Siste feil",
-    "address": "Adresse",
-    "offset": "Offset",
-    "name": "Navn",
-    "unit": "Enhet",
-    "value": "Verdi",
-    "regs_note": ("Verdier slik en Modbus-klient leser dem (etter skalering). Offset = adresse "
-        "- 40001."),
-    "login_title": "Passord kreves",
-    "login_bad": "Feil passord.",
-    "login_wait": "For mange feil passord; vent litt og prøv igjen.",
-    "bad_request": "Avvist: skjemaet kom ikke fra enhetens egen side.",
-    "usb_title": "Fastvareoppdatering",
-    "usb_note": ("Starter enheten på nytt slik at en datamaskin på USB kan skrive til "
-                 "CIRCUITPY-stasjonen i én oppstart (for å kopiere en oppdatering). Modbus "
-                 "og denne siden stopper i noen sekunder; neste omstart gir stasjonen "
-                 "tilbake til enheten."),
-    "usb_button": "Åpne stasjonen for fastvareoppdatering",
-    "usb_done": ("Enheten starter på nytt nå. Om noen sekunder dukker CIRCUITPY-stasjonen "
-                 "opp på datamaskinen og kan skrives til: kopier oppdateringsfilene. Trykk "
-                 "deretter reset eller slå enheten av og på for å gi stasjonen tilbake til "
-                 "enheten."),
-    "usb_open": ("CIRCUITPY-stasjonen er åpen for en datamaskin i denne oppstarten "
-                 "(USB-skrivemodus): kopier oppdateringsfilene, og trykk deretter reset eller "
-                 "slå enheten av og på for å gi stasjonen tilbake til enheten."),
-    "usb_failed": "Kunne ikke åpne stasjonen; ingenting ble endret:",
-    "usb_expired": ("Siden var utdatert (enheten har startet på nytt). Åpne "
-                    "innstillingssiden og prøv igjen."),
-    "usb_back": "Tilbake til innstillingene",
-}
+One string with a "\\nkey=text" line per text (i18n.tr finds the key): a dict of
+str keys and texts held about twice as much of the board's heap while a page
+rendered (CircuitPython 10.2.1, from .mpy: the dashboard's page modules and texts
+25,200 -> 14,192 bytes).
+"""
+
+T = (
+    "\ntitle=HAN2X"
+    "\nnav_dash=Oversikt"
+    "\nnav_settings=Innstillinger"
+    "\nnav_diag=Diagnostikk"
+    "\nnav_regs=Registerkart"
+    "\nnav_login=Logg inn"
+    "\nnav_logout=Logg ut"
+    "\nmeter=Måler"
+    "\nmeter_type=Modell"
+    "\nmeter_id=Måler-ID"
+    "\nlist=Liste"
+    "\nmeter_clock=Målerens klokke"
+    "\nlast_telegram=Siste telegram"
+    "\nago=s siden"
+    "\nhan_silent=Ingen data på HAN-porten. Sjekk kabelen (RJ45 pinne 1-2 har 25-30 V når "
+    "porten er åpnet) og at nettselskapet har åpnet porten."
+    "\nhan_garbled=Det kommer byte på HAN-porten, men ingen gyldige telegram: sjekk "
+    "innstillingene for linjeformat og polaritet og kablingen (se Diagnostikk)."
+    "\nhan_unknown=Telegrammene kommer, men blir ikke forstått. Send gjerne siste rå ramme "
+    "fra Diagnostikk."
+    "\nhan_stale=Ingen telegram på mer enn 30 sekunder: sjekk HAN-kabelen."
+    "\npower=Effekt"
+    "\nimport=Import"
+    "\nexport=Eksport"
+    "\nactive=Aktiv"
+    "\nreactive=Reaktiv"
+    "\nphases=Faser"
+    "\nphase=Fase"
+    "\ncurrent=Strøm"
+    "\nvoltage=Spenning"
+    "\nenergy=Energi"
+    "\nmeasured=Fra måleren (hver time)"
+    "\nestimated=Estimert nå"
+    "\nest_note=estimert: siste timeverdi pluss effekt integrert siden"
+    "\nchart=Effekt, inntil siste 30 minutter"
+    "\nna=–"
+    "\nnet=Nettverk"
+    "\nmodbus=Modbus TCP"
+    "\nhan=HAN-port"
+    "\nweb=Nettside"
+    "\nsave=Lagre"
+    "\nsaved=Lagret."
+    "\nnot_saved=Ingenting ble lagret: rett opp feltene som er merket."
+    "\nmoved=Enheten flytter til sin nye adresse innen 10 sekunder:"
+    "\nmoved_pc=Dette er simulatoren på en PC: den blir der den er. Et kort ville nå brukt:"
+    "\nmoved_dhcp=Enheten ber nå DHCP-serveren om en adresse; finn den i ruterens liste "
+    "over klienter, under navnet"
+    "\nexpired=Skjemaet er utløpt (enheten startet på nytt). Sjekk verdiene og lagre igjen."
+    "\nstore_err=Kunne ikke skrive innstillingsfilen:"
+    "\nkeep_pw=uendret hvis tomt"
+    "\nclear_pw=Fjern passordet"
+    "\npw_hint=Glemt? Hold FACTRESET-knappen inne i 5 s mens enheten går, til HAN-lampen "
+    "blinker raskt: alle innstillinger blir som fra fabrikken (uten passord, adresse "
+    "192.168.1.232)."
+    "\ndhcp=Bruk DHCP"
+    "\nip=IP-adresse"
+    "\nnetmask=Nettmaske"
+    "\ngateway=Gateway"
+    "\ndns=DNS-server"
+    "\nhostname=Vertsnavn"
+    "\nmodbus_port=Modbus TCP-port"
+    "\nmodbus_max_clients=Maks klienter"
+    "\nmodbus_idle_timeout_s=Tidsavbrudd ved inaktivitet (s)"
+    "\nmodbus_unit_id=Enhets-ID (0 = alle)"
+    "\nmodbus_read_only=Avvis skriving over Modbus"
+    "\nscaling_unsaved=Skaleringsfaktor ikke lagret ennå"
+    "\nscaling_factor=Skaleringsfaktor (1000 = x1)"
+    "\nhan_line=Linjeformat"
+    "\nhan_polarity=Polaritet"
+    "\nhan_input=Inngang"
+    "\nweb_port=Web-port"
+    "\nweb_password=Passord"
+    "\nweb_protect=Passordet beskytter"
+    "\nlanguage=Språk"
+    "\ne_ip=Ikke en IPv4-adresse (som 192.168.1.232)"
+    "\ne_ip_net=Ikke en vanlig vertsadresse i dette nettet"
+    "\ne_dns=Ikke en IPv4-adresse; 0.0.0.0 betyr ingen"
+    "\ne_netmask=Ikke en gyldig nettmaske (som 255.255.255.0)"
+    "\ne_gateway=Må være en adresse i samme nett som IP-adressen (eller 0.0.0.0)"
+    "\naddr_now=Adresse nå"
+    "\ne_port_clash=Må være en annen enn Modbus-porten"
+    "\ne_port=Må være et heltall fra 1 til 65535"
+    "\ne_modbus_max_clients=Må være 1 til 5"
+    "\ne_modbus_idle_timeout_s=Må være 5 til 3600 sekunder"
+    "\ne_modbus_unit_id=Må være 0 til 255"
+    "\ne_scaling_factor=Et heltall fra 10 til 1000000; 1000 = x1, så 2500 betyr x2,5"
+    "\ne_hostname=Kun bokstaver, sifre og '-', høyst 63"
+    "\ne_choice=Velg en av verdiene i listen"
+    "\ne_web_password=Høyst 64 synlige tegn"
+    "\no_auto=automatisk"
+    "\no_settings=bare innstillinger"
+    "\no_all=alle sider"
+    "\no_normal=normal"
+    "\no_pio=PIO (standard)"
+    "\no_uart=UART (busio)"
+    "\no_nb=Norsk bokmål"
+    "\no_en=English"
+    "\no_inverted=invertert"
+    "\nhan_bytes=Mottatte byte (HAN)"
+    "\nhan_line_errors=Ramme-/paritetsfeil (HAN)"
+    "\nframes_ok=Rammer OK"
+    "\nhcs_errors=CRC-feil i hode"
+    "\nfcs_errors=CRC-feil i ramme"
+    "\ndiscarded_bytes=Forkastede byte"
+    "\ndecode_errors=Ukjente rammer"
+    "\nrepeated_hourly_lists=Gjentatte timelister (ignorert)"
+    "\nline_format=Oppdaget linjeformat"
+    "\nlast_frame=Siste rå ramme (hex)"
+    "\nframe_hint=Send denne når en måler ikke blir forstått."
+    "\nuptime=Oppetid"
+    "\ntemperature=Korttemperatur"
+    "\nfirmware=Fastvare"
+    "\nmodbus_clients=Tilkoblede Modbus-klienter"
+    "\nmodbus_requests=Besvarte Modbus-forespørsler"
+    "\nfree_memory=Ledig minne"
+    "\nfree_memory_min=Minst ledig minne siden start"
+    "\nip_now=Adresse"
+    "\nmac=MAC-adresse"
+    "\nnet_mode=Adressemodus"
+    "\nweb_requests=Web-forespørsler / feil"
+    "\nlast_error=Siste feil"
+    "\naddress=Adresse"
+    "\noffset=Offset"
+    "\nname=Navn"
+    "\nunit=Enhet"
+    "\nvalue=Verdi"
+    "\nregs_note=Verdier slik en Modbus-klient leser dem (etter skalering). Offset = "
+    "adresse - 40001."
+    "\nlogin_title=Passord kreves"
+    "\nlogin_bad=Feil passord."
+    "\nlogin_wait=For mange feil passord; vent litt og prøv igjen."
+    "\nbad_request=Avvist: skjemaet kom ikke fra enhetens egen side."
+    "\nusb_title=Fastvareoppdatering"
+    "\nusb_note=Starter enheten på nytt slik at en datamaskin på USB kan skrive til "
+    "CIRCUITPY-stasjonen i én oppstart (for å kopiere en oppdatering). Modbus og denne "
+    "siden stopper i noen sekunder; neste omstart gir stasjonen tilbake til enheten."
+    "\nusb_button=Åpne stasjonen for fastvareoppdatering"
+    "\nusb_done=Enheten starter på nytt nå. Om noen sekunder dukker CIRCUITPY-stasjonen opp"
+    " på datamaskinen og kan skrives til: kopier oppdateringsfilene. Trykk deretter reset "
+    "eller slå enheten av og på for å gi stasjonen tilbake til enheten."
+    "\nusb_open=CIRCUITPY-stasjonen er åpen for en datamaskin i denne oppstarten "
+    "(USB-skrivemodus): kopier oppdateringsfilene, og trykk deretter reset eller slå "
+    "enheten av og på for å gi stasjonen tilbake til enheten."
+    "\nusb_failed=Kunne ikke åpne stasjonen; ingenting ble endret:"
+    "\nusb_expired=Siden var utdatert (enheten har startet på nytt). Åpne innstillingssiden"
+    " og prøv igjen."
+    "\nusb_back=Tilbake til innstillingene"
+    "\nhan_stream_port=Port for rå strøm til amshan (0 = av, f.eks. 3001)"
+    "\ntariff=Effekttrinn (kapasitetsledd)"
+    "\ntariff_peaks=Topper i snittet (1-5, ulike døgn)"
+    "\ntariff_steps=Trinngrenser, kW (stigende)"
+    "\ne_tariff_peaks=Må være et heltall fra 1 til 5"
+    "\ne_tariff_steps=Må være stigende tall i kW, som 2 5 10 15 20"
+    "\ne_sockets=For mange med HAN-strømmen på (W5500 har 8 sockets): høyst 3"
+    "\ne_sockets_mqtt=For mange med MQTT på (W5500 har 8 sockets): høyst 4"
+    "\ne_sockets_both=For mange med HAN-strømmen og MQTT på (W5500 har 8 sockets): høyst 2"
+    "\ne_han_stream_port=0 (av) eller en port fra 1 til 65535, ikke Modbus- eller "
+    "web-porten"
+    "\nstream_clients=HAN-strøm (amshan): klienter / byte sendt / forkastet"
+    "\nmqtt=MQTT"
+    "\n"
+)

@@ -75,10 +75,10 @@ class Network:
     def __init__(self, spi, cs, reset=None, mac=None, uid=None, settings=None, log=print,
                  dhcp_retry_ms=4000, apply_delay_ms=_APPLY_DELAY_MS, wiznet=None,
                  socket_pool=None):
-        if wiznet is None:
-            from adafruit_wiznet5k.adafruit_wiznet5k import WIZNET5K as wiznet
-        if socket_pool is None:
-            from adafruit_wiznet5k.adafruit_wiznet5k_socketpool import SocketPool as socket_pool
+        if wiznet is None:  # the driver without its DHCP, DNS and debug modules
+            from han2x_core.wiznet import import_driver
+
+            wiznet, socket_pool = import_driver()
 
         self.mac = bytes(mac) if mac else mac_from_uid(uid)
         self._log = log

@@ -13,8 +13,11 @@ from han2x_core.energy import TOTAL_KEYS, EnergyEstimate
 from han2x_core.scaling import SCALING_DEFAULT, SCALING_MAX, SCALING_MIN, ScalingWrite
 from han2x_core.ticks import ticks_diff
 
-# Size of the image: the original map (offsets 0-49) plus the extended block (50-76).
-COUNT = const(77)
+# Size of the image: the original map (offsets 0-49) plus the extended block (50-101):
+# 77-78 the lowest free heap (free_memory_min), 79 reserved (reads 0), 80-101 the capacity
+# tariff (tariff.py renders them; 0 when off).
+COUNT = const(102)
+TARIFF_OFF = const(80)
 ORIGINAL_COUNT = const(50)
 
 STALE_MS = const(60000)  # like the HAN LED: no telegram for 60 s -> data not valid
@@ -38,6 +41,7 @@ _OFF_UPTIME = const(57)
 _OFF_NET_POWER = const(59)
 _OFF_ENERGY_WH = const(61)  # 4 x uint32 cumulative, then 4 x uint32 estimated
 _OFF_ESTIMATE_WH = const(69)
+_OFF_FREE_MIN = const(77)  # uint32: lowest free heap since start, bytes
 
 # Status bits (register 40051).
 STATUS_DATA_VALID = const(1)
@@ -195,6 +199,9 @@ class Registers:
         if hours is not None:
             self._hours = hours
         self._render_dynamic()
+
+    def set_free_memory_min(self, n):
+        self._put32(_OFF_FREE_MIN, n)
 
     # ---- Modbus access ---------------------------------------------------------------------
 

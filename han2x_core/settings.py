@@ -13,8 +13,9 @@ _IP = const(3)
 _MASK = const(4)
 _HOST = const(5)
 _TEXT = const(6)
-_IPOPT = const(7)  # an IPv4 address or "" (off)
-_TOPIC = const(8)  # an MQTT topic prefix: no wildcards, no leading or trailing '/'
+_STEPS = const(7)
+_IPOPT = const(8)  # an IPv4 address or "" (off)
+_TOPIC = const(9)  # an MQTT topic prefix: no wildcards, no leading or trailing '/'
 
 _TEXT_MAX = const(64)
 W5500_SOCKETS = const(8)
@@ -43,6 +44,9 @@ DEFAULTS = {
     "web_password": "",
     "web_protect": "settings",
     "language": "auto",
+    "tariff": False,
+    "tariff_peaks": 3,
+    "tariff_steps": "2 5 10 15 20 25 50 75 100",
     "mqtt_host": "",
     "mqtt_port": 1883,
     "mqtt_user": "",
@@ -82,6 +86,9 @@ SCHEMA = (
     ("web_password", _TEXT, None, None, 'web password; "" = none'),
     ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
     ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
+    ("tariff", _BOOL, None, None, "capacity tariff (effekttrinn) on the page and registers"),
+    ("tariff_peaks", _INT, 1, 5, "capacity tariff: highest hours (different days) averaged"),
+    ("tariff_steps", _STEPS, None, None, "capacity tariff: step thresholds in kW, ascending"),
     ("mqtt_host", _IPOPT, None, None, 'MQTT broker IPv4 address; "" = MQTT off'),
     ("mqtt_port", _INT, 1, 65535, "MQTT broker port (plain MQTT, no TLS)"),
     ("mqtt_user", _TEXT, None, None, 'MQTT user name; "" = none'),
@@ -92,6 +99,30 @@ SCHEMA = (
      'Home Assistant discovery prefix; "" = no discovery'),
     ("mqtt_interval_s", _INT, 0, 3600, "MQTT power: 0 = every telegram, else every N s"),
 )
+
+_STEPS_MAX = const(16)
+
+
+def steps_w(text):
+    """Step thresholds "2 5 10" or "2,5; 2.5 ..." (kW, ascending, up to 3 decimals) as a
+    tuple of W, or None when the text is not such a list (docs/tariff.md)."""
+    if not isinstance(text, str):
+        return None
+    out = []
+    for part in text.replace(",", " ").replace(";", " ").split():
+        whole, dot, frac = part, "", ""
+        cut = part.find(".")
+        if cut >= 0:
+            whole, dot, frac = part[:cut], ".", part[cut + 1:]
+        if not digits(whole, 6) or len(frac) > 3 or (dot and not digits(frac, 3)):
+            return None
+        w = int(whole) * 1000 + (int(frac + "00"[:3 - len(frac)]) if frac else 0)
+        if w <= 0 or w > 100000000 or (out and w <= out[-1]):
+            return None
+        out.append(w)
+    if not out or len(out) > _STEPS_MAX:
+        return None
+    return tuple(out)
 
 def _hint(key):
     """Appended to a key's message when its value is refused: what the number or 0.0.0.0
@@ -192,6 +223,13 @@ def _check(key, kind, a, b, value):
         if value[:1] == "-" or value[-1:] == "-":
             return None, "must not start or end with '-'"
         return value, None
+    if kind == _STEPS:
+        steps = steps_w(value)
+        if steps is None:
+            return None, "must be 1 to 16 ascending numbers of kW, like 2 5 10 15 20"
+        return " ".join(("%d.%03d" % (w // 1000, w % 1000)).rstrip("0") if w % 1000 else
+                        str(w // 1000)
+                        for w in steps), None
     if kind == _IPOPT:
         return ("", None) if value == "" else _check(key, _IP, a, b, value)
     if kind == _TOPIC:

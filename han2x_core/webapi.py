@@ -13,11 +13,13 @@ from han2x_core import __version__, FIRMWARE_VERSION
 _T_OFFSET = const(43)  # 40044 board temperature, degC x100
 
 # Every register of the map as (offset, words) pairs; names and units are in www/registers.txt.
-# Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76.
+# Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76,
+# the capacity tariff 80-101.
 LAYOUT = (0, 2, 2, 2, 4, 2, 6, 2, 8, 2, 10, 2, 12, 2, 14, 2, 16, 2, 18, 2, 20, 2, 22, 2,
           24, 2, 26, 2, 28, 2, 30, 2, 32, 2, 34, 2, 36, 1, 37, 1, 38, 1, 39, 1, 40, 1, 41, 1,
           42, 1, 43, 1, 44, 2, 46, 1, 47, 1, 48, 2, 50, 1, 51, 1, 52, 1, 53, 1, 54, 1, 55, 2,
-          57, 2, 59, 2, 61, 2, 63, 2, 65, 2, 67, 2, 69, 2, 71, 2, 73, 2, 75, 2)
+          57, 2, 59, 2, 61, 2, 63, 2, 65, 2, 67, 2, 69, 2, 71, 2, 73, 2, 75, 2,
+          80, 1, 81, 1, 82, 2, 84, 2, 86, 2, 88, 2, 90, 2, 92, 2, 94, 2, 96, 2, 98, 2, 100, 2)
 _SIGNED = const(59)  # the one int32 register pair
 
 def read_register(regs, offset, words, buf):
@@ -114,6 +116,7 @@ def device(app, web, now_ms):
         "modbus_clients": getattr(mb, "client_count", None),
         "modbus_requests": getattr(mb, "requests", None),
         "free_memory": free_memory(),
+        "free_memory_min": app.free_memory_min,
         "temperature_c": None if not t100 else (t100 - (t100 >> 15 << 16)) / 100,  # int16
         "ip": getattr(net, "ip", None) or app.settings.get("ip"),
         "mac": _mac(net), "hostname": getattr(net, "hostname", None),
@@ -176,8 +179,10 @@ def estimated(app):
 
 def status(app, web, now_ms):
     """GET /api/status."""
+    tariff = getattr(app, "tariff", None)
     return {"reading": reading(app, now_ms), "device": device(app, web, now_ms),
-            "totals": _energies(app, 61), "estimated": estimated(app)}
+            "totals": _energies(app, 61), "estimated": estimated(app),
+            "tariff": None if tariff is None else tariff.status()}
 
 
 def data_json(app):
@@ -213,7 +218,7 @@ def history_chunks(app, now_ms):
 
     yield '{"step_s": 10, "samples": ['
     first = True
-    for sample in list(app.history):  # copy: the app may append while we stream
+    for sample in app.history():
         age_s = ticks_diff(now_ms, sample[0]) // 1000
         yield ("[%d,%d,%d]" if first else ",[%d,%d,%d]") % (age_s, sample[1], sample[2])
         first = False

@@ -13,6 +13,7 @@ FIELDS = (
              ("han_input", "c", ("pio", "uart")), ("han_stream_port", "i", None))),
     ("web", (("web_port", "i", None), ("web_password", "p", None),
              ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
+    ("tariff", (("tariff", "b", None), ("tariff_peaks", "i", None), ("tariff_steps", "s", None))),
 )
 
 # Which Norwegian message explains an invalid value of each key.

@@ -211,6 +211,12 @@ def post_usb_write(self, conn, request, ctx):
     post(self, conn, request, ctx)
 
 
+def post_tariff(self, conn, request, ctx):
+    from han2x_core.webtariffedit import post
+
+    post(self, conn, request, ctx)
+
+
 def read_form(self, conn, request):
     if request.content_type() != "application/x-www-form-urlencoded":
         self.web.respond(conn, 415, "text/plain", "send a form\n")
@@ -228,4 +234,5 @@ POST = {
     "/settings": post_settings,
     "/api/settings": post_api_settings,
     "/usb-write": post_usb_write,
+    "/tariff": post_tariff,
 }

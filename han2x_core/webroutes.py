@@ -20,13 +20,14 @@ _HTML = "text/html; charset=utf-8"
 # Pages: never cached, never framed by another site, only our own script and style.
 _PAGE_HEADERS = ("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
                  "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n")
-_POST_PATHS = ("/login", "/logout", "/settings", "/api/settings", "/usb-write")
+_POST_PATHS = ("/login", "/logout", "/settings", "/api/settings", "/usb-write", "/tariff")
 _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
            "/static/style.css": ("style.css", "text/css")}
 
 
 # Loaded for a page or a form post, then dropped again (see release()).
 _TRANSIENT = ("webpages", "webstatus", "websettings", "webforms", "webfields", "webdrive",
+              "webtariff", "webtariffedit",
               "i18n", "i18n_en", "i18n_nb")
 
 
@@ -227,7 +228,7 @@ class Routes:
         ctx = Ctx(self, lang, now_ms, authed)
         api = path[:5] == "/api/" or path == "/data.json"  # JSON: 401, never a redirect
         locked = self.password != "" and not authed and (self.protect == "all" or path in (
-            "/settings", "/api/settings", "/logout", "/usb-write"))
+            "/settings", "/api/settings", "/logout", "/usb-write", "/tariff"))
         if locked and path != "/login":
             if api or method == "POST":
                 web.respond(conn, 401, _JSON, '{"error": "password required"}',

@@ -88,6 +88,10 @@ def _settings(ctx, form, errors, notice):
                 key, esc(_error_text(key, message, lang)) if message else "")
         yield "</fieldset>"
     yield '<button type="submit" id="save">%s</button></form>' % esc(tr("save", lang))
+    if app.tariff is not None:  # correct a wrong peak (docs/tariff.md)
+        from han2x_core import webtariffedit
+
+        yield from webtariffedit.editor(ctx)
     yield from _drive_section(ctx)
 
 

@@ -23,6 +23,8 @@ def fmt(f, v):
         return "%d d %02d:%02d:%02d" % (v // 86400, v // 3600 % 24, v // 60 % 60, v % 60)
     if f == "temp":
         return "%.1f \u00b0C" % v
+    if f in ("kwh3", "kw3"):  # the capacity tariff's kWh / kW, 3 decimals
+        return "%.3f %s" % (v, "kWh" if f == "kwh3" else "kW")
     if f in ("w", "var", "kwh", "kvarh", "mem"):
         return "%d %s" % (v, {"w": "W", "var": "VAr", "kwh": "kWh", "kvarh": "kVArh",
                               "mem": "B"}[f])
@@ -98,6 +100,10 @@ def _dashboard(ctx):
             esc(tr(kind, lang)), esc(tr(label, lang).lower()), _val("td", key, f, g(key)),
             _val("td", "est." + key, f, est[key], ' class="est"'))
     yield '</table><p class="note">* %s</p></div>' % esc(tr("est_note", lang))
+    if app.tariff is not None:  # the capacity tariff's card (docs/tariff.md)
+        from han2x_core import webtariff
+
+        yield from webtariff.card(ctx)
     yield ('<div class="card wide"><h2>%s</h2><canvas id="chart" width="720" height="220">'
            '</canvas><p class="legend"><i class="imp"></i>%s <i class="exp"></i>%s</p></div>'
            '</section>' % (esc(tr("chart", lang)), esc(tr("import", lang)),
@@ -110,9 +116,9 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("line_format", "s"),
          ("uptime_s", "uptime"), ("temperature_c", "temp"), ("firmware", "s"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
-         ("ip", "s"), ("mac", "s"), ("hostname", "s"), ("net_mode", "s"),
-         ("web_requests", "n"), ("stream_clients", "n"), ("scaling_unsaved", "n"),
-         ("mqtt", "s"), ("last_error", "s"))
+         ("free_memory_min", "mem"), ("ip", "s"), ("mac", "s"), ("hostname", "s"),
+         ("net_mode", "s"), ("web_requests", "n"), ("stream_clients", "n"),
+         ("scaling_unsaved", "n"), ("mqtt", "s"), ("last_error", "s"))
 
 
 def diagnostics(ctx):

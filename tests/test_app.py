@@ -131,7 +131,11 @@ def test_history_is_bounded():
         app.han = ChunkedHan(kaifa_l1[i % len(kaifa_l1)], chunk=512)
         app.step(now)
         now += 10000
-    assert 0 < len(app.history) <= 180
+    assert app.history_len == 180
+    samples = list(app.history())
+    assert len(samples) == 180
+    times = [t for t, _imp, _exp in samples]
+    assert times == sorted(times) and times[-1] - times[0] == 179 * 10000  # the newest 180
 
 
 def test_configure_reaches_registers_and_services():

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from fakes._state import installed
-from han2x_core import FIRMWARE_VERSION, board_io, indicators
+from han2x_core import FIRMWARE_VERSION, board_io, bootio, indicators
 from han2x_core import settings as S
 from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
 from util import ROOT, free_port, load_corpus
@@ -148,7 +148,7 @@ def test_boot_button_held_at_power_up_sets_dhcp(paths, capsys):
             if sum(sleeps) >= 1000:
                 hw.digitalio.levels["D5"] = True
 
-        lines = board_io.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
+        lines = bootio.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
                               hw.supervisor.ticks_ms, settings_path=settings, marker=marker)
         blinks = hw.digitalio.outputs["LED"]
         assert True in blinks and blinks.count(False) > 1  # the HAN LED blinked
@@ -168,7 +168,7 @@ def test_boot_stuck_button_does_not_hang(paths):
         def sleep(ms):
             hw.supervisor.advance(ms)
 
-        lines = board_io.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
+        lines = bootio.boot(hw.storage, hw.digitalio, hw.board, hw.microcontroller, sleep,
                               hw.supervisor.ticks_ms, settings_path=settings, marker=marker)
         assert hw.supervisor.ticks_ms() <= 31000
     assert any("DHCP mode set" in x for x in lines)
@@ -323,7 +323,7 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, 
 
         def client():
             try:
-                state["result"] = _modbus_read(modbus_port, 0, 50)
+                state["result"] = _modbus_read(modbus_port, 0, 79)
             except Exception as e:  # reported by the assertion below
                 state["error"] = e
 
@@ -341,7 +341,10 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, 
                 sm.attach(wave)
                 sm.emulate(int(wave.t) - sm.clock)
                 state["sent"] = True
+                hw.mem_free[0] = 91234  # one busy step: the lowest free heap since start
                 thread.start()
+            elif state["sent"]:
+                hw.mem_free[0] = 150000
             if state["sent"] and not thread.is_alive():
                 state["after"] = state.get("after", 0) + 1
                 if state["after"] > 5:  # a few more loops after the answer
@@ -359,6 +362,7 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, 
         assert regs[14] << 16 | regs[15] == expected["voltage_l1_dv"]  # 40015: voltage L1
         assert regs[42] == FIRMWARE_VERSION  # 40043
         assert regs[43] == 2750  # 40044: 27.5 degC from microcontroller.cpu.temperature
+        assert regs[77] << 16 | regs[78] == 91234  # 40078-40079: lowest free heap
         assert hw.microcontroller.watchdog.feeds >= 5  # once per loop
         assert hw.microcontroller.watchdog.mode == hw.watchdog.WatchDogMode.RESET
         assert hw.digitalio.outputs[prof["power_led"]][-1] is True
@@ -406,7 +410,7 @@ def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
         runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
         # the han_* settings from the file reached the PIO receiver
         import adafruit_pioasm
-        from han2x_core.han_uart import program_source
+        from tools.han_pio import program_source
 
         want = adafruit_pioasm.Program(program_source("8N1", "inverted")).assembled
         assert [sm.program for sm in hw.rp2pio.instances] == [list(want)]
@@ -472,3 +476,110 @@ def test_indicator_constants_documented():
         text = f.read()
     assert "%d s" % (indicators.RESET_HOLD_MS // 1000) in text
     assert "60 s" in text
+
+
+# --- start-up that fails again and again (han2x_core/startup.py) ---------------------------
+
+def _failing_start(hw, capsys):
+    """One code.py run whose start-up fails (no SPI): (reset?, console text)."""
+    try:
+        runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+    except hw.microcontroller.ResetCalled:
+        cap = capsys.readouterr()
+        hw.digitalio.claimed.clear()  # the reset frees every pin and state machine
+        hw.rp2pio.instances.clear()
+        return True, cap.out + cap.err
+    raise AssertionError("code.py returned")
+
+
+def test_code_py_failing_starts_back_off_to_a_safe_state(paths, monkeypatch, capsys):
+    """Two failed full starts, then two without the web server, then the safe state: the
+    POWER LED blinks the code, the console says why, and the board is never reset again.
+    A reset from there (the user's) tries a full start once more."""
+    import time
+
+    from han2x_core import startup
+
+    with installed() as hw:
+        def no_spi(*a, **k):
+            raise ValueError("SCK in use")
+
+        monkeypatch.setattr(hw.busio, "SPI", no_spi)
+        modes = []
+        for _ in range(startup.FULL_TRIES + startup.MODBUS_TRIES):
+            reset, out = _failing_start(hw, capsys)
+            assert reset and "SCK in use" in out
+            modes.append("modbus-only" if "starting modbus-only" in out else "full")
+        assert modes == ["full", "full", "modbus-only", "modbus-only"]
+        assert len(hw.microcontroller.resets) == 4
+        sleeps = []
+
+        def sleep(s):
+            sleeps.append(s)
+            if len(sleeps) > 200:
+                raise StopLoop()
+
+        monkeypatch.setattr(time, "sleep", sleep)
+        hw.digitalio.outputs.clear()
+        with pytest.raises(StopLoop):
+            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+        out = capsys.readouterr().out
+        assert len(hw.microcontroller.resets) == 4  # no reset: the safe state stays
+        assert "HAN2X safe state: 4 starts in a row failed; last: ValueError: SCK in use" in out
+        power = hw.digitalio.outputs[board_io.PROFILES["wiznet_w5500_evb_pico"]["power_led"]]
+        on_ms, off_ms, count, pause_ms = startup.SAFE_BLINK
+        assert sleeps[:2 * count + 1] == [on_ms / 1000, off_ms / 1000] * count + [pause_ms / 1000]
+        assert power[:1 + 2 * count] == [True] + [True, False] * count  # "on" at the start
+        assert hw.rp2pio.instances == [] and hw.microcontroller.watchdog.mode is None
+        # the user presses reset: a full start again
+        monkeypatch.setattr(time, "sleep", lambda s: None)
+        reset, out = _failing_start(hw, capsys)
+        assert reset and "failed start" not in out
+
+
+def test_code_py_modbus_only_start_leaves_the_web_server_out(paths, monkeypatch):
+    """After two failed starts: HAN input and Modbus, no web server; a start that then
+    runs STABLE_MS clears the count."""
+    from han2x_core import startup
+    from han2x_core.modbus_server import ModbusServer
+    from han2x_core.web import WebServer
+
+    fails = bytes((0x5A, startup.FULL_TRIES)) + b"ValueError: SCK in use\0"
+    monkeypatch.setattr(startup, "begin", _begin_with(startup.begin, fails))
+    with code_py_first_step(monkeypatch) as (app, hw):
+        kinds = [type(s) for s in app.services]
+        assert ModbusServer in kinds and WebServer not in kinds
+        assert hw.rp2pio.instances  # the HAN receiver runs
+        assert hw.microcontroller.nvm[2] == startup.FULL_TRIES + 1  # counted until stable
+        startup.ok(hw.microcontroller.nvm)
+        assert hw.microcontroller.nvm[2] == 0
+
+
+def _begin_with(begin, raw):
+    def wrapped(nvm):
+        nvm[1:1 + len(raw)] = raw
+        return begin(nvm)
+    return wrapped
+
+
+def test_code_py_start_order_han_and_modbus_before_the_web_server(paths, monkeypatch):
+    """The PIO receiver is running and Modbus listening before the web server is built,
+    and the watchdog is the last service."""
+    from han2x_core import web
+
+    seen = {}
+    real_init = web.WebServer.__init__
+
+    def init(self, pool, app, **kw):
+        seen["pio"] = len(__import__("rp2pio").instances)
+        seen["services"] = [type(s).__name__ for s in app.services]
+        real_init(self, pool, app, **kw)
+
+    monkeypatch.setattr(web.WebServer, "__init__", init)
+    with code_py_first_step(monkeypatch) as (app, _hw):
+        assert seen["pio"] == 1
+        assert {"Network", "ModbusServer"} <= set(seen["services"])
+        assert [type(s).__name__ for s in app.services][-2:] == ["WebServer", "Watchdog"]
+        assert app.free_memory_min == _hw.mem_free[0]  # gc.mem_free() once started
+        out = bytearray(4)
+        assert app.registers.read(77, 2, out, 0) == 0 and int.from_bytes(out, "big") == 150000

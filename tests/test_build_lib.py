@@ -89,7 +89,6 @@ def test_real_requirements_are_exact_hashed_pins():
     names = {p.name: p.version for p in pins}
     assert names == {
         "adafruit-circuitpython-busdevice": "5.2.17",
-        "adafruit-circuitpython-pioasm": "1.3.8",
         "adafruit-circuitpython-ticks": "1.1.7",
         "adafruit-circuitpython-wiznet5k": "7.4.5",
     }
@@ -213,7 +212,7 @@ def test_real_lib_builds_from_the_pypi_pins(tmp_path):
     for needed in ("adafruit_wiznet5k/adafruit_wiznet5k.py",
                    "adafruit_wiznet5k/adafruit_wiznet5k_socketpool.py",
                    "adafruit_bus_device/spi_device.py",
-                   "adafruit_pioasm.py", "adafruit_ticks.py"):
+                   "adafruit_ticks.py"):
         assert needed in files
     assert all(f.endswith(".py") for f in files)
     assert not any("example" in f or "dist-info" in f for f in files)

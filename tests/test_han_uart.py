@@ -11,8 +11,9 @@ import pytest
 from fakes._state import load
 from han2x_core import han_reader, han_uart
 from han2x_core.han_reader import HanReader
-from han2x_core.han_uart import PioReceiver, UartReceiver, program_source
+from han2x_core.han_uart import PioReceiver, UartReceiver, program
 from han2x_core.hdlc import HdlcReader
+from tools.han_pio import program_source
 from util import load_corpus
 
 fake_busio = load("busio")  # tests/fakes: modules passed as arguments, sys.modules untouched
@@ -22,8 +23,7 @@ PIN = load("microcontroller").Pin._make("GP1", 1)  # the W5500-EVB-Pico's HAN RX
 
 
 def receiver(line, polarity, rp2pio=fake_rp2pio, ring_words=1024):
-    return PioReceiver(PIN, line, polarity, rp2pio=rp2pio, pioasm=adafruit_pioasm,
-                       ring_words=ring_words)
+    return PioReceiver(PIN, line, polarity, rp2pio=rp2pio, ring_words=ring_words)
 
 
 def transmit(rx, data, line, inverted=False, baud_error=0.0, gap_bits=0, lead_bits=2):
@@ -48,10 +48,27 @@ def read_all(rx):
 @pytest.mark.parametrize("line", ["8E1", "8N1"])
 @pytest.mark.parametrize("polarity", ["normal", "inverted"])
 def test_program_assembles_small_and_without_irq(line, polarity):
-    program = adafruit_pioasm.Program(program_source(line, polarity))
-    assert len(program.assembled) <= 10  # leaves room for other PIO programs
-    assert all((op >> 13) != 6 for op in program.assembled)  # no irq: pioemu would stop
-    assert program.pio_kwargs["wrap"] == len(program.assembled) - 1
+    assembled = adafruit_pioasm.Program(program_source(line, polarity))
+    assert len(assembled.assembled) <= 10  # leaves room for other PIO programs
+    assert all((op >> 13) != 6 for op in assembled.assembled)  # no irq: pioemu would stop
+    assert assembled.pio_kwargs["wrap"] == len(assembled.assembled) - 1
+
+
+@pytest.mark.parametrize("line", ["8E1", "8N1"])
+@pytest.mark.parametrize("polarity", ["normal", "inverted"])
+def test_shipped_words_are_what_pioasm_assembles(line, polarity):
+    """The board has no assembler: the words han_uart ships must be the source's."""
+    assembled = adafruit_pioasm.Program(program_source(line, polarity))
+    words, wrap_target, wrap = program(line, polarity)
+    want = ", ".join("0x%04X" % w for w in assembled.assembled)
+    assert list(words) == list(assembled.assembled), "han_uart.program should ship: " + want
+    assert words.typecode == "H"
+    assert assembled.pio_kwargs == {"sideset_enable": 0, "wrap_target": wrap_target,
+                                    "wrap": wrap}  # nothing else the StateMachine needs
+    # and the receiver hands exactly these to rp2pio
+    sm = receiver(line, polarity).sm
+    assert sm.program == list(assembled.assembled)
+    assert (sm.wrap_target, sm.wrap) == (wrap_target, wrap)
 
 
 @pytest.mark.parametrize("line", ["8E1", "8N1"])
@@ -264,7 +281,7 @@ def _run_detection(meter, reader, rounds=40):
 
 
 def _pio_factory(kind, pin, line, polarity):
-    return PioReceiver(pin, line, polarity, rp2pio=fake_rp2pio, pioasm=adafruit_pioasm)
+    return PioReceiver(pin, line, polarity, rp2pio=fake_rp2pio)
 
 
 @pytest.mark.parametrize("line", ["8E1", "8N1"])

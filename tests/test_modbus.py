@@ -154,8 +154,8 @@ EXCEPTION_CASES = [
     (bytes.fromhex("04 0000 FFFF"), 3),
     (bytes.fromhex("03 0000 00"), 3),  # PDU too short
     (bytes.fromhex("03 0000 0001 00"), 3),  # PDU too long
-    (bytes.fromhex("03 004D 0001"), 2),  # offset 77: past the map
-    (bytes.fromhex("03 0040 0010"), 2),  # runs past the end
+    (bytes.fromhex("03 0066 0001"), 2),  # offset 102: past the map
+    (bytes.fromhex("03 0060 0010"), 2),  # runs past the end
     (bytes.fromhex("03 FFFF 0002"), 2),
     (bytes.fromhex("04 FFFF 007D"), 2),
     (bytes.fromhex("06 0000 0001"), 2),  # read-only

@@ -1,6 +1,7 @@
 """han2x_core.network on the real adafruit_wiznet5k driver and the W5500 model:
 boot, DHCP (lease, renewal, failure, expiry), live re-configuration, link loss."""
 
+import os
 import socket
 import threading
 import time
@@ -254,3 +255,53 @@ def test_start_up_budget_on_the_model():
         install_driver_shims()
     assert 1.0 <= elapsed < 2.0
     model.close()
+
+
+_FRESH_DRIVER = r"""
+import sys
+sys.path[:0] = [ROOT, TESTS]
+from w5500_model import W5500Model
+from han2x_core.network import Network
+
+model = W5500Model(port_map={502: PORT})
+net = Network(model.spi, model.cs, uid=UID, log=None)  # what code.py does
+loaded = sorted(m for m in sys.modules if m.startswith("adafruit_wiznet5k"))
+print("LOADED", ",".join(loaded))
+import adafruit_wiznet5k
+print("LEFT", [n for n in dir(adafruit_wiznet5k) if n.endswith(("_dhcp", "_dns", "_debug"))])
+import socket, threading
+from net_helpers import EchoService, run  # the driver still serves a connection
+svc = EchoService(net.pool, 502)
+net.attach(svc)
+got = []
+def client():
+    with socket.create_connection(("127.0.0.1", PORT), timeout=10) as c:
+        c.sendall(b"hello")
+        got.append(c.recv(64))
+threading.Thread(target=client, daemon=True).start()
+run([net, svc], 20, until=lambda: got)
+print("ECHO", got)
+"""
+
+
+def test_driver_runs_without_its_dhcp_dns_and_debug_modules(tmp_path):
+    """The unmodified driver, imported by network.py in a fresh interpreter (as on the
+    board), leaves its DHCP, DNS and debug modules out of sys.modules, and still serves."""
+    import subprocess
+    import sys
+
+    from util import ROOT, free_port
+
+    script = tmp_path / "fresh.py"
+    script.write_text("ROOT, TESTS, PORT, UID = %r, %r, %d, %r\n" % (
+        ROOT, os.path.join(ROOT, "tests"), free_port(), UID) + _FRESH_DRIVER)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert out["LOADED"].split(",") == [
+        "adafruit_wiznet5k", "adafruit_wiznet5k.adafruit_wiznet5k",
+        "adafruit_wiznet5k.adafruit_wiznet5k_socketpool"]
+    assert out["LEFT"] == "[]"  # no stand-in left on the package either
+    assert out["ECHO"] == "[b'hello']"
+

@@ -18,7 +18,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "han2x_core")
 CORES = ("hdlc", "cosem", "meters", "registers", "energy", "scaling", "modbus", "modbus_pdu",
-         "settings", "settings_toml", "indicators", "ticks", "app")
+         "settings", "settings_toml", "indicators", "ticks", "app", "tariff",
+         "tariffstate")
 HARDWARE = ("board", "busio", "digitalio", "microcontroller", "supervisor", "socketpool",
             "rp2pio", "time", "adafruit_")
 FORBIDDEN_MODULES = ("typing", "dataclasses", "enum", "abc", "re", "logging", "datetime")

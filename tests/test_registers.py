@@ -472,7 +472,16 @@ def test_extended_block():
     assert [u32(regs, 63 + 2 * i) for i in range(3)] == [0, 0, 0]
     # the 10 s credit (4.2 Wh) and 2 s at 1500 W (0.8 Wh) since
     assert u32(regs, 69) == (12_345_678 + 5) * 2
-    assert COUNT == 77
+    assert COUNT == 102
+
+
+def test_lowest_free_heap_register():
+    regs = Registers()
+    assert words(regs, 77, 2) == [0, 0]  # none yet (a PC has no gc.mem_free)
+    regs.set_free_memory_min(91234)
+    assert words(regs, 77, 2) == [91234 >> 16, 91234 & 0xFFFF]
+    regs.update({"active_power_import_w": 5}, 0)  # a telegram re-renders; the value stays
+    assert words(regs, 77, 2) == [1, 91234 - 65536]
 
 
 def test_consistent_snapshot_single_read():

@@ -229,7 +229,8 @@ def test_a_bad_web_port_falling_back_onto_the_modbus_port_is_resolved():
 def test_socket_budget_for_each_combination(stream, mqtt, most, key):
     """One rule (settings.sockets_needed, 8 W5500 sockets): the HAN stream takes 2, MQTT 1.
     The message names the limit and what is on, in English and on the Norwegian page."""
-    from han2x_core import i18n_en, i18n_nb, webfields
+    from han2x_core import webfields
+    from han2x_core.i18n import tr
 
     d = dict(DEFAULTS, han_stream_port=stream, mqtt_host=mqtt, modbus_max_clients=most)
     assert validate(d) == (d, {}) and S.sockets_needed(d) == S.W5500_SOCKETS
@@ -239,7 +240,7 @@ def test_socket_budget_for_each_combination(stream, mqtt, most, key):
     assert message.startswith("must be at most %d with " % most)
     assert ("HAN stream" in message) == bool(stream) and ("MQTT" in message) == bool(mqtt)
     assert webfields.error_key("modbus_max_clients", message) == key
-    for table in (i18n_en.T, i18n_nb.T):
-        assert table[key].endswith(" %d" % most)
-        assert ("MQTT" in table[key]) == bool(mqtt)
+    for lang in ("en", "nb"):
+        assert tr(key, lang).endswith(" %d" % most)
+        assert ("MQTT" in tr(key, lang)) == bool(mqtt)
     assert S.sockets_needed(dict(DEFAULTS, modbus_max_clients=5)) == S.W5500_SOCKETS

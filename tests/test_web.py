@@ -642,11 +642,27 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
     assert dev.max_step_s < STEP_BOUND_S, dev.max_step_s
 
 
-def test_both_languages_have_every_text():
-    from han2x_core import i18n_en, i18n_nb
+def _texts(module):
+    """i18n_xx.T ("\\nkey=text" lines) as a dict, every line checked."""
+    assert module.T[0] == "\n" and module.T[-1] == "\n"
+    lines = module.T[1:-1].split("\n")
+    table = dict(line.split("=", 1) for line in lines)
+    assert len(table) == len(lines)  # no key twice
+    assert all(re.match(r"^[a-z0-9_]+$", key) for key in table)
+    return table
 
-    assert set(i18n_en.T) == set(i18n_nb.T)
-    assert all(i18n_nb.T.values()) and all(i18n_en.T.values())
+
+def test_both_languages_have_every_text():
+    from han2x_core import i18n, i18n_en, i18n_nb
+
+    en, nb = _texts(i18n_en), _texts(i18n_nb)
+    assert set(en) == set(nb) and len(en) > 100
+    assert all(nb.values()) and all(en.values())
+    for key in en:  # tr() finds each key's whole text, never a neighbour's
+        assert i18n.tr(key, "en") == en[key] and i18n.tr(key, "nb") == nb[key]
+    assert i18n.tr("no_such_key", "nb") == "no_such_key"
+    assert i18n.tr("nav_settings", "en") == "Settings"
+    assert i18n.tr("nav_settings", "nb") == "Innstillinger"
 
 
 def test_han_reader_counters_reach_the_diagnostics(dev):

@@ -23,6 +23,7 @@
     }
     if (f === "temp") { return v.toFixed(1) + " \u00b0C"; }
     if (UNITS.hasOwnProperty(f)) { return v + " " + UNITS[f]; }
+    if (f === "kwh3" || f === "kw3") { return v.toFixed(3) + (f === "kwh3" ? " kWh" : " kW"); }
     if (f === "ma" || f === "dv" || f === "wh" || f === "varh") {
       var s = v < 0 ? "-" : "", a = Math.abs(v);
       if (f === "ma") { return s + Math.floor(a / 1000) + "." + pad(Math.floor(a % 1000 / 10), 2) + " A"; }
@@ -42,6 +43,10 @@
   function lookup(st, k) {
     if (k.indexOf("est.") === 0) { return st.estimated[k.slice(4)]; }
     if (k.indexOf("dev.") === 0) { return st.device[k.slice(4)]; }
+    if (k.indexOf("tar.") === 0) {
+      if (!st.tariff) { return null; }
+      return k === "tar.step" ? st.tariff.step.index : st.tariff[k.slice(4)];
+    }
     return st.reading[k];
   }
 
@@ -50,6 +55,14 @@
     for (i = 0; i < els.length; i++) {
       var el = els[i], f = el.getAttribute("data-f"), v = lookup(st, el.getAttribute("data-k"));
       el.textContent = fmt(f, v);
+    }
+    var tar = st.tariff, card = document.getElementById("tariff");
+    if (tar && card) {  /* the capacity tariff: this hour's bar and the crossing colour */
+      var bar = document.getElementById("tar-bar");
+      bar.max = Math.max(tar.hour_used_kwh + (tar.kwh_left || 0), 0.001);
+      bar.value = tar.hour_used_kwh;
+      card.className = tar.will_cross ? "card tariff cross" : "card tariff";
+      document.getElementById("tar-cross").hidden = !tar.will_cross;
     }
     var warn = document.querySelectorAll("[data-han]");
     for (i = 0; i < warn.length; i++) {

@@ -6,7 +6,8 @@
 
 installed() puts fresh copies into sys.modules (board, busio, digitalio, microcontroller,
 rp2pio, storage, supervisor, watchdog) and restores whatever was there afterwards, so
-Blinka's modules in the same test process are not disturbed. load(name) gives one fresh
+Blinka's modules in the same test process are not disturbed. CircuitPython's gc.mem_free()
+is there too while installed: it answers hw.mem_free[0] (bytes). load(name) gives one fresh
 module without touching sys.modules (for code that takes modules as arguments).
 Either way every function and method the circuitpython-stubs describe binds its arguments
 against the stub's signature first (_stubs.strict).
@@ -34,8 +35,11 @@ def load(name):
 
 @contextlib.contextmanager
 def installed(board_id="wiznet_w5500_evb_pico"):
+    import gc
+
     saved = {name: sys.modules.get(name) for name in NAMES}
-    ns = types.SimpleNamespace()
+    ns = types.SimpleNamespace(mem_free=[150000])
+    gc.mem_free = lambda: ns.mem_free[0]
     try:
         for name in NAMES:
             spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, name + ".py"))
@@ -47,6 +51,7 @@ def installed(board_id="wiznet_w5500_evb_pico"):
         ns.board.board_id = board_id
         yield ns
     finally:
+        del gc.mem_free
         for name, mod in saved.items():
             if mod is None:
                 sys.modules.pop(name, None)

@@ -35,7 +35,7 @@ class RunMode:
 
 
 cpu = Processor()
-nvm = bytearray(256)
+nvm = bytearray(b"\xff" * 256)  # erased flash, as on a new board
 resets = []
 runmode = None
 watchdog = None

@@ -6,16 +6,6 @@ from han2x_core.han_reader import HanReader
 from han2x_core.han_uart import PioReceiver
 
 
-class _Program:
-    def __init__(self, text):
-        self.assembled = bytes(18)
-        self.pio_kwargs = {"wrap": 8, "wrap_target": 0}
-
-
-class _Asm:
-    Program = _Program
-
-
 class _SM:
     def __init__(self, program, frequency, **kw):
         self.kw = kw
@@ -54,7 +44,7 @@ def _word(byte, line, parity_error=False, stop=1):
 
 def test_decode_both_formats():
     for line in ("8E1", "8N1"):
-        rx = PioReceiver(None, line, "normal", rp2pio=_Rp2pio, pioasm=_Asm, ring_words=64)
+        rx = PioReceiver(None, line, "normal", rp2pio=_Rp2pio, ring_words=64)
         for b in range(200):
             rx.sm.put(_word(b, line))
             if b % 50 == 49:
@@ -71,7 +61,7 @@ def test_decode_both_formats():
 
 
 def test_errors_and_inversion():
-    rx = PioReceiver(None, "8E1", "inverted", rp2pio=_Rp2pio, pioasm=_Asm, ring_words=16)
+    rx = PioReceiver(None, "8E1", "inverted", rp2pio=_Rp2pio, ring_words=16)
     mask = 0x3FF
     rx.sm.put(_word(0x41, "8E1") ^ mask)
     rx.sm.put(_word(0x42, "8E1", parity_error=True) ^ mask)
@@ -86,7 +76,7 @@ def test_errors_and_inversion():
 def test_readinto_does_not_allocate():
     import micropython
 
-    rx = PioReceiver(None, "8E1", "normal", rp2pio=_Rp2pio, pioasm=_Asm, ring_words=64)
+    rx = PioReceiver(None, "8E1", "normal", rp2pio=_Rp2pio, ring_words=64)
     for b in range(40):
         rx.sm.put(_word(b, "8E1"))
     rx.sm.put(_word(1, "8E1", parity_error=True))
@@ -108,7 +98,7 @@ def test_detection_switches_on_errors():
     made = []
 
     def factory(kind, pin, line, polarity):
-        rx = PioReceiver(pin, line, polarity, rp2pio=_Rp2pio, pioasm=_Asm, ring_words=128)
+        rx = PioReceiver(pin, line, polarity, rp2pio=_Rp2pio, ring_words=128)
         made.append(rx)
         return rx
 

@@ -45,7 +45,7 @@ def test_mbap_read_write_and_exceptions():
     m = conn.respond(out)
     assert bytes(out[:m]) == struct.pack(">HHHBBHH", 8, 0, 6, 1, 0x10, 48, 2)
     assert regs.scaling == 2000
-    cases = ((struct.pack(">BHH", 3, 0, 0), 3), (struct.pack(">BHH", 3, 77, 1), 2),
+    cases = ((struct.pack(">BHH", 3, 0, 0), 3), (struct.pack(">BHH", 3, 102, 1), 2),
              (struct.pack(">BHH", 6, 49, 5), 3), (struct.pack(">BHH", 6, 0, 5), 2),
              (bytes([0x41]), 1))
     for pdu, code in cases:

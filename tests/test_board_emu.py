@@ -1,0 +1,223 @@
+"""The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
+emulator (tests/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
+board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus,
+urllib, headless Chromium.
+
+One boot per board runs the whole story in a fixed order (the emulator is slow, about 0.4x
+real time on an idle core), recording what each step saw; the tests then judge the record.
+Each board has its own xdist group, so the two boots run in parallel.
+EVB-Pico: normal polarity. Feather: inverted. Both: Aidon and Kaifa 8E1, then Kamstrup
+8N1, with han_line/han_polarity "auto" (the default), so the reader must find each format.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from board_emu import MENV, Board, build_drive, read_drive_file
+from test_browser import chromium, shown, wait_for
+from test_registers import ENERGY, MAP32, expected_map
+from util import load_corpus
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # one boot runs the whole story
+
+CORPUS = {c["id"]: c for c in load_corpus()}
+METERS = (("aidon", "aidon-6534-l3-amsreader-20251214T160000", "8E1"),
+          ("kaifa", "kaifa-ma304h3e-l3-elwiz-20221013T120010", "8E1"),
+          ("kamstrup", "kamstrup-6841131bn243101040-l3-amsreader-20211125T230055", "8N1"))
+BOARDS = {"wiznet_w5500_evb_pico": False, "adafruit_feather_rp2040": True}  # inverted HAN?
+BOOT_WALL_S = 400  # wall-clock limits: the machine may be busy with other tests
+STEP_WALL_S = 300
+TRIES = 5  # frames per meter: the first ones may go to finding the line format
+IDLE_TIMEOUT_S = "123"  # the setting changed on the web page
+
+
+def modbus_registers(port, start=0, count=50):
+    """Holding registers over Modbus TCP (pymodbus), or None when nothing answered."""
+    from pymodbus.client import ModbusTcpClient
+
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0)
+    try:
+        if client.connect():
+            result = client.read_holding_registers(start, count=count, device_id=1)
+            if not result.isError():
+                return result.registers
+    except Exception:  # a refused or dropped connection: not answered
+        pass
+    finally:
+        client.close()
+    return None
+
+
+def mismatches(words, reading):
+    """[(offset, register value, expected)] for every value the frame carries."""
+    exp = expected_map(reading)
+    keys = dict((off, key) for off, key, _ in MAP32)
+    keys.update(ENERGY)
+    bad = [(off, words[off] << 16 | words[off + 1], value) for off, value in exp.items()
+           if reading.get(keys[off]) is not None and words[off] << 16 | words[off + 1] != value]
+    clock = reading["meter_clock"]
+    want = [clock[k] for k in ("year", "month", "day", "hour", "minute", "second")]
+    if words[36:42] != want:
+        bad.append((36, words[36:42], want))
+    return bad
+
+
+def _step(record, name, fn):
+    """Run one step of the story; an exception is recorded for the test that judges it."""
+    try:
+        record[name] = fn()
+    except Exception as e:  # noqa: BLE001 - reported by that step's test
+        record[name + "_error"] = "%s: %s" % (type(e).__name__, e)
+
+
+def _boot(dev):
+    dev.wait_for("HAN2X address", BOOT_WALL_S)
+    deadline = time.monotonic() + STEP_WALL_S
+    while time.monotonic() < deadline:
+        words = modbus_registers(dev.port(502))
+        if words is not None:
+            return {"sim_s": dev.sim_s, "words": words}
+        time.sleep(0.2)
+    raise AssertionError("no Modbus answer\n" + dev.tail())
+
+
+def _meter(dev, frame_id, line):
+    reading = CORPUS[frame_id]["expected"]
+    for attempt in range(1, TRIES + 1):
+        dev.wait_han(dev.send_han([CORPUS[frame_id]["hex"]], line, gap_ms=300), STEP_WALL_S)
+        words = modbus_registers(dev.port(502))
+        if words is not None and not mismatches(words, reading):
+            break
+    return {"words": words, "frames_sent": attempt, "sim_s": dev.sim_s}
+
+
+def _api_status(dev):
+    url = "http://127.0.0.1:%d/api/status" % dev.port(80)
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def _settings_page(dev, browser):
+    browser.get("http://127.0.0.1:%d/settings" % dev.port(80))
+    field = browser.find_element("id", "modbus_idle_timeout_s")
+    field.clear()
+    field.send_keys(IDLE_TIMEOUT_S)
+    browser.find_element("id", "save").click()
+    return wait_for(lambda: browser.find_elements("id", "notice"), timeout=STEP_WALL_S,
+                    what="the save notice")[0].text
+
+
+def _dashboard(dev, browser):
+    browser.get("http://127.0.0.1:%d/" % dev.port(80))
+    return wait_for(lambda: (lambda s: s if s["_polls"] else None)(shown(browser)),
+                    timeout=STEP_WALL_S, what="a status poll on the dashboard")
+
+
+@pytest.fixture(scope="module", params=[pytest.param(b, marks=pytest.mark.xdist_group(b))
+                                        for b in BOARDS])
+def story(request, tmp_path_factory):
+    """Boot one board and run every step; {step: result or step_error: text}."""
+    board = request.param
+    record = {"board": board}
+    folder = tmp_path_factory.mktemp(board)
+    browser = None
+    with Board(board, folder, invert=BOARDS[board]) as dev:
+        _step(record, "boot", lambda: _boot(dev))
+        if "boot" in record:
+            for name, frame_id, line in METERS:
+                _step(record, name, lambda: _meter(dev, frame_id, line))
+            _step(record, "status", lambda: _api_status(dev))
+            browser = chromium("en-US")
+            browser.set_page_load_timeout(STEP_WALL_S)
+            # Selenium's own HTTP timeout to chromedriver (120 s) must not cut a slow page
+            browser.command_executor._client_config.timeout = STEP_WALL_S + 60
+            try:
+                _step(record, "settings", lambda: _settings_page(dev, browser))
+                _step(record, "dashboard", lambda: _dashboard(dev, browser))
+            finally:
+                browser.quit()
+            _step(record, "status_after", lambda: _api_status(dev))  # web_errors, last_error
+        record["console"] = dev.console
+    record["settings.toml"] = dev.read_file("settings.toml")
+    return record
+
+
+def judge(story, step):
+    """A step's result; the step's error (and the console's end) fails the test."""
+    if step + "_error" in story:
+        after = story.get("status_after", {}).get("device", story.get("status_after_error"))
+        pytest.fail("%s on %s: %s\n--- /api/status after the pages ---\n%s\n--- console ---\n%s"
+                    % (step, story["board"], story[step + "_error"][:600], after,
+                       story["console"][-2500:]))
+    assert step in story, "%s did not run (the board did not boot)" % step
+    return story[step]
+
+
+def test_boots_from_the_flash_tree_and_answers_modbus(story):
+    boot = judge(story, "boot")
+    assert "HAN2X 0.1.0 on" in story["console"]
+    assert "Traceback" not in story["console"]
+    assert boot["words"][42] == 10  # firmware version 0.1.0
+    assert boot["words"][36:42] == [0] * 6  # no telegram yet
+    print("%s: first Modbus answer %.2f s simulated after power-up"
+          % (story["board"], boot["sim_s"]))
+
+
+@pytest.mark.parametrize("meter", [m[0] for m in METERS])
+def test_meter_values_reach_modbus(story, meter):
+    result = judge(story, meter)
+    frame_id, line = [(f, ln) for m, f, ln in METERS if m == meter][0]
+    assert result["words"] is not None, "no Modbus answer after the %s frames" % meter
+    assert mismatches(result["words"], CORPUS[frame_id]["expected"]) == [], (
+        "%s %s frame sent %d times" % (meter, line, result["frames_sent"]))
+
+
+def test_api_status_reports_the_telegrams(story):
+    status = judge(story, "status")["device"]
+    assert status["frames_ok"] >= len(METERS)
+    assert status["line_format"].startswith("8N1 " + ("inverted" if BOARDS[story["board"]]
+                                                       else "normal"))
+    assert status["han_state"] == "ok"
+    assert status["free_memory"] > 0
+
+
+def test_api_status_counts_the_han_bytes(story):
+    status = judge(story, "status")["device"]
+    sent = sum(len(CORPUS[f]["hex"]) // 2 for _, f, _ in METERS)  # at least one of each
+    assert status["han_bytes"] >= sent
+
+
+def test_dashboard_loads_in_chromium(story):
+    values = judge(story, "dashboard")
+    kamstrup = CORPUS[METERS[-1][1]]["expected"]
+    assert values["active_power_import_w"] == "%d W" % kamstrup["active_power_import_w"]
+
+
+def test_settings_saved_on_the_web_page_are_on_the_drive(story):
+    assert judge(story, "settings") == "Saved."
+    toml = story["settings.toml"]
+    assert toml is not None, "no settings.toml on the drive after the run"
+    assert re.search(rb"^modbus_idle_timeout_s\s*=\s*%s\s*$" % IDLE_TIMEOUT_S.encode(), toml,
+                     re.M), toml
+
+
+def test_drive_image_holds_the_flash_tree(tmp_path):
+    """The harness's drive: what flash.py installs, compiled by CircuitPython's mpy-cross, in
+    a FAT image the emulated board mounts; extra files and a code.py prefix on top."""
+    image = build_drive("adafruit_feather_rp2040", str(tmp_path), settings="dhcp = true\n",
+                        pre_code="print('probe')")
+    listing = subprocess.run(["mdir", "-/", "-b", "-i", image, "::/"], capture_output=True,
+                             text=True, env=MENV, check=True).stdout
+    assert "::/han2x_core/app.mpy" in listing and "::/lib/adafruit_wiznet5k/" in listing
+    assert "::/han2x_core/app.py" not in listing
+    assert read_drive_file(image, "settings.toml") == b"dhcp = true\n"
+    code = read_drive_file(image, "code.py").decode()
+    assert code.startswith("print('probe')\n") and "def main():" in code
+    with open(os.path.join(str(tmp_path), "CIRCUITPY", "han2x_core", "app.mpy"), "rb") as f:
+        assert f.read(2) == b"C\x06"  # CircuitPython's .mpy header, version 6
