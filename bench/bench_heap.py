@@ -591,7 +591,7 @@ def run_tariff():
               f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1)))
 
 
-MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha")
+MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha", "mqtt_connect")
 
 
 def _mqtt_figures(folder, frames):
@@ -636,14 +636,16 @@ def run_mqtt():
         shutil.rmtree(folder, ignore_errors=True)
     for name, f in rows:
         print("  64-bit unix port, 192 KB heap, %s: off: imported %s, held %d B; on: import "
-              "%d B, one MqttClient %d B; %d messages at connect; %.2f per telegram, at most "
-              "%d B allocated per telegram (freed again: %d B held after %d)" % (
+              "%d B, one MqttClient %d B; %d messages at connect, then MQTT holds %d B in all (connect "
+              "module %s); %.2f per telegram, at most %d B allocated per telegram (freed "
+              "again: %d B held after %d)" % (
                   name, "yes" if f["off_mqtt_imported"] else "no", f["off_held"], f["import"],
-                  f["instance"], f["published_at_connect"],
+                  f["instance"], f["published_at_connect"], f["held_connected"],
+                  "still loaded" if f["connect_module_loaded"] else "dropped",
                   f["published_per_telegram_x100"] / 100, f["alloc_per_telegram_max"],
                   f["held_after"], f["telegrams"]))
     f = rows[-1][1]
-    held = f["import"] + f["instance"]
+    held = f["held_connected"]
     print("  held while on: %s = %.1f%% of the board's ~%s (64-bit figures; a 32-bit board "
           "holds less, see the ratio in part 3)" % (kb(held), 100.0 * held / BOARD_HEAP,
                                                     kb(BOARD_HEAP)))

@@ -4,7 +4,8 @@ captured frames (one hex line each).
 
 Prints "name value" lines: the heap held by the device's core with MQTT off (and whether
 han2x_core.mqtt got imported), then by importing han2x_core.mqtt and by one MqttClient,
-and the bytes allocated per telegram while connected (a socket stand-in that answers
+what stays held once connected and the discovery configs are out (mqtt_connect.py dropped
+again), and the bytes allocated per telegram while connected (a socket stand-in that answers
 CONNACK and takes every byte: what the client itself costs, not a network stack's)."""
 
 import errno
@@ -123,7 +124,9 @@ def main():
         app.step(now)
     print("sessions", mqtt.sessions)
     print("published_at_connect", mqtt.published)
+    print("connect_module_loaded", 1 if "han2x_core.mqtt_connect" in sys.modules else 0)
     gc.collect()
+    print("held_connected", gc.mem_alloc() - a)  # import, client, buffers
     held0 = gc.mem_alloc()
     total0 = mqtt.published
     n = 0

@@ -5,21 +5,23 @@ adafruit_minimqtt). poll(now_ms) never blocks: the TCP connect is started and th
 (on the W5500 through the driver's socket registers, because its connect() waits for the
 handshake), CONNACK and PINGRESP are waited for across polls, and each poll sends at most
 one message. A failed attempt waits 2, 4 ... 64 s before the next; a refused login waits
-the longest. Users' view: docs/integration.md; packets: mqtt_wire.py; payloads: mqtt_ha.py.
+the longest. Users' view: docs/integration.md; packets: mqtt_wire.py; state payloads:
+mqtt_ha.py; what is done once per connection (opening it, meter info, discovery):
+mqtt_connect.py, loaded for it and dropped again.
 """
 
 import errno
+import sys
 
 from micropython import const
 
 from han2x_core import mqtt_ha as ha
 from han2x_core import mqtt_wire as wire
+from han2x_core.app import _drop as _unload
 from han2x_core.ticks import ticks_add, ticks_diff
 
-_KEEPALIVE_S = const(60)
 _PING_MS = const(30000)  # PINGREQ after this long without sending
-_ANSWER_MS = const(10000)  # CONNACK / PINGRESP must come within this
-_CONNECT_MS = const(10000)  # TCP handshake
+ANSWER_MS = const(10000)  # CONNACK / PINGRESP must come within this
 _BACKOFF_MIN_MS = const(2000)
 _BACKOFF_MAX_MS = const(64000)
 _SEND_TIMEOUT_S = 0.1  # as the servers: the W5500's send() must never wait for ever
@@ -34,17 +36,12 @@ _NAMES = ("off", "waiting", "connecting", "logging in", "connected")
 
 # Queued publications (bits)
 _Q_ONLINE = const(1)
-_Q_INFO = const(2)
-_Q_DISCOVERY = const(4)
+Q_INFO = const(2)
+Q_DISCOVERY = const(4)
 _Q_ENERGY = const(8)
 _Q_POWER = const(16)
 _Q_RAW = const(32)
-_Q_SUBSCRIBE = const(64)
-
-_SNSR_CLOSED = const(0x00)
-_SNSR_ESTABLISHED = const(0x17)
-_SNMR_TCP_ND = const(0x21)  # TCP, no delayed ACK: what the driver's SocketPool opens
-_CMD_CONNECT = const(0x04)
+Q_SUBSCRIBE = const(64)
 
 
 class MqttClient:
@@ -63,7 +60,8 @@ class MqttClient:
         self.version = version
         self.state = IDLE
         self.sock = None
-        self._tx = bytearray(256)  # CONNECT, SUBSCRIBE, PUBLISH headers (fixed)
+        self._tx = bytearray(320)  # CONNECT (the longest settings fit), PUBLISH headers
+        self._pay = bytearray(ha.SIZE)  # the power, energy and estimate JSON (fixed)
         self._rx = bytearray(64)  # one recv chunk (fixed)
         self.reader = wire.Reader(128)  # broker packets: CONNACK, SUBACK, PINGRESP, status
         self.attempts = 0
@@ -108,6 +106,11 @@ class MqttClient:
         self._drop(None)
         self.state = OFF
 
+    def unload(self):
+        """Drop mqtt_connect.py (loaded again by the next connection attempt)."""
+        if "han2x_core.mqtt_connect" in sys.modules:  # MicroPython's delattr: KeyError
+            _unload("mqtt_connect")
+
     def sockets(self):
         return [self.sock] if self.sock is not None else []
 
@@ -128,11 +131,15 @@ class MqttClient:
             if not self._at_set:
                 self._at, self._at_set = now_ms, True
             if ticks_diff(now_ms, self._at) >= 0:
-                self._open(now_ms)
+                from han2x_core import mqtt_connect  # until the configs are out (unload)
+
+                mqtt_connect.open_socket(self, now_ms)
             return
         try:
             if state == TCP:
-                self._tcp(now_ms)
+                from han2x_core import mqtt_connect
+
+                mqtt_connect.tcp(self, now_ms)
             elif state == CONNACK or state == UP:
                 self._receive(now_ms)
                 if self.state == UP:
@@ -142,64 +149,7 @@ class MqttClient:
         except Exception as e:  # the peer reset, the link went down, a bad packet
             self._drop(now_ms, "%s: %s" % (type(e).__name__, e))
 
-    # ----- connection -----
-    def _open(self, now_ms):
-        self.attempts += 1
-        host, port = self._cfg[0], self._cfg[1]
-        try:
-            sock = self.pool.socket(self.pool.AF_INET, self.pool.SOCK_STREAM)
-        except Exception as e:  # "All sockets in use.": try again later
-            self._drop(now_ms, "no socket: %s" % e)
-            return
-        self.sock = sock
-        try:
-            if hasattr(sock, "_socknum"):  # adafruit_wiznet5k: start the handshake only
-                eth = sock._interface
-                eth.socket_open(sock._socknum, _SNMR_TCP_ND)
-                eth._write_sndipr(sock._socknum, eth.unpretty_ip(host))
-                eth._write_sndport(sock._socknum, port)
-                eth._write_sncr(sock._socknum, _CMD_CONNECT)
-            else:  # CPython
-                sock.setblocking(False)
-                sock.connect_ex((host, port))
-        except Exception as e:
-            self._drop(now_ms, "connect: %s" % e)
-            return
-        self.state = TCP
-        self._at = ticks_add(now_ms, _CONNECT_MS)
-
-    def _tcp(self, now_ms):
-        sock = self.sock
-        if hasattr(sock, "_socknum"):
-            status = sock._interface.socket_status(sock._socknum)
-            up = status == _SNSR_ESTABLISHED
-            failed = status == _SNSR_CLOSED
-        else:
-            err = sock.getsockopt(self.pool.SOL_SOCKET, self.pool.SO_ERROR)
-            failed = err != 0
-            up = False
-            if not failed:
-                try:
-                    sock.getpeername()
-                    up = True
-                except OSError:
-                    pass
-        if failed:
-            self._drop(now_ms, "broker %s:%d not reachable" % (self._cfg[0], self._cfg[1]))
-            return
-        if not up:
-            if ticks_diff(now_ms, self._at) >= 0:
-                self._drop(now_ms, "broker %s:%d: no answer" % (self._cfg[0], self._cfg[1]))
-            return
-        cfg = self._cfg
-        self._prefix = cfg[5] or "han2x/" + self.app.latest.get("meter_id", "")
-        n = wire.connect(self._tx, cfg[4], _KEEPALIVE_S, self._prefix + "/status", b"offline",
-                         cfg[2], cfg[3])
-        self.reader.clear()
-        self._send(memoryview(self._tx)[:n], now_ms)
-        self.state = CONNACK
-        self._at = ticks_add(now_ms, _ANSWER_MS)
-
+    # ----- connection (opening it: mqtt_connect.py) -----
     def _drop(self, now_ms, error=None):
         """Close the socket; with now_ms, wait the back-off before the next attempt."""
         sock = self.sock
@@ -214,6 +164,7 @@ class MqttClient:
         if self.state != OFF:
             self.state = IDLE
         self._ping_at = None
+        self.unload()
         if now_ms is not None:
             self._at = ticks_add(now_ms, self._backoff_ms)
             self._at_set = True
@@ -256,7 +207,7 @@ class MqttClient:
                     self._packet(first, now_ms)
         if self.state == CONNACK and ticks_diff(now_ms, self._at) >= 0:
             raise OSError("no CONNACK from the broker")
-        if self._ping_at is not None and ticks_diff(now_ms, self._ping_at) >= _ANSWER_MS:
+        if self._ping_at is not None and ticks_diff(now_ms, self._ping_at) >= ANSWER_MS:
             raise OSError("no PINGRESP from the broker")
 
     def _packet(self, first, now_ms):
@@ -266,16 +217,17 @@ class MqttClient:
             code = body[1] if len(body) > 1 else 255
             if code:
                 self._backoff_ms = _BACKOFF_MAX_MS  # a wrong login does not heal by retrying
-                reason = wire.REFUSED[code] if code < len(wire.REFUSED) else "code %d" % code
-                self._drop(now_ms, "broker refused the login: " + reason)
+                from han2x_core import mqtt_connect
+
+                self._drop(now_ms, "broker refused the login: " + mqtt_connect.refused(code))
                 return
             self.state = UP
             self.sessions += 1
             self.last_error = ""
             self._backoff_ms = self._backoff_min
             self._disc_next = 0
-            self._queue = _Q_ONLINE | _Q_INFO | _Q_DISCOVERY | _Q_ENERGY | _Q_POWER
-            self._queue |= _Q_SUBSCRIBE if self._cfg[6] else 0
+            self._queue = _Q_ONLINE | Q_INFO | Q_DISCOVERY | _Q_ENERGY | _Q_POWER
+            self._queue |= Q_SUBSCRIBE if self._cfg[6] else 0
         elif kind == wire.PINGRESP:
             self._ping_at = None
         elif kind == wire.PUBLISH:
@@ -284,7 +236,7 @@ class MqttClient:
             if (disc and bytes(payload) == b"online" and len(topic) == len(disc) + 7
                     and bytes(topic) == (disc + "/status").encode()):
                 self._disc_next = 0  # Home Assistant restarted: it forgot the configs
-                self._queue |= _Q_DISCOVERY | _Q_INFO | _Q_ENERGY | _Q_POWER
+                self._queue |= Q_DISCOVERY | Q_INFO | _Q_ENERGY | _Q_POWER
 
     # ----- publishing -----
     def _publish(self, topic, payload, retain, now_ms):
@@ -314,36 +266,27 @@ class MqttClient:
         if q & _Q_ONLINE:
             self._queue &= ~_Q_ONLINE
             self._publish(p + "/status", b"online", True, now_ms)
-        elif q & _Q_SUBSCRIBE:
-            self._queue &= ~_Q_SUBSCRIBE
-            n = wire.subscribe(self._tx, 1, self._cfg[6] + "/status")
-            self._send(memoryview(self._tx)[:n], now_ms)
-        elif q & _Q_INFO:
-            self._queue &= ~_Q_INFO
-            self._publish(p + "/info", ha.info(app.latest, self.version), True, now_ms)
-        elif q & _Q_DISCOVERY:
-            i = self._disc_next
-            self._disc_next += 1
-            if self._disc_next >= ha.COUNT or not self._cfg[6]:
-                self._queue &= ~_Q_DISCOVERY
-            if self._cfg[6]:
-                topic, payload = ha.discovery(i, self._cfg[6], p, app.latest, self.version)
-                self._publish(topic, payload, True, now_ms)
+        elif q & (Q_SUBSCRIBE | Q_INFO | Q_DISCOVERY):
+            from han2x_core import mqtt_connect
+
+            mqtt_connect.hello(self, q, p, now_ms)
         elif q & _Q_RAW:
             self._queue &= ~_Q_RAW
             self._publish(p + "/raw", app.last_frame, False, now_ms)
         elif q & _Q_POWER:
             self._queue &= ~_Q_POWER
             self._power_at = now_ms
-            self._publish(p + "/power", ha.power(regs), False, now_ms)
-            estimate = ha.energy(regs, ha.ESTIMATES)
-            if estimate is not None:  # the estimate rides with the power
-                self._publish(p + "/estimate", estimate, False, now_ms)
+            pay = memoryview(self._pay)  # the JSON is written into this fixed buffer
+            self._publish(p + "/power", pay[:ha.power(regs, pay)], False, now_ms)
+            n = ha.energy(regs, ha.ESTIMATES, pay)
+            if n:  # the estimate rides with the power
+                self._publish(p + "/estimate", pay[:n], False, now_ms)
         elif q & _Q_ENERGY:
             self._queue &= ~_Q_ENERGY
-            totals = ha.energy(regs, ha.TOTALS)
-            if totals is not None:
-                self._publish(p + "/energy", totals, True, now_ms)
+            n = ha.energy(regs, ha.TOTALS, self._pay)
+            if n:
+                self._publish(p + "/energy", memoryview(self._pay)[:n], True, now_ms)
         elif ticks_diff(now_ms, self._sent_ms) >= _PING_MS and self._ping_at is None:
             self._send(wire.PINGREQ, now_ms)
             self._ping_at = now_ms
+

@@ -1,28 +1,22 @@
-"""MQTT 3.1.1 packets for a publish-mostly client: encoders that write into the caller's
-buffer, and a reader that takes received bytes and returns whole small packets.
+"""MQTT 3.1.1 packets for a publish-mostly client, the part used while connected: the
+PUBLISH header, written into the caller's buffer, and a reader that takes received bytes
+and returns whole small packets. CONNECT and SUBSCRIBE, sent once per connection, are
+written by mqtt_connect.py (loaded only then) with string() and fixed() from here.
 
-Pure core, sans-I/O (the socket side is mqtt.py). Only what the gateway uses: CONNECT
-with a will, QoS 0 PUBLISH, one SUBSCRIBE, PINGREQ, DISCONNECT; in: CONNACK, SUBACK,
-PINGRESP and QoS 0 PUBLISH. Packet layout: MQTT 3.1.1 (OASIS), sections 2 and 3.
+Pure core, sans-I/O (the socket side is mqtt.py). Only what the gateway uses: out, QoS 0
+PUBLISH and PINGREQ; in: CONNACK, SUBACK, PINGRESP and QoS 0 PUBLISH. Packet layout: MQTT
+3.1.1 (OASIS), sections 2 and 3.
 """
 
 from micropython import const
 
-CONNECT = const(0x10)
 CONNACK = const(0x20)
 PUBLISH = const(0x30)
-SUBSCRIBE = const(0x82)  # with the reserved flags 0010
-SUBACK = const(0x90)
 PINGREQ = b"\xc0\x00"
 PINGRESP = const(0xD0)
-DISCONNECT = b"\xe0\x00"
-
-# CONNACK return codes (3.2.2.3), as the diagnostics page says them.
-REFUSED = (None, "unacceptable protocol version", "client id rejected",
-           "server unavailable", "bad user name or password", "not authorised")
 
 
-def _str(buf, pos, text):
+def string(buf, pos, text):
     """A UTF-8 string with its 2-byte length at buf[pos:]; returns the new position."""
     raw = text.encode() if isinstance(text, str) else text  # allocates: short strings
     n = len(raw)
@@ -32,7 +26,7 @@ def _str(buf, pos, text):
     return pos + 2 + n
 
 
-def _fixed(buf, first, remaining):
+def fixed(buf, first, remaining):
     """Fixed header at buf[0:]: packet type byte and the remaining length (1-4 bytes).
     Returns its length."""
     buf[0] = first
@@ -46,57 +40,18 @@ def _fixed(buf, first, remaining):
             return i
 
 
-def _text_len(text):
+def text_len(text):
     return len(text.encode()) if isinstance(text, str) else len(text)
-
-
-def connect(buf, client_id, keepalive_s, will_topic, will_message, user="", password=""):
-    """CONNECT with clean session and a retained QoS 0 will. Returns the packet length.
-    Raises ValueError when it does not fit buf."""
-    body = 10 + 2 + _text_len(client_id) + 4 + _text_len(will_topic) + len(will_message)
-    flags = 0x02 | 0x04 | 0x20  # clean session, will flag, will retain (QoS 0)
-    if user:
-        flags |= 0x80
-        body += 2 + _text_len(user)
-        if password:
-            flags |= 0x40
-            body += 2 + _text_len(password)
-    if body + 5 > len(buf):
-        raise ValueError("MQTT CONNECT too long")
-    pos = _fixed(buf, CONNECT, body)
-    pos = _str(buf, pos, b"MQTT")
-    buf[pos] = 4  # protocol level 3.1.1
-    buf[pos + 1] = flags
-    buf[pos + 2] = keepalive_s >> 8
-    buf[pos + 3] = keepalive_s & 0xFF
-    pos = _str(buf, pos + 4, client_id)
-    pos = _str(buf, pos, will_topic)
-    pos = _str(buf, pos, will_message)
-    if user:
-        pos = _str(buf, pos, user)
-        if password:
-            pos = _str(buf, pos, password)
-    return pos
 
 
 def publish_header(buf, topic, payload_len, retain=False):
     """Fixed header and topic of a QoS 0 PUBLISH; the payload follows on the wire as it is
     (no copy of a HAN frame). Returns the header length."""
-    body = 2 + _text_len(topic) + payload_len
-    if 2 + _text_len(topic) + 5 > len(buf):
+    body = 2 + text_len(topic) + payload_len
+    if 2 + text_len(topic) + 5 > len(buf):
         raise ValueError("MQTT topic too long")
-    pos = _fixed(buf, PUBLISH | (1 if retain else 0), body)
-    return _str(buf, pos, topic)
-
-
-def subscribe(buf, packet_id, topic):
-    """SUBSCRIBE to one topic at QoS 0. Returns the packet length."""
-    pos = _fixed(buf, SUBSCRIBE, 2 + 2 + _text_len(topic) + 1)
-    buf[pos] = packet_id >> 8
-    buf[pos + 1] = packet_id & 0xFF
-    pos = _str(buf, pos + 2, topic)
-    buf[pos] = 0
-    return pos + 1
+    pos = fixed(buf, PUBLISH | (1 if retain else 0), body)
+    return string(buf, pos, topic)
 
 
 class Reader:

@@ -363,7 +363,7 @@ def test_device_at_192k_from_mpy_serves_every_page(tmp_path):
 OPT_IN = ("tariff", "tariffstate", "webtariff", "webtariffedit",  # capacity tariff
           "hanstream",  # raw HAN stream
           "meterroute", "meterutil", "meter_em24", "meter_sdm630", "meter_sunspec",
-          "mqtt", "mqtt_wire", "mqtt_ha")  # MQTT: bench_heap part 6
+          "mqtt", "mqtt_wire", "mqtt_ha", "mqtt_connect")  # MQTT: bench_heap part 6
 
 _IMPORT_ALL = """
 import gc, os, sys

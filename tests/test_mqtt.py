@@ -16,7 +16,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from han2x_core import __version__
-from han2x_core.mqtt_ha import SENSORS
+from han2x_core.mqtt_connect import SENSORS
 from mqtt_broker import Broker, Subscriber
 from test_energystate import list2, list3
 from util import ROOT, free_port, wait_port
@@ -321,3 +321,55 @@ def test_wrong_password_is_shown_and_not_retried_in_a_storm(sim_factory):
         page = urllib.request.urlopen("http://127.0.0.1:%d/diagnostics" % sim.http,
                                       timeout=5).read().decode()
         assert "bad user name or password" in page or "not authorised" in page
+
+
+@pytest.mark.parametrize("factor", [1000, 2500])
+def test_state_payloads_say_what_the_registers_hold(factor):
+    """mqtt_ha writes the JSON into a fixed buffer digit by digit: for every captured frame
+    the power, energy and estimate payloads parse as JSON and carry the registers' values
+    (A and V with their decimals, null for what the meter does not send); the largest
+    values fit mqtt_ha.SIZE."""
+    import struct
+
+    from han2x_core import mqtt_ha as ha
+    from han2x_core.registers import Registers
+    from util import load_corpus
+
+    def word32(regs, offset):
+        out = bytearray(4)
+        assert regs.read(offset, 2, out, 0) == 0
+        return struct.unpack(">I", out)[0]
+
+    out = bytearray(ha.SIZE)
+    for case in load_corpus():
+        regs = Registers(scaling=factor)
+        regs.update(dict(case["expected"]), 1000)
+        power = json.loads(bytes(out[:ha.power(regs, out)]))
+        present = regs.value(52)
+        for i, key in enumerate(("import_w", "export_w", "reactive_import_var",
+                                 "reactive_export_var", "current_l1_a", "current_l2_a",
+                                 "current_l3_a", "voltage_l1_v", "voltage_l2_v",
+                                 "voltage_l3_v")):
+            if not present >> i & 1:
+                assert power[key] is None, (case["id"], key)
+                continue
+            scale = 1000 if 4 <= i < 7 else 10 if i >= 7 else 1
+            assert power[key] == pytest.approx(word32(regs, 2 * i) / scale), (case["id"], key)
+        net = struct.unpack(">i", struct.pack(">I", word32(regs, 59)))[0]
+        assert power["net_w"] == (net if present & 3 else None)
+        n = ha.energy(regs, ha.TOTALS, out)
+        assert bool(n) == bool(regs.value(50) & (4 | 32))
+        if n:
+            energy = json.loads(bytes(out[:n]))
+            assert energy == {k.decode(): pytest.approx(word32(regs, 61 + 2 * i) / 1000)
+                              for i, k in enumerate(ha.ENERGY_KEYS)}
+            est = json.loads(bytes(out[:ha.energy(regs, ha.ESTIMATES, out)]))
+            assert est["import_kwh"] == pytest.approx(word32(regs, 69) / 1000)
+    regs = Registers(scaling=1000000)  # the largest numbers the registers can hold
+    regs.update({"active_power_import_w": 10 ** 9, "active_power_export_w": 10 ** 9,
+                 "reactive_power_import_var": 10 ** 9, "reactive_power_export_var": 10 ** 9,
+                 "current_l1_ma": -10 ** 9, "current_l2_ma": 10 ** 9, "current_l3_ma": 10 ** 9,
+                 "voltage_l1_dv": 10 ** 9, "voltage_l2_dv": 10 ** 9, "voltage_l3_dv": 10 ** 9},
+                1000)
+    power = json.loads(bytes(out[:ha.power(regs, out)]))
+    assert power["import_w"] == 0xFFFFFFFF and power["current_l1_a"] == 0xFFFFFFFF / 1000

@@ -4,6 +4,7 @@ budget (settings.sockets_needed), and 1,000 broker reconnects without a leaked s
 
 import json
 import socket
+import sys
 import threading
 import time
 
@@ -46,6 +47,17 @@ def test_mqtt_modbus_and_web_share_the_sockets_within_the_budget():
             dev.call(lambda: han.send(list2(METER, 2345)))
             power = sub.wait_for(lambda m: m[0].endswith("/power") and b"2345" in m[1], 5)
             assert json.loads(power[-1][1])["import_w"] == 2345
+            # The connect-time module (CONNECT, discovery configs) is dropped once the last
+            # config is out, and loaded again when Home Assistant asks for the configs.
+            sub.wait_for(lambda m: m[0].endswith("/est_export_kwh/config"), 10)
+            loaded = lambda: "han2x_core.mqtt_connect" in sys.modules  # noqa: E731
+            assert not dev.call(loaded)
+            sub.publish("homeassistant/status", b"online")
+            deadline = time.monotonic() + 10
+            while len(sub.take("/est_export_kwh/config")) < 2:
+                assert time.monotonic() < deadline, "discovery not re-published"
+                time.sleep(0.05)
+            assert not dev.call(loaded)
             reserved, _ = dev.sockets_in_use()
             # SocketPool's sockets 1-7: 2 listeners + 3 Modbus + MQTT (+ web, closing)
             assert reserved <= W5500_SOCKETS - 1
