@@ -89,7 +89,7 @@ class MqttClient:
                settings.get("mqtt_user", ""), settings.get("mqtt_password", ""),
                settings.get("mqtt_client_id", "") or self.default_id,
                settings.get("mqtt_prefix", ""), settings.get("mqtt_discovery_prefix", ""),
-               settings.get("mqtt_interval_s", 0))
+               settings.get("mqtt_interval_s", 0), settings.get("tariff"))  # tariff: configs
         if cfg != self._cfg:
             self._cfg = cfg
             self._drop(None)  # a new broker or login: connect again at once
@@ -281,6 +281,9 @@ class MqttClient:
             n = ha.energy(regs, ha.ESTIMATES, pay)
             if n:  # the estimate rides with the power
                 self._publish(p + "/estimate", pay[:n], False, now_ms)
+            n = ha.tariff(regs, pay)
+            if n:  # and the capacity tariff's figures, while it is on
+                self._publish(p + "/tariff", pay[:n], False, now_ms)
         elif q & _Q_ENERGY:
             self._queue &= ~_Q_ENERGY
             n = ha.energy(regs, ha.TOTALS, self._pay)

@@ -53,6 +53,15 @@ SENSORS = (
     ("estimate", "export_kwh", "Energy export (estimated now)", "kWh", "energy", "total"),
 )
 COUNT = const(17)
+# The capacity tariff's, while the setting "tariff" is on (docs/tariff.md).
+TARIFF_SENSORS = (
+    ("tariff", "average_kw", "Capacity tariff month value", "kW", "power", "measurement"),
+    ("tariff", "step_index", "Capacity tariff step", "", "", "measurement"),
+    ("tariff", "hour_used_kwh", "Capacity tariff hour used", "kWh", "", "measurement"),
+    ("tariff", "hour_estimate_kwh", "Capacity tariff hour estimate", "kWh", "",
+     "measurement"),
+    ("tariff", "kwh_left", "Capacity tariff kWh left", "kWh", "", "measurement"),
+)
 _MAKERS = {"aidon": "Aidon", "kaifa": "Kaifa", "kamstrup": "Kamstrup"}
 
 # CONNACK return codes 1-5 (MQTT 3.1.1, 3.2.2.3), as the diagnostics page says them.
@@ -85,19 +94,21 @@ def node_id(meter_id):
 
 def discovery(i, disc, prefix, latest, version):
     """(topic, payload) of sensor i's retained discovery config."""
-    topic, key, name, unit, dclass, sclass = SENSORS[i]
+    topic, key, name, unit, dclass, sclass = SENSORS[i] if i < COUNT else TARIFF_SENSORS[
+        i - COUNT]
     node = node_id(latest.get("meter_id") or "")
     uid = node + ("_est_" if topic == "estimate" else "_") + key
     meter = latest.get("meter") or ""
     extra = ',"device_class":"%s"' % dclass if dclass else ""
+    extra += ',"unit_of_measurement":"%s"' % unit if unit else ""
     payload = (  # allocates: ~600 bytes per config, once per connection and sensor
         '{"name":"%s","unique_id":"%s","state_topic":"%s/%s",'
-        '"value_template":"{{ value_json.%s }}","unit_of_measurement":"%s"%s,'
+        '"value_template":"{{ value_json.%s }}"%s,'
         '"state_class":"%s","availability_topic":"%s/status",'
         '"device":{"identifiers":["%s"],"name":%s,"manufacturer":%s,"model":%s,'
         '"serial_number":%s,"sw_version":%s},"origin":{"name":"HAN2X open firmware",'
         '"sw_version":%s}}' % (
-            name, uid, prefix, topic, key, unit, extra, sclass, prefix, node,
+            name, uid, prefix, topic, key, extra, sclass, prefix, node,
             _q("HAN2X " + (_MAKERS.get(meter, meter) or "meter")),
             _q(_MAKERS.get(meter, meter) or "unknown"), _q(latest.get("meter_type") or ""),
             _q(latest.get("meter_id") or ""), _q(version), _q(version)))
@@ -220,7 +231,8 @@ def hello(c, q, p, now_ms):
     else:
         i = c._disc_next
         c._disc_next += 1
-        if c._disc_next >= COUNT or not disc:
+        count = COUNT + (len(TARIFF_SENSORS) if getattr(c.app, "tariff", None) else 0)
+        if c._disc_next >= count or not disc:
             c._queue &= ~Q_DISCOVERY
         if disc:
             topic, payload = discovery(i, disc, p, latest, c.version)

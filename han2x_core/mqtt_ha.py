@@ -16,6 +16,7 @@ _STATUS_TOTALS = const(4)
 _STATUS_RESTORED = const(32)
 TOTALS = const(61)  # the never-decreasing hourly totals (registers.NEVER_DECREASING)
 ESTIMATES = const(69)
+_OFF_TARIFF = const(80)  # registers.TARIFF_OFF: 40081-40102, docs/registers.md
 SIZE = const(320)  # the longest power payload (every value 10 digits) fits
 
 # The power topic's keys in register order: key i is at offset 2 * i with present bit i
@@ -25,6 +26,9 @@ _POWER = (b"import_w", b"export_w", b"reactive_import_var", b"reactive_export_va
           b"voltage_l2_v", b"voltage_l3_v")
 ENERGY_KEYS = (b"import_kwh", b"export_kwh", b"reactive_import_kvarh",
                b"reactive_export_kvarh")
+# The capacity tariff's Wh/W registers 82, 84 ... 90 under /api/status's names (kWh, kW).
+_TARIFF = (b"average_kw", b"step_to_kw", b"hour_used_kwh", b"hour_estimate_kwh",
+           b"kwh_left")
 
 
 def _decimals(i):
@@ -69,8 +73,8 @@ def _num(out, pos, n, decimals):
     return pos
 
 
-def _null(out, pos):
-    for c in b"null":
+def _put(out, pos, word):
+    for c in word:
         out[pos] = c
         pos += 1
     return pos
@@ -87,12 +91,12 @@ def power(regs, out):
         if present >> i & 1:
             pos = _num(out, pos, regs.value32(2 * i), _decimals(i))
         else:
-            pos = _null(out, pos)
+            pos = _put(out, pos, b"null")
     pos = _key(out, pos, b"net_w")
     net = regs.value32(_OFF_NET)
     if net & 0x80000000:
         net -= 0x100000000
-    pos = _num(out, pos, net, 0) if present & 3 else _null(out, pos)
+    pos = _num(out, pos, net, 0) if present & 3 else _put(out, pos, b"null")
     out[pos] = 0x7D  # }
     return pos + 1
 
@@ -112,5 +116,26 @@ def energy(regs, offset, out):
     for i in range(4 if offset == TOTALS else 2):
         pos = _key(out, pos, ENERGY_KEYS[i])
         pos = _num(out, pos, regs.value32(offset + 2 * i), 3)
+    out[pos] = 0x7D
+    return pos + 1
+
+
+def tariff(regs, out):
+    """The tariff topic's JSON from the capacity tariff's registers (scaled as Modbus serves
+    them), in out; returns its length, or 0 while the tariff is off. Names as /api/status's
+    "tariff" (docs/web.md), flattened: step_index, step_to_kw."""
+    flags = regs.value(_OFF_TARIFF)
+    if not flags & 1:
+        return 0
+    pos = _key(out, 0, b"step_index")
+    pos = _num(out, pos, regs.value(_OFF_TARIFF + 1), 0)
+    for i in range(len(_TARIFF)):
+        pos = _key(out, pos, _TARIFF[i])
+        v = regs.value32(_OFF_TARIFF + 2 + 2 * i)
+        pos = _put(out, pos, b"null") if v == 0xFFFFFFFF else _num(out, pos, v, 3)
+    pos = _key(out, pos, b"will_cross")
+    pos = _put(out, pos, b"true" if flags & 8 else b"false")
+    pos = _key(out, pos, b"restored")
+    pos = _put(out, pos, b"true" if flags & 2 else b"false")
     out[pos] = 0x7D
     return pos + 1

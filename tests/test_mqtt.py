@@ -16,7 +16,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from han2x_core import __version__
-from han2x_core.mqtt_connect import SENSORS
+from han2x_core.mqtt_connect import SENSORS, TARIFF_SENSORS
 from mqtt_broker import Broker, Subscriber
 from test_energystate import list2, list3
 from util import ROOT, free_port, wait_port
@@ -373,3 +373,36 @@ def test_state_payloads_say_what_the_registers_hold(factor):
                 1000)
     power = json.loads(bytes(out[:ha.power(regs, out)]))
     assert power["import_w"] == 0xFFFFFFFF and power["current_l1_a"] == 0xFFFFFFFF / 1000
+
+
+def test_capacity_tariff_figures_are_published_as_modbus_serves_them(sim_factory):
+    """With the tariff on, P/tariff carries /api/status's tariff names with the values of
+    registers 40081-40092, and five more discovery configs point at it."""
+    with Broker() as broker:
+        sub = Subscriber(broker.port)
+        sim = sim_factory(broker.port, "tariff = true\n")
+        prefix = "han2x/" + METER
+        want = len(SENSORS) + len(TARIFF_SENSORS)
+        deadline = time.monotonic() + 15
+        while len(sub.take("homeassistant/sensor/")) < want:
+            assert time.monotonic() < deadline, len(sub.take("homeassistant/sensor/"))
+            time.sleep(0.05)
+        configs = [json.loads(m[1]) for m in sub.take("homeassistant/sensor/")]
+        assert len(configs) == want
+        msg = json.loads(sub.wait_for(lambda m: m[0] == prefix + "/tariff")[-1][1])
+        mine = [c for c in configs if c["state_topic"] == prefix + "/tariff"]
+        assert len(mine) == len(TARIFF_SENSORS)
+        for cfg in mine:
+            assert cfg["value_template"].split("value_json.")[1].split()[0] in msg
+        words = sim.registers(80, 12)
+        assert words[0] & 1 and msg["step_index"] == words[1] >= 1
+        assert msg["average_kw"] == u32(words, 2) / 1000
+        assert msg["step_to_kw"] == (None if u32(words, 4) == 0xFFFFFFFF else
+                                     u32(words, 4) / 1000)
+        assert msg["will_cross"] in (True, False) and msg["restored"] in (True, False)
+        for key in ("hour_used_kwh", "hour_estimate_kwh"):
+            assert msg[key] >= 0
+        status = sim.status()["tariff"]
+        names = set(status) | {"step_" + k for k in status["step"]}
+        assert set(msg) <= names, set(msg) - names
+        sub.close()
