@@ -12,6 +12,10 @@ from han2x_core import decode_frame, DecodeError
 from han2x_core.hdlc import HdlcReader
 from han2x_core.ticks import ticks_add, ticks_diff
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Any
+
 _RX_SIZE = const(512)
 _HISTORY = const(180)  # power samples kept for the dashboard chart
 _HISTORY_STEP_MS = const(10000)  # one sample per 10 s: 30 minutes of history
@@ -79,7 +83,7 @@ class App:
         self._energy_hour = None
         # The capacity tariff (tariff.Tariff, docs/tariff.md): None while the setting
         # "tariff" is off, and then its module is not loaded at all.
-        self.tariff = None
+        self.tariff = None  # type: Any
         self.registers = registers
         self.services = list(services or ())
         self.on_frame = on_frame
@@ -126,7 +130,7 @@ class App:
                 self.raw_tap = self.stream_factory(port)
             except Exception as e:  # MemoryError: Modbus goes on without the stream
                 self.service_errors += 1
-                self._error("han_stream", e)
+                self.error("han_stream", e)
         self._tariff_setting(settings)
         for part in [self.han, self.registers, self.tariff] + self.services:
             configure = getattr(part, "configure", None) if part is not None else None

@@ -8,6 +8,10 @@ docs/settings.md.
 
 from micropython import const
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Board, Digitalio, Microcontroller, WatchdogModule
+
 from han2x_core.settings import DEFAULTS
 from han2x_core.storage import READ_ONLY_MESSAGE
 from han2x_core.ticks import ticks_add, ticks_diff
@@ -46,11 +50,11 @@ def profile_for(board_id):
     return PROFILES[DEFAULT_PROFILE], False
 
 
-def pin(board, name):
+def pin(board: "Board", name):
     return getattr(board, name) if name else None
 
 
-def output(digitalio, board, name, value=False):
+def output(digitalio: "Digitalio", board: "Board", name, value=False):
     if not name:
         return None
     io = digitalio.DigitalInOut(getattr(board, name))
@@ -58,7 +62,7 @@ def output(digitalio, board, name, value=False):
     return io
 
 
-def button(digitalio, board, name):
+def button(digitalio: "Digitalio", board: "Board", name):
     """The FACTRESET button: to ground, internal pull-up; pressed reads False."""
     io = digitalio.DigitalInOut(getattr(board, name))
     io.switch_to_input(pull=digitalio.Pull.UP)
@@ -108,15 +112,16 @@ class Watchdog:
 
     name = "watchdog"
 
-    def __init__(self, microcontroller, watchdog, timeout_s=8):
+    def __init__(self, microcontroller: "Microcontroller", watchdog: "WatchdogModule",
+                 timeout_s=8):
         wdt = microcontroller.watchdog
-        wdt.timeout = timeout_s  # the RP2040 allows up to ~8.3 s
-        wdt.mode = watchdog.WatchDogMode.RESET
+        wdt.timeout = timeout_s  # type: ignore[union-attr]  # the RP2040 allows up to ~8.3 s
+        wdt.mode = watchdog.WatchDogMode.RESET  # type: ignore[union-attr]
         self.wdt = wdt
         self.feeds = 0
 
     def poll(self, now_ms):
-        self.wdt.feed()
+        self.wdt.feed()  # type: ignore[union-attr]
         self.feeds += 1
 
 
@@ -125,11 +130,11 @@ class BoardStatus:
 
     name = "board"
 
-    def __init__(self, microcontroller, registers, now_ms):
+    def __init__(self, microcontroller: "Microcontroller", registers, now_ms):
         self.cpu = microcontroller.cpu
         self.registers = registers
         self._next_ms = now_ms
-        self.temperature_c100 = None
+        self.temperature_c100 = None  # type: int | None
         self.poll(now_ms)  # valid from the first Modbus request on
 
     def poll(self, now_ms):
@@ -143,7 +148,7 @@ class BoardStatus:
         self.registers.set_board(temperature_c100=self.temperature_c100)
 
 
-def dhcp_requested(microcontroller):
+def dhcp_requested(microcontroller: "Microcontroller"):
     """True once after boot.py saw FACTRESET held at power-up (and clears the flag)."""
     nvm = microcontroller.nvm
     if nvm is None or nvm[NVM_DHCP] != NVM_DHCP_FLAG:
@@ -152,7 +157,7 @@ def dhcp_requested(microcontroller):
     return True
 
 
-def request_usb_write(microcontroller, path=None, keep=False):
+def request_usb_write(microcontroller: "Microcontroller", path=None, keep=False):
     """Open the drive to the computer from the next start on (then reset the board).
 
     For the serial console: the board owns the drive, so it can create the marker file
@@ -160,7 +165,7 @@ def request_usb_write(microcontroller, path=None, keep=False):
     usb_write_hook(microcontroller, path, keep)()()
 
 
-def usb_write_hook(microcontroller, path=None, keep=False):
+def usb_write_hook(microcontroller: "Microcontroller", path=None, keep=False):
     """App.usb_write, the web page's button: a callable that writes the marker at once
     (OSError if it cannot) and returns microcontroller.reset, which the web server calls
     once the answer page is sent."""

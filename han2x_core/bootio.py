@@ -5,6 +5,10 @@ heap code.py runs in. Shell: every CircuitPython module comes in as an argument.
 
 from micropython import const
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Board, Digitalio, Microcontroller, Storage, Supervisor
+
 from han2x_core import board_io, indicators
 from han2x_core.board_io import button, output, profile_for
 from han2x_core.storage import SettingsStore
@@ -13,7 +17,8 @@ from han2x_core.ticks import ticks_diff
 _BOOT_HOLD_MAX_MS = const(30000)  # a button stuck at power-up is not waited for longer
 
 
-def boot(storage, digitalio, board, microcontroller, sleep_ms, ticks_ms, exists=None,
+def boot(storage: "Storage", digitalio: "Digitalio", board: "Board",
+         microcontroller: "Microcontroller", sleep_ms, ticks_ms, exists=None,
          settings_path=None, marker=None):
     """What boot.py does. Returns a short list of lines for boot_out.txt.
 
@@ -75,7 +80,7 @@ def _wait_release(btn, led, sleep_ms, ticks_ms):
     return ticks_diff(ticks_ms(), start)
 
 
-def _set_dhcp(path, microcontroller, held_ms):
+def _set_dhcp(path, microcontroller: "Microcontroller", held_ms):
     store = SettingsStore(path)
     settings, warning = store.load()
     settings["dhcp"] = True
@@ -99,7 +104,7 @@ def _exists(path):
         return False
 
 
-def safe_mode(supervisor, microcontroller, sleep_ms):
+def safe_mode(supervisor: "Supervisor", microcontroller: "Microcontroller", sleep_ms):
     """What safemode.py does: reset out of any safe mode the user did not ask for.
 
     A device nobody watches must not sit in safe mode after a brown-out or a crash. Safe

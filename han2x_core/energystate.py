@@ -93,6 +93,7 @@ def save(path, state, files=None, tariff=None):
     meter_id = state[0]
     if not meter_id or meter_id.strip() != meter_id or [c for c in meter_id if c < " "]:
         return False
-    write_atomic(files or OsFiles(), path, seal(serialise(*state, tariff=tariff)))
+    write_atomic(files or OsFiles(), path,
+                 seal(serialise(*state, tariff=tariff)))  # type: ignore[misc]
     return True
 

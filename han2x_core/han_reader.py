@@ -8,6 +8,10 @@ from micropython import const
 
 from han2x_core.han_uart import PioReceiver, UartReceiver
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Any
+
 _JUDGE_WORDS = const(64)  # characters seen before an error rate can reject a format
 _NO_FRAME_WORDS = const(1500)  # characters without a valid frame: try the next format
 _LOST_WORDS = const(4000)  # locked, but no valid frame for this many: search again
@@ -45,7 +49,7 @@ class HanReader:
     def __init__(self, pin, make_receiver=None):
         self.pin = pin
         self.make_receiver = make_receiver or _make_receiver
-        self.receiver = None
+        self.receiver = None  # type: Any
         self.kind = "pio"
         self.line_setting = "auto"
         self.polarity_setting = "auto"
@@ -83,7 +87,7 @@ class HanReader:
     def _set_candidates(self):
         lines = LINES if self.line_setting == "auto" else (self.line_setting,)
         if self.kind == "uart":
-            polarities = ("normal",)  # busio cannot invert the input
+            polarities = ("normal",)  # type: tuple  # busio cannot invert the input
         elif self.polarity_setting == "auto":
             polarities = POLARITIES
         else:

@@ -14,6 +14,10 @@ from array import array
 
 from micropython import const
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Busio, Rp2pio
+
 BAUD = const(2400)
 _CLOCKS_PER_BIT = const(8)
 _EMPTY = const(0xFFFF)  # ring slot not yet filled: the PIO never pushes a value >= 2**10
@@ -26,7 +30,8 @@ def program(line, polarity):
     assembler is 9.5 KB of heap the board does not spend; a test compares every format)."""
     set_x = 0xE620 | (8 if line == "8E1" else 7)  # set x, data bits - 1 [6]
     if polarity == "inverted":
-        words = (0x2020, 0x20A0, 0xA142, 0x00C5, 0x0001, set_x, 0x4001, 0x0646, 0x4001, 0x00C0)
+        words = (0x2020, 0x20A0, 0xA142, 0x00C5, 0x0001, set_x, 0x4001, 0x0646, 0x4001,
+                 0x00C0)  # type: tuple
         return array("H", words), 1, 9
     words = (0x20A0, 0x2020, 0xA142, 0x00C1, set_x, 0x4001, 0x0645, 0x4001, 0x00C1)
     return array("H", words), 0, 8
@@ -57,7 +62,8 @@ def _parity(x):
 class PioReceiver:
     """One PIO state machine receiving one line format; readinto(buf) -> n, non-blocking."""
 
-    def __init__(self, pin, line, polarity, rp2pio=None, ring_words=_RING_WORDS, ring=None):
+    def __init__(self, pin, line, polarity, rp2pio: "Rp2pio | None" = None,
+                 ring_words=_RING_WORDS, ring=None):
         if rp2pio is None:
             import rp2pio
         self.line = line
@@ -69,7 +75,7 @@ class PioReceiver:
         self.parity_errors = 0
         words, wrap_target, wrap = program(line, polarity)
         pull_up = 1 if polarity == "normal" else 0  # idle level when the cable is out
-        self.sm = rp2pio.StateMachine(
+        self.sm = rp2pio.StateMachine(  # type: ignore[union-attr]  # imported above
             words,
             frequency=BAUD * _CLOCKS_PER_BIT,
             first_in_pin=pin,
@@ -143,7 +149,7 @@ class PioReceiver:
 class UartReceiver:
     """busio.UART fallback: hardware UART pins only, normal polarity only."""
 
-    def __init__(self, pin, line, busio=None, buffer_size=2048):
+    def __init__(self, pin, line, busio: "Busio | None" = None, buffer_size=2048):
         if busio is None:
             import busio
         self.line = line
@@ -151,9 +157,10 @@ class UartReceiver:
         self.bytes_ok = 0
         self.framing_errors = 0
         self.parity_errors = 0
-        parity = busio.UART.Parity.EVEN if line == "8E1" else None
-        self.uart = busio.UART(None, pin, baudrate=BAUD, bits=8, parity=parity, stop=1,
-                               timeout=0, receiver_buffer_size=buffer_size)
+        parity = busio.UART.Parity.EVEN if line == "8E1" else None  # type: ignore[union-attr]
+        self.uart = busio.UART(  # type: ignore[union-attr]
+            None, pin, baudrate=BAUD, bits=8, parity=parity,  # type: ignore[arg-type]  # stub: int
+            stop=1, timeout=0, receiver_buffer_size=buffer_size)
         self.errors = 0  # busio drops bad characters without telling
 
     def deinit(self):

@@ -15,6 +15,10 @@ from micropython import const
 from han2x_core.modbus_slot import _GONE, again
 from han2x_core.ticks import ticks_add, ticks_diff
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Any
+
 BUF_SIZE = const(1024)  # at least one whole telegram (Aidon list 3: ~580 bytes)
 _STALL_MS = const(30000)  # a client that takes nothing for this long is closed
 _CHECK_MS = const(200)  # how often an idle client is asked whether it is still there
@@ -37,8 +41,8 @@ class HanStream:
         self.send_timeout_s = send_timeout_s  # W5500: 0.1 (its send() may wait for ever)
         self.stall_ms = stall_ms
         self.host = None
-        self._listener = None
-        self._client = None
+        self._listener = None  # type: Any
+        self._client = None  # type: Any
         self._running = False
         self._bind_at = None
         self._ring = bytearray(size)

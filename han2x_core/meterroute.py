@@ -36,7 +36,7 @@ def configure(handler, settings):
             if key == "em24_unit":
                 from han2x_core.meter_em24 import Em24 as Map
             else:
-                from han2x_core.meter_sdm630 import Sdm630 as Map
+                from han2x_core.meter_sdm630 import Sdm630 as Map  # type: ignore[assignment]
             kept = Map(regs, unit)
         routes.append(kept)
     handler.routes = tuple(routes) if routes else None

@@ -227,7 +227,7 @@ def _apply_vendor_units(r, vendor):
         v = r[key]
         if v is not None:
             kind = 0 if code < _F_VOLTAGE_L1 else (1 if code < _F_ENERGY else 2)
-            r[key] = scale(v, exps[kind] - _TARGET[code - 3])
+            r[key] = scale(v, exps[kind] - _TARGET[code - 3])  # type: ignore[index]  # not None
     if vendor == _KAMSTRUP and r["meter_type"] is not None and r["meter_type"].startswith("685"):
         # CT meter: current scaling not confirmed (han-protocol notes 7.3): report nothing
         # rather than a guess.

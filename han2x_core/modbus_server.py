@@ -8,6 +8,7 @@ This is the listener, accepting and the client budget; each client is a ClientSl
 
 from micropython import const
 
+from han2x_core.listeners import Listeners
 from han2x_core.modbus import ADU_SIZE
 from han2x_core.modbus_pdu import ModbusHandler
 from han2x_core.modbus_slot import MORE, PEER_CLOSED, STALLED, TIMED_OUT, ClientSlot, again
@@ -44,7 +45,7 @@ class ModbusServer:
         self.port = port  # the port asked for (the bound one when 0 was asked, see bound_port)
         self.bound_port = None
         self._want_port = port
-        self._listener = None
+        self._lis = Listeners(pool, None)  # backlog set at bind time
         self._running = False
         self._bind_retry_ms = None
         self._more = False
@@ -127,10 +128,7 @@ class ModbusServer:
 
     def sockets(self):
         """The listener and client sockets, for a PC loop that waits in select(); allocates."""
-        socks = [c.sock for c in self._clients if c.sock is not None]
-        if self._listener is not None:
-            socks.append(self._listener)
-        return socks
+        return [c.sock for c in self._clients if c.sock is not None] + self._lis.socks
 
     def busy(self):
         """True when a client has buffered bytes to parse or send (the PC loop must not wait)."""
@@ -148,11 +146,12 @@ class ModbusServer:
         if not self._running:
             return
         self._more = False
-        if self._listener is None or self._want_port != self.port:
+        lis = self._lis
+        if not lis.socks or self._want_port != self.port:
             self._maybe_rebind(now_ms)
         if self.client_count > self.max_clients:
             self._shrink()
-        if self._listener is not None and (
+        if lis.socks and (
                 ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS or self._accept_ms < 0):
             self._accept_ms = now_ms
             self.accept_tries += 1
@@ -160,6 +159,9 @@ class ModbusServer:
                 if not self._accept(now_ms):
                     break
                 self._accept_ms = -1  # one came in: look again at the next poll
+            if not lis.socks:  # the last listener took a client: listen again at once
+                self._maybe_rebind(now_ms)
+            lis.top_up(self.max_clients + 1 - self.client_count, now_ms)
         for c in self._clients:
             if c.sock is None:
                 continue
@@ -190,27 +192,21 @@ class ModbusServer:
     def _accept(self, now_ms):
         """Take one waiting connection; True when one was taken."""
         try:
-            sock, _ = self._listener.accept()
+            got = self._lis.accept(self.max_clients + 1 - self.client_count)
         except OSError as e:
             if not again(e):
                 self._note("accept: %s" % (e,))
             return False
         except RuntimeError as e:
+            # adafruit_wiznet5k: a client that resets before accept() leaves the listening
+            # hardware socket CLOSED; accept() then closes our listener object and raises
+            # "The socket has been closed." for ever. Listeners dropped it; poll() binds a
+            # new one if none is left (tests/test_w5500_services.py).
             self._note("accept: %s" % (e,))
-            if "in use" not in str(e):
-                # adafruit_wiznet5k: a client that resets before accept() leaves the
-                # listening hardware socket CLOSED; accept() then closes our listener object
-                # and raises "The socket has been closed." for ever. Drop it: poll() binds
-                # a new one (tests/test_w5500_services.py).
-                self._close_listener()
-                return False
-            # adafruit_wiznet5k: "All sockets in use." The client holds the listener's
-            # hardware socket; free one by closing a client (_victim).
-            victim = self._victim()
-            if victim is not None:
-                self.evicted += 1
-                self._close(victim)
             return False
+        if got is None:
+            return False
+        sock = got[0]
         slot = None
         if self.client_count >= self.max_clients:
             slot = self._victim()
@@ -282,10 +278,8 @@ class ModbusServer:
             self.report(self.name, text)
 
     def _close_listener(self):
-        if self._listener is not None:
-            self._close_sock(self._listener)
-            self._listener = None
-            self.bound_port = None
+        self._lis.close()
+        self.bound_port = None
 
     def _maybe_rebind(self, now_ms):
         if self._bind_retry_ms is not None and ticks_diff(now_ms, self._bind_retry_ms) < 0:
@@ -299,26 +293,17 @@ class ModbusServer:
 
     def _bind(self):
         self._close_listener()
-        pool = self.pool
         port = self._want_port
-        sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
-        try:
-            try:
-                sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
-            except (OSError, AttributeError):
-                pass
-            host = self.host if self.host is not None else "0.0.0.0"
-            sock.bind(pool.getaddrinfo(host, port)[0][-1])
-            sock.listen(self.backlog if self.backlog is not None else self.max_clients + 2)
-            sock.settimeout(0)
-        except Exception:
-            self._close_sock(sock)
-            raise
-        self._listener = sock
+        host = self.host if self.host is not None else "0.0.0.0"
+        lis = self._lis
+        lis.backlog = self.backlog if self.backlog is not None else self.max_clients + 2
+        lis.open(self.pool.getaddrinfo(host, port)[0][-1])
+        sock = lis.socks[0]
         self.port = port
         self.bound_port = port
         if port == 0:
             try:
                 self.bound_port = sock.getsockname()[1]
+                lis.addr = self.pool.getaddrinfo(host, self.bound_port)[0][-1]  # spare: same
             except (OSError, AttributeError):
                 pass

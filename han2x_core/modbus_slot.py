@@ -11,6 +11,10 @@ from micropython import const
 from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection
 from han2x_core.ticks import ticks_diff
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Any
+
 _EAGAIN = (11, 35, 115, 119)  # EAGAIN/EWOULDBLOCK (Linux, BSD), EINPROGRESS/EALREADY
 _GONE = (32, 54, 104, 103, 107, 128)  # EPIPE, ECONNRESET (BSD, Linux), ECONNABORTED, ENOTCONN
 _MAX_FRAMES = const(4)  # requests served per client per poll: fairness
@@ -33,7 +37,7 @@ class ClientSlot:
     """One preallocated client slot: reused for every connection it serves."""
 
     def __init__(self, handler):
-        self.sock = None
+        self.sock = None  # type: Any
         self.conn = ModbusConnection(handler)
         self.tx = bytearray(ADU_SIZE)
         self.tx_mv = memoryview(self.tx)

@@ -13,6 +13,10 @@ from han2x_core import dhcp as _dhcp
 from han2x_core.sockjanitor import SocketJanitor
 from han2x_core.ticks import ticks_add, ticks_diff
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Any
+
 _SOCK_DHCP = const(0)  # socket 0: never reserved by the driver's SocketPool
 _SNMR_UDP = const(0x02)
 _DHCP_SERVER_PORT = const(67)
@@ -94,7 +98,7 @@ class Network:
         self.errors = 0
         self.last_error = ""
         self._apply_delay_ms = apply_delay_ms
-        self._config = None  # the settings tuple in force
+        self._config = None  # type: Any  # the settings tuple in force
         self._pending = None  # a settings tuple waiting to be applied
         self._apply_at = None
         self._services = []

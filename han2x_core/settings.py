@@ -108,7 +108,7 @@ def steps_w(text):
     tuple of W, or None when the text is not such a list (docs/tariff.md)."""
     if not isinstance(text, str):
         return None
-    out = []
+    out = []  # type: list
     for part in text.replace(",", " ").replace(";", " ").split():
         whole, dot, frac = part, "", ""
         cut = part.find(".")

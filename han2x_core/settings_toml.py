@@ -14,7 +14,7 @@ def _unquote(text, lineno, warnings):
     Returns (value, rest) or (None, None) after adding a warning.
     """
     quote = text[0]
-    out = []
+    out = []  # type: list
     i = 1
     n = len(text)
     while i < n:
@@ -100,7 +100,7 @@ def parse(text):
     as CircuitPython's CIRCUITPY_* keys); warnings is a list of English lines for the
     lines that could not be read, tables, duplicates and unknown keys.
     """
-    d = {}
+    d = {}  # type: dict
     warnings = []
     lineno = 0
     in_table = False

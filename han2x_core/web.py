@@ -8,6 +8,7 @@ while sending), grows requests without bound, and importing it costs ~60 KB of h
 
 from micropython import const
 
+from han2x_core.listeners import Listeners
 from han2x_core.ticks import ticks_add, ticks_diff
 from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS, Conn,
                                  Request, peer_gone, victim, would_block)
@@ -15,7 +16,7 @@ from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS,
 _READ_MS = const(5000)  # the whole request must arrive within this
 _SEND_MS = const(15000)
 _DRAIN_MS = const(1000)
-_BACKLOG = const(4)  # CPython; the W5500 has one listening socket whatever this says
+_BACKLOG = const(4)  # CPython; on the W5500 two listening sockets (listeners.py)
 _ACCEPTS = const(2)  # connections taken per poll
 # accept() with nothing waiting costs an exception object (heap) and, on the W5500, SPI
 # reads: look for new connections at most this often, and at once again after one came in.
@@ -23,8 +24,6 @@ _ACCEPT_EVERY_MS = const(10)
 _STEPS = const(4)  # sends per connection per poll
 # The answer to a request that ran out of memory before its answer started: preallocated,
 # so that sending it needs no heap.
-_FULL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-         b"Content-Length: 0\r\nRetry-After: 1\r\n\r\n")  # all slots are answering
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
          b"Connection: close\r\nRetry-After: 2\r\nContent-Length: 31\r\n\r\n"
          b"out of memory: try again soon.\n")
@@ -48,17 +47,20 @@ class WebServer:
         self.port = port
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
-        self._sock = None
+        self._lis = Listeners(pool, _BACKLOG)
+        # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
+        # or what settings.sockets_needed leaves free (configure(); docs/network.md)
+        self.budget = max_clients + 1
         self._want_port = None
         self._retry_ms = None
         self._bufs = [bytearray(REQUEST_MAX) for _ in range(max_clients)]
-        self._conns = [None] * max_clients
+        self._conns = [None] * max_clients  # type: list
         self.routes = Routes(self, app, www_path)
         self.requests = 0
         self.errors = 0
         self.evicted = 0
         self.resets = 0  # connections the client reset or closed mid-answer
-        self.starved = 0  # accepts refused by the W5500 for want of a free socket
+        self.starved = 0  # polls that found no W5500 socket free to listen again on
         self.accept_tries = 0  # polls that looked for a new connection (_ACCEPT_EVERY_MS)
         self._accept_ms = -1  # last look; -1 = look at the next poll
         self.last_error = ""
@@ -72,24 +74,16 @@ class WebServer:
         self.host = host
         if port is not None:
             self.port = port
-        pool = self.pool
-        sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
-        try:
-            try:
-                sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
-            except Exception:  # not every pool has it
-                pass
-            sock.bind((host, self.port))
-            sock.listen(_BACKLOG)
-            sock.settimeout(0)
-        except Exception:
-            sock.close()
-            raise
-        self._sock = sock
+        self._lis.open((host, self.port))
 
     def configure(self, settings):
         """Apply web_port (re-listen once open connections finish), password, language."""
         self.routes.configure(settings)
+        if "modbus_max_clients" in settings:  # the sockets the rule leaves the web
+            from han2x_core.settings import W5500_SOCKETS, sockets_needed
+
+            self.budget = max(1, min(len(self._conns) + 1,
+                                     1 + W5500_SOCKETS - sockets_needed(settings)))
         port = settings.get("web_port")
         if port and port != self.port:
             self._want_port = port
@@ -97,16 +91,12 @@ class WebServer:
     def stop(self):
         for i in range(len(self._conns)):
             self._close(i)
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
+        self._lis.close()
 
     def sockets(self):
-        """The listener and open connections (the PC loop selects on them; never the board)."""
-        out = [c.sock for c in self._conns if c is not None]
-        if self._sock is not None:
-            out.append(self._sock)
-        return out
+        """The listeners and open connections (the PC loop selects on them; the janitor
+        checks them against the W5500's sockets)."""
+        return [c.sock for c in self._conns if c is not None] + self._lis.socks
 
     def busy(self):
         """True while an answer is being sent: the PC loop should not sleep then."""
@@ -118,10 +108,14 @@ class WebServer:
     def poll(self, now_ms):
         """Bounded, non-blocking: up to two accepts, one read or four sends per connection."""
         self._tick(now_ms)
+        lis = self._lis
         if self._want_port is not None and not any(self._conns):
             if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
                 self._relisten(now_ms)
-        if self._sock is not None and (
+        if lis.addr is not None and not lis.socks and (
+                self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0):
+            self._listen_again(now_ms)  # every listener was taken by a client, or died
+        if lis.socks and (
                 self._accept_ms < 0 or ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS):
             self._accept_ms = now_ms
             self.accept_tries += 1
@@ -135,6 +129,7 @@ class WebServer:
 
                 gc.collect()
                 self._note("accept: out of memory")
+            lis.top_up(self._left(), now_ms)
         for i in range(len(self._conns)):
             conn = self._conns[i]
             if conn is None:
@@ -148,18 +143,36 @@ class WebServer:
                 else:
                     self._fail(i, e)
 
+    def _left(self):
+        """Hardware sockets the budget leaves beside the open connections."""
+        left = self.budget
+        for c in self._conns:
+            if c is not None:
+                left -= 1
+        return left
+
+    def _listen_again(self, now_ms):
+        try:
+            self.start(self.host)
+            self._retry_ms = None
+        except Exception as e:  # noqa: BLE001
+            if "in use" in str(e):  # every W5500 socket is taken (connections hold ours):
+                self.starved += 1  # not an error; tried again when one of ours closes
+            else:  # e.g. the link is down
+                self._note("re-listen: %s" % (e,))
+            self._retry_ms = ticks_add(now_ms, 1000)
+
     def _relisten(self, now_ms):
         port, self._want_port = self._want_port, None
-        if self._sock is None:  # not listening (stopped by the network): start() uses it
+        if self._lis.addr is None:  # not listening (stopped by the network): start() uses it
             self.port = port
             return
-        self._sock.close()
-        self._sock = None
+        self._lis.close()
         old, self.port = self.port, port
         try:
             self.start(self.host)
         except Exception as e:  # port taken: serve on the old one, try again in 10 s
-            self._note("web port %d: %s" % (port, e))
+            self._note("web port %d: %s" % (port, e))  # type: ignore[str-format]
             self._want_port = port
             self._retry_ms = ticks_add(now_ms, 10000)
             self.port = old
@@ -215,42 +228,36 @@ class WebServer:
             self.last_error = "out of memory"
 
     def _accept(self, now_ms):
-        try:
-            sock, addr = self._sock.accept()
-        except OSError as e:
-            if would_block(e):
-                return False
-            raise
-        except RuntimeError as e:
-            if "in use" in str(e):  # wiznet: "All sockets in use." The client waits on the
-                self.starved += 1  # listener's socket until one is free: not an error
-                return False
-            self._note(str(e))
-            # adafruit_wiznet5k: a client that reset before accept() leaves the listening
-            # hardware socket CLOSED; accept() then closes our listener object and raises
-            # "The socket has been closed." for ever. Listen on a new one (once per poll
-            # until it works; tests/test_w5500_services.py).
-            try:
-                self.start(self.host)
-            except Exception as e2:
-                self._note("re-listen: %s" % (e2,))
-            return False
-        sock.settimeout(0)
         conns = self._conns
         slot = -1
         for i in range(len(conns)):
             if conns[i] is None:
                 slot = i
                 break
-        if slot < 0:  # full: make room (see victim()), or refuse this one
-            oldest = victim(conns)
-            if oldest < 0:
-                self._refuse(sock, _FULL)
-                self.evicted += 1
-                return True
-            self._close(oldest)
+        if slot < 0 and victim(conns, now_ms) < 0:
+            return False  # every slot is answering: a new client waits (in the backlog, or
+            # on the W5500 established on a listener's socket) until one is done
+        try:
+            got = self._lis.accept(self._left())
+        except OSError as e:
+            if would_block(e):
+                return False
+            raise
+        except RuntimeError as e:
+            # adafruit_wiznet5k: a client that reset before accept() leaves the listening
+            # hardware socket CLOSED; accept() then closes our listener object and raises
+            # "The socket has been closed." for ever. Listeners dropped it; poll() listens
+            # again (tests/test_w5500_services.py).
+            self._note(str(e))
+            return False
+        if got is None:
+            return False
+        sock, addr = got
+        sock.settimeout(0)
+        if slot < 0:  # full: make room (see victim())
+            slot = victim(conns, now_ms)
+            self._close(slot)
             self.evicted += 1
-            slot = oldest
         try:
             conns[slot] = Conn(sock, addr, self._bufs[slot], now_ms)
         except MemoryError:  # never leave the accepted socket open without an owner
@@ -272,6 +279,7 @@ class WebServer:
         if conn is not None:
             conn.gen = None
             self._close_sock(conn.sock)
+            self._retry_ms = None  # its socket is free: listen again at once if need be
             after, conn.after = conn.after, None
             if after is not None:  # the answer is sent (or the client gone): e.g. restart
                 after()
@@ -329,14 +337,15 @@ class WebServer:
             if ticks_diff(now_ms, conn.t0) > _SEND_MS:
                 self._fail(i, "send timeout")
                 return
-            for _ in range(_STEPS):
+            for step in range(_STEPS + 1):  # the last step only ends a finished answer:
+                # its socket goes back to listening at once (docs/network.md, budget)
                 if conn.pos >= len(conn.out) and not conn.refill():
                     if conn.unread:
                         conn.drain(now_ms)
                     else:
                         self._close(i)
                     return
-                if not conn.send(self.send_timeout_s):
+                if step == _STEPS or not conn.send(self.send_timeout_s):
                     return
         else:  # _DRAINING: read what the client still sends so that close() is not a RST
             k = self._recv(conn, 0)

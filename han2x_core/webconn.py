@@ -11,6 +11,7 @@ _HEAD_MAX = const(2048)  # request line + headers
 _BODY_MAX = const(1024)  # the settings form is ~500 bytes
 REQUEST_MAX = const(3072)  # _HEAD_MAX + _BODY_MAX: each connection slot's buffer
 _PIECE = const(512)
+_GRACE_MS = const(1000)  # a connection this new is not closed for another (victim())
 _CHUNK = const(1024)  # bytes per send() call
 READING = const(0)
 SENDING = const(1)
@@ -63,13 +64,13 @@ def file_chunks(path):
             yield piece
 
 
-def victim(conns):
+def victim(conns, now_ms):
     """Which connection to close for a new one when all slots are taken: one that is only
     draining or has handed its whole answer to the socket (its client may already have it
     all and be connecting again: poll() accepts before it services, so the slot would still
-    look busy and a browser's next request got a 503), else the one that has waited longest
-    for its request (a slow or idle client must not lock others out); -1 when all are
-    answering."""
+    look busy), else the one that has waited longest for its request, once it has waited
+    _GRACE_MS (a slow or idle client must not lock others out, but a browser's two
+    connections at once must not close each other); -1 when none: the new client waits."""
     from han2x_core.ticks import ticks_diff
 
     oldest = -1
@@ -78,7 +79,8 @@ def victim(conns):
         if c.state == DRAINING or (c.state == SENDING and c.gen is None
                                    and c.pos >= len(c.out)):
             return i
-        if c.state == READING and (oldest < 0 or ticks_diff(conns[oldest].t0, c.t0) > 0):
+        if c.state == READING and ticks_diff(now_ms, c.t0) >= _GRACE_MS and (
+                oldest < 0 or ticks_diff(conns[oldest].t0, c.t0) > 0):
             oldest = i
     return oldest
 

@@ -61,7 +61,7 @@ def form_changes(form):
     An absent checkbox means False; an empty password keeps the current one unless
     "<key>_clear" (web_password_clear, mqtt_password_clear) is ticked.
     """
-    changes = {}
+    changes = {}  # type: dict
     for group in FIELDS:
         for key, kind, _choices in group[1]:
             if kind == "b":

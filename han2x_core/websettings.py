@@ -69,7 +69,7 @@ def _settings(ctx, form, errors, notice):
                     key, key, " checked" if value else "")
             elif kind == "c":
                 yield '<select id="%s" name="%s">' % (key, key)
-                for option in choices:
+                for option in choices:  # type: ignore[union-attr]
                     label = tr("o_" + option, lang) if ("o_" + option) in _OPTION_KEYS else option
                     yield '<option value="%s"%s>%s</option>' % (
                         option, " selected" if option == value else "", esc(label))

@@ -55,7 +55,7 @@ def parse_peaks(form, year, month):
     from han2x_core.tariff import civil, days
 
     last = civil(days(year + month // 12, month % 12 + 1, 1) - 1)[2] if year else 31
-    out = []
+    out = []  # type: list
     if form.get("clear"):
         return out
     for i in range(5):

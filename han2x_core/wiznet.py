@@ -36,7 +36,7 @@ def import_driver():
     fresh = driver not in sys.modules  # already loaded (a PC test): nothing to do
     if fresh:
         for name in _UNUSED:
-            sys.modules[_PKG + "." + name] = _Unused
+            sys.modules[_PKG + "." + name] = _Unused  # type: ignore[assignment]
             setattr(pkg, name, _Unused)
     try:
         from adafruit_wiznet5k.adafruit_wiznet5k import WIZNET5K

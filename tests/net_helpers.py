@@ -117,6 +117,12 @@ class Device:
 
     def __init__(self, settings=None, web=True, max_s=90.0, han=None, ports=None, mqtt_kw=None,
                  **net_kw):
+        import gc
+
+        # The driver's gc.collect() runs for real. On the board the heap holds only the
+        # firmware; here it also holds pytest, hypothesis, selenium... (~100 ms a full
+        # collection). Freezing what exists now leaves the collections the firmware's own.
+        gc.freeze()
         import threading
 
         from han2x_core import FIRMWARE_VERSION

@@ -104,6 +104,23 @@ def test_a_failing_service_is_counted_and_does_not_stop_the_others():
     assert "client went away" in app.last_error
 
 
+def test_a_han_stream_that_cannot_start_leaves_the_app_serving():
+    """App.configure once called a method that did not exist here (found by mypy's
+    check_untyped_defs): a stream that failed to start then stopped the start-up."""
+    from han2x_core.settings import DEFAULTS
+
+    def no_memory(port):
+        raise MemoryError("memory allocation failed, allocating 2048 bytes")
+
+    app = App(None, RecordingRegisters(), now_ms=0)
+    app.stream_factory = no_memory
+    app.configure(dict(DEFAULTS, han_stream_port=2404))
+    assert app.raw_tap is None
+    assert app.service_errors == 1
+    assert app.last_error.startswith("han_stream: memory allocation failed")
+    run(app, 3)
+
+
 def test_an_undecodable_but_crc_valid_frame_is_counted_not_fatal():
     swedish = [bytes.fromhex(f["hex"]) for f in CORPUS if f["list"] == "SE"]
     norwegian = frames("aidon-6534")[:1]

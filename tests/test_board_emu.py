@@ -32,7 +32,7 @@ METERS = (("aidon", "aidon-6534-l3-amsreader-20251214T160000", "8E1"),
           ("kamstrup", "kamstrup-6841131bn243101040-l3-amsreader-20211125T230055", "8N1"))
 BOARDS = {"wiznet_w5500_evb_pico": False, "adafruit_feather_rp2040": True}  # inverted HAN?
 BOOT_WALL_S = 400  # wall-clock limits: the machine may be busy with other tests
-STEP_WALL_S = 300
+STEP_WALL_S = 150
 TRIES = 5  # frames per meter: the first ones may go to finding the line format
 IDLE_TIMEOUT_S = "123"  # the setting changed on the web page
 
@@ -119,8 +119,18 @@ def _dashboard(dev, browser):
                     timeout=STEP_WALL_S, what="a status poll on the dashboard")
 
 
-@pytest.fixture(scope="module", params=[pytest.param(b, marks=pytest.mark.xdist_group(b))
-                                        for b in BOARDS])
+def on(*boards):
+    """Run a test on these boards' stories; each board boots once in its own xdist group."""
+    return pytest.mark.parametrize("story", [pytest.param(b, marks=pytest.mark.xdist_group(b))
+                                             for b in boards], indirect=True)
+
+
+# The HAN line is read on the EVB-Pico image only: on the Feather image in rp2040js no PIO
+# state machine runs after start-up (docs/architecture.md, "The board emulator"; open).
+ALL, HAN = on(*BOARDS), on("wiznet_w5500_evb_pico")
+
+
+@pytest.fixture(scope="module")
 def story(request, tmp_path_factory):
     """Boot one board and run every step; {step: result or step_error: text}."""
     board = request.param
@@ -129,7 +139,7 @@ def story(request, tmp_path_factory):
     browser = None
     with Board(board, folder, invert=BOARDS[board]) as dev:
         _step(record, "boot", lambda: _boot(dev))
-        if "boot" in record:
+        if "boot" in record and board == "wiznet_w5500_evb_pico":
             for name, frame_id, line in METERS:
                 _step(record, name, lambda: _meter(dev, frame_id, line))
             _step(record, "status", lambda: _api_status(dev))
@@ -159,6 +169,7 @@ def judge(story, step):
     return story[step]
 
 
+@ALL
 def test_boots_from_the_flash_tree_and_answers_modbus(story):
     boot = judge(story, "boot")
     assert "HAN2X 0.1.0 on" in story["console"]
@@ -169,6 +180,7 @@ def test_boots_from_the_flash_tree_and_answers_modbus(story):
           % (story["board"], boot["sim_s"]))
 
 
+@HAN
 @pytest.mark.parametrize("meter", [m[0] for m in METERS])
 def test_meter_values_reach_modbus(story, meter):
     result = judge(story, meter)
@@ -178,6 +190,7 @@ def test_meter_values_reach_modbus(story, meter):
         "%s %s frame sent %d times" % (meter, line, result["frames_sent"]))
 
 
+@HAN
 def test_api_status_reports_the_telegrams(story):
     status = judge(story, "status")["device"]
     assert status["frames_ok"] >= len(METERS)
@@ -187,18 +200,21 @@ def test_api_status_reports_the_telegrams(story):
     assert status["free_memory"] > 0
 
 
+@HAN
 def test_api_status_counts_the_han_bytes(story):
     status = judge(story, "status")["device"]
     sent = sum(len(CORPUS[f]["hex"]) // 2 for _, f, _ in METERS)  # at least one of each
     assert status["han_bytes"] >= sent
 
 
+@HAN
 def test_dashboard_loads_in_chromium(story):
     values = judge(story, "dashboard")
     kamstrup = CORPUS[METERS[-1][1]]["expected"]
     assert values["active_power_import_w"] == "%d W" % kamstrup["active_power_import_w"]
 
 
+@HAN
 def test_settings_saved_on_the_web_page_are_on_the_drive(story):
     assert judge(story, "settings") == "Saved."
     toml = story["settings.toml"]
@@ -218,6 +234,6 @@ def test_drive_image_holds_the_flash_tree(tmp_path):
     assert "::/han2x_core/app.py" not in listing
     assert read_drive_file(image, "settings.toml") == b"dhcp = true\n"
     code = read_drive_file(image, "code.py").decode()
-    assert code.startswith("print('probe')\n") and "def main():" in code
+    assert code.startswith("print('probe')\n") and "def main(" in code
     with open(os.path.join(str(tmp_path), "CIRCUITPY", "han2x_core", "app.mpy"), "rb") as f:
         assert f.read(2) == b"C\x06"  # CircuitPython's .mpy header, version 6

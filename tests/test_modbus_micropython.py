@@ -55,7 +55,7 @@ def test_micropython_server_answers_mbpoll_and_pymodbus(mpy_server):
         client = ModbusTcpClient("127.0.0.1", port=port, framer=framer, timeout=3)
         assert client.connect()
         assert client.read_input_registers(14, count=2, device_id=0).registers == [0, 2390]
-        bad = client.read_holding_registers(76, count=2, device_id=1)
+        bad = client.read_holding_registers(101, count=2, device_id=1)  # past the map (102)
         assert bad.isError() and bad.exception_code == 2
         client.close()
     # Connect/disconnect cycles, some with a request, some silent, some reset.

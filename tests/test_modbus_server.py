@@ -128,7 +128,7 @@ def test_pymodbus_tcp_and_rtu_framers(running):
         assert client.write_register(49, 1000, device_id=1).isError() is False
         bad = client.write_register(49, 5, device_id=1)
         assert bad.isError() and bad.exception_code == 3
-        bad = client.read_holding_registers(70, count=10, device_id=1)
+        bad = client.read_holding_registers(100, count=10, device_id=1)  # past the map (102)
         assert bad.isError() and bad.exception_code == 2
         client.close()
     assert r.server.requests >= 14
@@ -536,25 +536,6 @@ def test_stuck_sender_is_dropped_and_others_continue():
         t += 500
     assert stuck.closed and server.stalled == 1
     assert not good.closed and len(good.sent) == 13 * 24
-
-
-def test_accept_runtime_error_frees_the_longest_idle_socket():
-    pool, server = fake_server(max_clients=4)
-    a, b = FakeSock(), FakeSock()
-    pool.listener.queue += [a]
-    server.poll(0)
-    pool.listener.queue += [b]
-    server.poll(100)
-    b.incoming += mbap_read(1)
-    server.poll(200)
-    pool.listener.full = True  # the W5500 has no hardware socket left for a new listener
-    server.poll(300)
-    assert a.closed and not b.closed and server.evicted == 1
-    pool.listener.full = False
-    c = FakeSock()
-    pool.listener.queue.append(c)
-    server.poll(400)
-    assert server.client_count == 2 and not c.closed
 
 
 def test_recv_error_closes_only_that_client():

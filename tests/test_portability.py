@@ -165,3 +165,25 @@ def test_mpy_cross_compiles_board_file(path, tmp_path):
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert out.stat().st_size > 0
+
+
+def test_type_checking_blocks_cost_nothing_on_the_board(tmp_path):
+    """`if _TYPE_CHECKING:` (mypy's imports of stubs/cpmodules.pyi) only under
+    `_TYPE_CHECKING = const(0)`: the compiler drops the block, so the board never runs the
+    import and the .mpy holds no trace of it (no global, no qstr)."""
+    users = 0
+    for path in BOARD_FILES:
+        src, tree = _tree(path)
+        if "_TYPE_CHECKING" not in src:
+            continue
+        users += 1
+        assert "\n_TYPE_CHECKING = const(0)" in src, _rel(path)
+        for node in tree.body:
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "_TYPE_CHECKING":
+                assert all(isinstance(n, ast.ImportFrom) and n.module == "cpmodules"
+                           for n in node.body), _rel(path)
+        out = tmp_path / "m.mpy"
+        subprocess.run([_mpy_cross(), "-o", str(out), path], check=True, timeout=60)
+        data = out.read_bytes()
+        assert b"cpmodules" not in data and b"_TYPE_CHECKING" not in data, _rel(path)
+    assert users >= 8

@@ -20,8 +20,9 @@ def planned(tmp_path, target):
     """What `make -n TARGET` would run in a fresh clone (no .venv yet)."""
     for name in ("Makefile", "requirements-run.txt", "requirements-dev.txt"):
         shutil.copy(os.path.join(ROOT, name), str(tmp_path / name))
-    for folder, name in (("tools", "setup_system.sh"), ("lib", "requirements.txt")):
-        (tmp_path / folder).mkdir(exist_ok=True)
+    for folder, name in (("tools", "setup_system.sh"), ("lib", "requirements.txt"),
+                         ("tests/rp2040", "package.json"), ("tests/rp2040", "package-lock.json")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
         shutil.copy(os.path.join(ROOT, folder, name), str(tmp_path / folder))
     proc = subprocess.run([MAKE, "-n", "--no-print-directory", target], cwd=str(tmp_path),
                           capture_output=True, text=True)

@@ -125,7 +125,7 @@ def test_pymodbus_both_framers_read_the_replayed_frame(sim):
     check_map(tcp.read_holding_registers(0, count=50, device_id=1).registers, reading, 100000)
     bad = tcp.write_registers(48, [0, 5], device_id=1)
     assert bad.isError() and bad.exception_code == 3
-    bad = tcp.read_holding_registers(60, count=40, device_id=1)
+    bad = tcp.read_holding_registers(100, count=40, device_id=1)  # past the map (102)
     assert bad.isError() and bad.exception_code == 2
     # Extended block: data valid, telegram counter, meter type.
     ext = tcp.read_holding_registers(50, count=27, device_id=1).registers

@@ -104,24 +104,112 @@ def test_web_client_that_resets_before_accept_does_not_kill_the_listener():
 
 
 def test_sockets_lost_in_the_drivers_accept_race_are_reclaimed():
-    """With syn_delay_s=0 a queued client lands on a socket the instant it listens, so the
-    driver's accept() raises after its socket swap and loses the accepted Socket object with
-    its hardware socket reserved and open. The network's janitor must give them back."""
+    """A SYN that arrives the instant a socket listens (syn_delay_s=0, and a client that
+    connects as each LISTEN command completes) makes the driver's accept() raise after its
+    socket swap and lose the accepted Socket object with its hardware socket reserved and
+    open. The network's janitor must give them back."""
     import test_soak
 
     with Device(web=False) as dev:
         port = dev.port(502)
         assert answer(port) == [FIRMWARE_VERSION]
-        dev.model.syn_delay_s = 0
+        model, racers = dev.model, []
+        real_listen = model._listen
+
+        def listen_then_syn(s):
+            real_listen(s)
+            if len(racers) < 6:
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))  # the kernel completes it at once
+                racers.append(c)
+
+        model.syn_delay_s = 0
+        model._listen = listen_then_syn
         test_soak.crowd(port, 8, 5, seconds=4.0)
-        dev.model.syn_delay_s = 0.001
+        model._listen = real_listen
+        model.syn_delay_s = 0.001
+        for c in racers:
+            c.close()
         deadline = time.monotonic() + 8.0
         while time.monotonic() < deadline and (
-                dev.modbus.client_count or dev.sockets_in_use()[0] != 1):
+                dev.modbus.client_count or dev.sockets_in_use()[0] != 2):
             time.sleep(0.1)
-        assert dev.sockets_in_use()[0] == 1, dev.sockets_in_use()  # the listener only
+        assert dev.sockets_in_use()[0] == 2, dev.sockets_in_use()  # the two listeners
         assert dev.net.reclaimed > 0  # (reads may be 0: here every accept hits the race)
         assert answer(port, 5.0) == [FIRMWARE_VERSION]
+
+
+def test_socket_budget_full_house_and_a_page_with_two_connections():
+    """The budget of docs/network.md on the real driver: each server holds at most
+    max_clients + 1 hardware sockets, two of them listening while its clients leave room.
+    With Modbus full a fifth client evicts the longest-idle one, and a browser's two
+    connections at once (one web slot, as code.py) are both answered: the second waits on
+    the chip, established on the second web listener, instead of meeting a reset."""
+    import http.client
+    import threading
+
+    LISTEN, ESTABLISHED = 0x14, 0x17
+    with Device() as dev:
+        port = dev.port(502)
+        assert answer(port) == [FIRMWARE_VERSION]
+        deadline = time.monotonic() + 5
+        while dev.sockets_in_use()[0] != 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reserved, states = dev.sockets_in_use()
+        assert reserved == 4 and states.count(LISTEN) == 4, states  # 2 Modbus + 2 web
+        clients = []
+        for tid in range(4):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            assert modbus_read(port, 42, 1, tid=tid + 1, sock=s) == [FIRMWARE_VERSION]
+            clients.append(s)
+            time.sleep(0.05)  # the first one is the longest idle
+        reserved, states = dev.sockets_in_use()
+        assert reserved == 7 and states.count(ESTABLISHED) == 4, states
+        assert states.count(LISTEN) == 3, states  # Modbus keeps one, the web its two
+        fifth = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert modbus_read(port, 42, 1, sock=fifth) == [FIRMWARE_VERSION]
+        clients[0].settimeout(3)
+        assert clients[0].recv(16) == b""  # the longest idle was closed for it
+        for s in clients[1:]:
+            assert modbus_read(port, 42, 1, sock=s) == [FIRMWARE_VERSION]
+        assert dev.modbus.evicted == 1 and dev.modbus.client_count == 4
+        results = []
+
+        def get(path):
+            c = http.client.HTTPConnection("127.0.0.1", dev.port(80), timeout=10)
+            try:
+                c.request("GET", path)
+                r = c.getresponse()
+                results.append((path, r.status, len(r.read())))
+            except OSError as e:
+                results.append((path, repr(e)))
+            finally:
+                c.close()
+
+        for _ in range(3):
+            # an answered connection gives its socket back to listening: two listen again
+            deadline = time.monotonic() + 5
+            while dev.sockets_in_use()[1].count(LISTEN) != 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert dev.sockets_in_use()[1].count(LISTEN) == 3
+            del results[:]
+            threads = [threading.Thread(target=get, args=(p,)) for p in ("/", "/api/status")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(15)
+            assert sorted(str(r[1]) for r in results) == ["200", "200"], results
+        assert dev.web.errors == 0, dev.web.last_error
+        assert dev.modbus.errors == 0, dev.modbus.last_error
+        for s in clients[1:] + [fifth]:
+            assert modbus_read(port, 42, 1, sock=s) == [FIRMWARE_VERSION]
+            s.close()
+        deadline = time.monotonic() + 5
+        while dev.sockets_in_use()[0] != 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dev.sockets_in_use()[0] == 4  # all given back: two listeners each again
+        assert dev.net.reclaimed == 0
 
 
 def test_client_that_never_reads_cannot_stall_the_device():

@@ -748,13 +748,14 @@ def test_a_finished_answer_makes_room_for_the_next_request():
     answering.respond(200, "text/plain", "ok")
     answering.pos = 1
     assert reading.state == READING
-    assert victim([answering, done]) == 1
-    assert victim([answering, reading]) == 1
-    assert victim([answering]) == -1
+    assert victim([answering, done], 3) == 1
+    assert victim([answering, reading], 1003) == 1
+    assert victim([answering, reading], 1002) == -1  # too new to close: the new client waits
+    assert victim([answering], 5000) == -1
     chunked = conn(4)
     chunked.respond(200, "text/plain", iter(["more to come"]))
     chunked.pos = len(chunked.out)  # the head is out, the body is not
-    assert victim([chunked]) == -1
+    assert victim([chunked], 5000) == -1
 
 
 def test_accept_is_looked_for_every_10_ms_and_at_once_after_a_connection(tmp_path):

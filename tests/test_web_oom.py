@@ -216,7 +216,11 @@ def test_out_of_memory_at_every_point_of_a_request_fails_that_request_alone():
         assert modbus_read(mb_port, sock=held) is not None
         for path in ("/", "/diagnostics", "/registers", "/api/status"):  # all load once
             assert complete(http_get(web_port, path)), path
+        deadline = time.monotonic() + 5  # idle: the web listens on two sockets again
+        while dev.call(lambda: len(dev.web._lis.socks)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         baseline = dev.sockets_in_use()
+        assert baseline[0] == 5, baseline  # Modbus: the held client, 2 listeners; web: 2
         injector = Injector(dev)
         errors = dev.web.errors
         try:

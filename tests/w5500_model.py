@@ -13,8 +13,10 @@ import errno
 import socket
 import time
 
-# Socket status (Sn_SR) and commands (Sn_CR), from the W5500 datasheet.
-CLOSED, INIT, LISTEN, ESTABLISHED, CLOSE_WAIT, UDP = 0x00, 0x13, 0x14, 0x17, 0x1C, 0x22
+# Socket status (Sn_SR) and commands (Sn_CR), from the W5500 datasheet (section 4.2).
+CLOSED, INIT, LISTEN, SYNRECV, ESTABLISHED = 0x00, 0x13, 0x14, 0x16, 0x17
+FIN_WAIT, CLOSING, TIME_WAIT, CLOSE_WAIT, LAST_ACK, UDP = 0x18, 0x1A, 0x1B, 0x1C, 0x1D, 0x22
+FIN_SENT = (FIN_WAIT, CLOSING, TIME_WAIT, LAST_ACK)
 OPEN, CMD_LISTEN, CONNECT, DISCON, CLOSE, SEND, RECV = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40
 IR_CON, IR_DISCON, IR_RECV, IR_TIMEOUT, IR_SEND_OK = 0x01, 0x02, 0x04, 0x08, 0x10
 MODE_TCP, MODE_UDP = 0x01, 0x02
@@ -61,8 +63,14 @@ class FakeResetPin(FakeCS):
         self._value = bool(value)
 
 
+def _requires_lock(spi):
+    if not spi.locked:
+        raise RuntimeError("Function requires lock")  # busio.SPI on the board
+
+
 class FakeSPI:
-    """busio.SPI stand-in: lock, configure, and byte streams into the model's frame."""
+    """busio.SPI stand-in with the stubs' signatures: lock, configure, and byte streams into
+    the model's frame. Every transfer without the lock raises, as busio.SPI does."""
 
     def __init__(self, model):
         self._model = model
@@ -77,17 +85,22 @@ class FakeSPI:
     def unlock(self):
         self.locked = False
 
-    def configure(self, baudrate=100000, polarity=0, phase=0, bits=8):
-        pass
+    def configure(self, *, baudrate=100000, polarity=0, phase=0, bits=8):
+        _requires_lock(self)
 
-    def write(self, buf, start=0, end=None):
-        self._model._mosi(bytes(buf[start:end]))
+    def write(self, buffer, *, start=0, end=None):
+        _requires_lock(self)
+        self._model._mosi(bytes(buffer[start:end]))
 
-    def readinto(self, buf, start=0, end=None, write_value=0):
-        end = len(buf) if end is None else end
-        buf[start:end] = self._model._miso(end - start)
+    def readinto(self, buffer, *, start=0, end=None, write_value=0):
+        _requires_lock(self)
+        end = len(buffer) if end is None else end
+        buffer[start:end] = self._model._miso(end - start)
 
-    def write_readinto(self, out, into, out_start=0, out_end=None, in_start=0, in_end=None):
+    def write_readinto(self, out_buffer, in_buffer, *, out_start=0, out_end=None, in_start=0,
+                       in_end=None):
+        _requires_lock(self)
+        out, into = out_buffer, in_buffer
         data = bytes(out[out_start:out_end])
         hdr = max(0, min(len(data), 3 - len(self._model._hdr)))
         self._model._mosi(data[:hdr])
@@ -109,8 +122,12 @@ class _Sock:
         self.rx_wr = 0
         self.pending = b""  # sent by SEND, not yet taken by the host kernel
         self.conn = None  # host TCP connection or UDP socket
-        self.port = None  # device port this socket holds a host listener for
+        self.port = None  # device port this socket listens on (LISTEN only)
         self.listen_at = 0.0
+        self.cmd = 0  # Sn_CR: a command reads back until the chip has taken it
+        self.cmd_due = 0  # the SPI frame count at which it completes
+        self.next = None  # (status, frame count): a transient state moves on by itself
+        self.peer_fin = False  # the peer's FIN has arrived
 
     def reg16(self, off):
         return self.regs[off] << 8 | self.regs[off + 1]
@@ -125,10 +142,13 @@ class _Sock:
 
 class W5500Model:
     """The chip. Pumping (accept, receive, flush) happens when the driver reads Sn_SR,
-    Sn_RX_RSR (high byte), Sn_TX_FSR (high byte) or Sn_IR, so no thread is needed."""
+    Sn_RX_RSR (high byte), Sn_TX_FSR (high byte) or Sn_IR, so no thread is needed. Time on
+    the chip is counted in SPI frames: a command completes `cmd_frames` frames after it is
+    written, a transient TCP state (SYNRECV, CLOSING, TIME_WAIT, LAST_ACK) lasts
+    `transit_frames` frames."""
 
     def __init__(self, port_map=None, port_offset=10000, udp_map=None, link=True,
-                 peer_ip=LOCALHOST, syn_delay_s=0.001):
+                 peer_ip=LOCALHOST, syn_delay_s=0.001, cmd_frames=2, transit_frames=3):
         self.port_map = dict(port_map or {})
         self.port_offset = port_offset
         self.udp_map = dict(udp_map or {})
@@ -138,12 +158,14 @@ class W5500Model:
         # the chip a SYN needs a round trip. 0 makes a queued client land at once, which
         # hits the driver's accept() race (see docs/w5500-model.md) on every accept.
         self.syn_delay_s = syn_delay_s
+        self.cmd_frames = cmd_frames
+        self.transit_frames = transit_frames
         self.spi = FakeSPI(self)
         self.cs = FakeCS(self)
         self.reset_pin = FakeResetPin(self)
         self.frames = 0  # chip-select frames seen
         self.udp_sent = []  # (device dst ip, device dst port, host port or None, length)
-        self._listeners = {}  # device port -> [host listening socket, holders]
+        self._listeners = {}  # device port -> host listening socket, while a socket LISTENs
         self._hdr = bytearray()
         self._selected = False
         self.common = bytearray(0x40)
@@ -162,7 +184,7 @@ class W5500Model:
         if not up:
             for s in self.sockets:
                 if s.status not in (CLOSED, INIT, LISTEN, UDP):
-                    self._closed(s, IR_TIMEOUT, abort=True)
+                    self._closed(s, IR_TIMEOUT, abort=True)  # no FIN: the cable is out
 
     def status(self, n):
         return self.sockets[n].status
@@ -170,7 +192,7 @@ class W5500Model:
     def reset(self):
         """Power-on / MR.RST: every socket closed, registers at their reset values."""
         for s in self.sockets:
-            self._closed(s, 0)
+            self._closed(s, 0, abort=True)
         self.sockets = [_Sock() for _ in range(8)]
         self.common = bytearray(0x40)
         self.common[0x19:0x1C] = b"\x07\xd0\x08"  # RTR 2000 (200 ms), RCR 8
@@ -187,6 +209,18 @@ class W5500Model:
         self._selected = active
         if active:
             self.frames += 1
+            self._tick()
+
+    def _tick(self):
+        """The chip's own progress between two SPI frames: commands complete, transient
+        TCP states move on."""
+        for s in self.sockets:
+            if s.cmd and self.frames >= s.cmd_due:
+                cmd, s.cmd = s.cmd, 0
+                self._command(s, cmd)
+            if s.next is not None and self.frames >= s.next[1]:
+                status, s.next = s.next[0], None
+                self._enter(s, status)
 
     def _frame(self):
         addr = self._hdr[0] << 8 | self._hdr[1]
@@ -252,7 +286,7 @@ class W5500Model:
         if a in (0x2A, 0x2B):
             return (s.rx_wr >> (8 if a == 0x2A else 0)) & 0xFF
         if a == 0x01:
-            return 0  # commands complete at once
+            return s.cmd  # non-zero until the chip has taken the command
         return s.regs[a] if a < 0x30 else 0
 
     def _poke(self, block, a, b):
@@ -266,7 +300,9 @@ class W5500Model:
             return
         s = self.sockets[block >> 2]
         if a == 0x01:
-            self._command(s, b)
+            if s.cmd:  # a command written over one not yet taken: the first one runs first
+                self._command(s, s.cmd)
+            s.cmd, s.cmd_due = b, self.frames + self.cmd_frames
         elif a == 0x02:
             s.ir &= ~b  # write 1 to clear
         elif a not in (0x03, 0x20, 0x21, 0x22, 0x23, 0x26, 0x27, 0x2A, 0x2B):
@@ -276,7 +312,7 @@ class W5500Model:
     def _command(self, s, cmd):
         mode = s.regs[0] & 0x0F
         if cmd == OPEN:
-            self._closed(s, 0)
+            self._closed(s, 0, abort=True)
             s.tx_rd = s.rx_wr = 0
             s.set16(0x24, 0)
             s.set16(0x28, 0)
@@ -288,35 +324,89 @@ class W5500Model:
                 s.conn.setblocking(False)
                 s.status = UDP
         elif cmd == CMD_LISTEN and s.status == INIT:
-            port = s.reg16(0x04)
-            entry = self._listeners.get(port)
-            if entry is None:
-                ls = socket.socket()
-                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                ls.bind((LOCALHOST, self.host_port(port)))
-                ls.listen(8)
-                ls.setblocking(False)
-                entry = self._listeners[port] = [ls, 0]
-            entry[1] += 1
-            s.port = port
-            s.listen_at = time.monotonic()
-            s.status = LISTEN
+            self._listen(s)
         elif cmd == CONNECT and s.status == INIT:
             self._connect(s)
         elif cmd == DISCON:
-            if s.status in (ESTABLISHED, CLOSE_WAIT) and s.conn is not None:
-                self._flush(s)
-                try:
-                    s.conn.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-            if s.status != UDP:
-                self._closed(s, IR_DISCON)
+            self._discon(s)
         elif cmd == CLOSE:
-            self._closed(s, 0)
+            # No FIN: a connection not yet half-closed is dropped; the peer's next segment
+            # meets no socket and gets RST (datasheet 4.2, Sn_CR CLOSE).
+            self._closed(s, 0, abort=s.status not in FIN_SENT)
         elif cmd == SEND:
             self._send(s)
         # RECV: nothing to do, Sn_RX_RD is read from the register file.
+
+    def _listen(self, s):
+        port = s.reg16(0x04)
+        if port not in self._listeners:
+            ls = socket.socket()
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind((LOCALHOST, self.host_port(port)))
+            ls.listen(8)
+            ls.setblocking(False)
+            self._listeners[port] = ls
+        s.port = port
+        s.listen_at = time.monotonic()
+        s.status = LISTEN
+
+    def _unlisten(self, s):
+        """s leaves LISTEN. The chip has no backlog: when no socket listens on the port any
+        more, SYNs get RST. Closing the host listener does that, and resets connections
+        the host kernel had queued (each a SYN the chip would have refused)."""
+        port, s.port = s.port, None
+        if port is None:
+            return
+        if not any(o.status == LISTEN and o.port == port for o in self.sockets if o is not s):
+            ls = self._listeners.pop(port, None)
+            if ls is not None:
+                ls.close()
+
+    def _discon(self, s):
+        """Sn_CR DISCON (datasheet 4.2): FIN to the peer. From ESTABLISHED the socket goes
+        to FIN_WAIT (CLOSING if the peer's FIN crossed ours), then TIME_WAIT once the
+        peer's FIN is in, then CLOSED; from CLOSE_WAIT (the peer closed first) to LAST_ACK,
+        then CLOSED when our FIN is acknowledged."""
+        if s.status in (ESTABLISHED, CLOSE_WAIT) and s.conn is not None:
+            self._flush(s)
+            try:
+                s.conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            if s.status == CLOSE_WAIT:
+                self._enter(s, LAST_ACK)
+            elif self._peer_fin_waiting(s):
+                s.peer_fin = True
+                s.ir |= IR_DISCON
+                self._enter(s, CLOSING)
+            else:
+                s.status = FIN_WAIT
+        elif s.status in (LISTEN, SYNRECV, INIT):
+            self._closed(s, IR_DISCON, abort=True)
+        elif s.status != UDP and s.status not in FIN_SENT:
+            self._closed(s, IR_DISCON)
+
+    def _peer_fin_waiting(self, s):
+        """True when the peer's FIN is all that is left to read on the host connection."""
+        try:
+            return s.conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return False
+
+    def _enter(self, s, status):
+        """Move to status; transient states move on after transit_frames SPI frames."""
+        if status == CLOSED:
+            self._closed(s, IR_DISCON)
+            return
+        s.status = status
+        if status == SYNRECV:
+            s.next = (ESTABLISHED, self.frames + self.transit_frames)
+        elif status == ESTABLISHED:
+            s.ir |= IR_CON
+        elif status == CLOSING:
+            s.next = (TIME_WAIT, self.frames + self.transit_frames)
+        elif status in (TIME_WAIT, LAST_ACK):
+            s.next = (CLOSED, self.frames + self.transit_frames)
 
     def _connect(self, s):
         dst = (LOCALHOST, self.host_port(s.reg16(0x10)))
@@ -330,7 +420,7 @@ class W5500Model:
 
     def _closed(self, s, ir, abort=False):
         if s.conn is not None:
-            if abort:
+            if abort and s.status != UDP:
                 try:  # RST, as a peer that has vanished looks to the client
                     s.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -338,14 +428,10 @@ class W5500Model:
                     pass
             s.conn.close()
             s.conn = None
-        if s.port is not None:
-            entry = self._listeners[s.port]
-            entry[1] -= 1
-            if entry[1] <= 0:  # nobody holds the port: the chip would refuse SYNs now
-                entry[0].close()
-                del self._listeners[s.port]
-            s.port = None
+        self._unlisten(s)
         s.pending = b""
+        s.next = None
+        s.peer_fin = False
         s.status = CLOSED
         s.ir |= ir
 
@@ -389,7 +475,7 @@ class W5500Model:
             if time.monotonic() - s.listen_at < self.syn_delay_s:
                 return
             try:
-                conn, (ip, port) = self._listeners[s.port][0].accept()
+                conn, (ip, port) = self._listeners[s.port].accept()
             except OSError:
                 return
             conn.setblocking(False)
@@ -399,13 +485,14 @@ class W5500Model:
             s.conn = conn
             s.regs[0x0C:0x10] = bytes(int(x) for x in ip.split("."))
             s.set16(0x10, port)
-            s.status = ESTABLISHED
-            s.ir |= IR_CON
+            self._unlisten(s)  # SYN taken: this socket no longer listens
+            self._enter(s, SYNRECV)
+            return
         if s.status == UDP:
             self._pump_udp(s)
             return
         self._flush(s)
-        if s.status != ESTABLISHED:
+        if s.status not in (ESTABLISHED, FIN_WAIT) or s.conn is None:
             return
         free = BUF - s.rx_used()
         if free <= 0:
@@ -416,9 +503,13 @@ class W5500Model:
             if e.errno not in _HARMLESS:
                 self._closed(s, IR_DISCON)  # peer reset
             return
-        if not data:
-            s.status = CLOSE_WAIT  # FIN received
+        if not data:  # FIN received
+            s.peer_fin = True
             s.ir |= IR_DISCON
+            if s.status == FIN_WAIT:
+                self._enter(s, TIME_WAIT)
+            else:
+                s.status = CLOSE_WAIT
             return
         self._rx_put(s, data)
         s.ir |= IR_RECV
@@ -446,13 +537,12 @@ class W5500Model:
         s.rx_wr = (s.rx_wr + len(data)) & 0xFFFF
 
 
-def install_driver_shims(sleep_scale=0.0, no_finalisers=True, fast_gc=True):
+def install_driver_shims(sleep_scale=0.0, no_finalisers=True):
     """Patch only what makes CPython behave like the board: the driver's time.sleep (1 s in
     WIZNET5K.__init__, scaled by sleep_scale), its one-argument OSError(EAGAIN) (.errno is
     None on CPython, 11 on the board), and Socket.__del__ (never called on the board).
-    fast_gc: the driver's gc.collect() calls (every send and socket allocation) become
-    no-ops; a full CPython collection in a test process costs milliseconds each, which
-    would halve the soak's speed and tell nothing about the board. Idempotent."""
+    The driver's gc.collect() (every send and socket allocation) runs for real: the board
+    runs a full collection there too. Idempotent."""
     import time
     import types
 
@@ -471,12 +561,10 @@ def install_driver_shims(sleep_scale=0.0, no_finalisers=True, fast_gc=True):
                 self.errno = args[0]
 
     sp.OSError = _MPOSError
-    if fast_gc:
+    if isinstance(getattr(wiz, "gc", None), types.SimpleNamespace):  # an older shim's no-op
         import gc
 
-        no_gc = types.SimpleNamespace(collect=lambda: None, enable=gc.enable,
-                                      disable=gc.disable)
-        wiz.gc = sp.gc = no_gc
+        wiz.gc = sp.gc = gc
     if no_finalisers:
         # CircuitPython and MicroPython never call __del__ on Python classes, so a Socket
         # object the driver loses keeps its hardware socket reserved for good. CPython

@@ -1,0 +1,119 @@
+"""The listening sockets of one TCP port, for modbus_server.py and web.py (shell helper).
+
+The W5500 has no backlog: a SYN to a port where no hardware socket is in LISTEN is answered
+with RST. adafruit_wiznet5k's accept() gives the client the listener's connected hardware
+socket and listens again on another, so from a SYN until our next accept() nothing listened:
+a browser opening two connections at once (a page and its style sheet) had the second reset.
+So a server keeps two sockets listening while its socket budget allows (docs/network.md):
+its budget is max_clients + 1 hardware sockets, and the second listener sits on the socket
+of a client slot that is empty. Where the port cannot be shared (CPython, MicroPython: they
+queue connections in a backlog instead) one listener stays.
+"""
+
+from micropython import const
+
+from han2x_core.modbus_slot import again
+from han2x_core.ticks import ticks_add, ticks_diff
+
+_LISTENERS = const(2)
+_RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
+_ADDR_IN_USE = (48, 98, 10048)  # EADDRINUSE (BSD, Linux/MicroPython, Windows)
+
+
+class Listeners:
+    """The listening sockets (`socks`) on `addr`; accept() and top_up() take the budget
+    left: the hardware sockets the server may still hold beside its clients."""
+
+    def __init__(self, pool, backlog):
+        self.pool = pool
+        self.backlog = backlog
+        self.socks = []
+        self.addr = None  # what open() bound
+        self.shared = True  # False once the pool refused a second socket on the port
+        self.adopted = 0  # connections taken on the listener's own hardware socket
+        self._retry_ms = None
+
+    def open(self, addr):
+        """Close what listens, listen on addr with one socket; raises what bind/listen do."""
+        self.close()
+        self.addr = addr
+        self.socks.append(self._new())
+
+    def close(self):
+        """Stop listening (addr None: the server is stopped)."""
+        self.addr = None
+        socks, self.socks = self.socks, []
+        for sock in socks:
+            _close(sock)
+
+    def _new(self):
+        pool = self.pool
+        sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
+        try:
+            try:
+                sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
+            except (OSError, AttributeError):  # not every pool has it
+                pass
+            sock.bind(self.addr)
+            sock.listen(self.backlog)
+            sock.settimeout(0)
+        except Exception:
+            _close(sock)
+            raise
+        return sock
+
+    def top_up(self, left, now_ms):
+        """Listen on one more socket while fewer than two listen and `left` (the server's
+        budget less its clients) has room. The first listener is the server's (open());
+        this never raises: a spare is a bonus."""
+        socks = self.socks
+        if not socks or len(socks) >= _LISTENERS or len(socks) >= left or not self.shared:
+            return
+        if self._retry_ms is not None and ticks_diff(now_ms, self._retry_ms) < 0:
+            return
+        try:
+            socks.append(self._new())
+            self._retry_ms = None
+        except Exception as e:  # noqa: BLE001
+            if isinstance(e, OSError) and e.args and e.args[0] in _ADDR_IN_USE:
+                self.shared = False  # the pool queues connections in a backlog instead
+            else:  # adafruit_wiznet5k: "All sockets in use.", or the link is down
+                self._retry_ms = ticks_add(now_ms, _RETRY_MS)
+
+    def accept(self, left):
+        """A waiting connection as (sock, addr), or None. Raises OSError or RuntimeError
+        (after dropping a dead listener) for the server to count."""
+        socks = self.socks
+        for sock in socks:
+            try:
+                got = sock.accept()
+            except OSError as e:
+                if again(e):
+                    continue
+                raise
+            except RuntimeError as e:
+                socks.remove(sock)
+                if "in use" in str(e):
+                    # adafruit_wiznet5k found no free socket to listen again on: the
+                    # client is established on this listener's own hardware socket, and
+                    # the listener object reads and writes it like any client socket.
+                    self.adopted += 1
+                    return sock, sock.getpeername()
+                # "The socket has been closed.": a client reset before accept() and the
+                # driver closed our listener; top_up() or the server listens again.
+                _close(sock)
+                raise
+            if len(socks) > 1 and len(socks) >= left:
+                # The driver moved this listener onto a free socket beyond our budget: give
+                # it back (it has listened for microseconds; the other one still listens).
+                socks.remove(sock)
+                _close(sock)
+            return got
+        return None
+
+
+def _close(sock):
+    try:
+        sock.close()
+    except Exception:  # noqa: BLE001 - closing must not raise into the loop
+        pass
