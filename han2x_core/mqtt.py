@@ -20,6 +20,10 @@ from han2x_core import mqtt_wire as wire
 from han2x_core.app import _drop as _unload
 from han2x_core.ticks import ticks_add, ticks_diff
 
+_TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
+if _TYPE_CHECKING:
+    from cpmodules import Any
+
 _PING_MS = const(30000)  # PINGREQ after this long without sending
 ANSWER_MS = const(10000)  # CONNACK / PINGRESP must come within this
 _BACKOFF_MIN_MS = const(2000)
@@ -59,7 +63,7 @@ class MqttClient:
         self.default_id = client_id
         self.version = version
         self.state = IDLE
-        self.sock = None
+        self.sock = None  # type: Any
         self._tx = bytearray(320)  # CONNECT (the longest settings fit), PUBLISH headers
         self._pay = bytearray(ha.SIZE)  # the power, energy and estimate JSON (fixed)
         self._rx = bytearray(64)  # one recv chunk (fixed)
@@ -68,7 +72,7 @@ class MqttClient:
         self.sessions = 0
         self.published = 0
         self.last_error = ""
-        self._cfg = None
+        self._cfg = None  # type: Any
         self._prefix = ""
         self._queue = 0
         self._disc_next = 0

@@ -89,15 +89,14 @@ SCHEMA = (
     ("tariff", _BOOL, None, None, "capacity tariff (effekttrinn) on the page and registers"),
     ("tariff_peaks", _INT, 1, 5, "capacity tariff: highest hours (different days) averaged"),
     ("tariff_steps", _STEPS, None, None, "capacity tariff: step thresholds in kW, ascending"),
-    ("mqtt_host", _IPOPT, None, None, 'MQTT broker IPv4 address; "" = MQTT off'),
-    ("mqtt_port", _INT, 1, 65535, "MQTT broker port (plain MQTT, no TLS)"),
-    ("mqtt_user", _TEXT, None, None, 'MQTT user name; "" = none'),
+    ("mqtt_host", _IPOPT, None, None, 'MQTT broker IPv4; "" = off'),
+    ("mqtt_port", _INT, 1, 65535, "MQTT port"),
+    ("mqtt_user", _TEXT, None, None, "MQTT user"),
     ("mqtt_password", _TEXT, None, None, "MQTT password"),
-    ("mqtt_client_id", _HOST, None, None, 'MQTT client id; "" = the host name'),
-    ("mqtt_prefix", _TOPIC, None, None, 'MQTT topic prefix; "" = han2x/<meter id>'),
-    ("mqtt_discovery_prefix", _TOPIC, None, None,
-     'Home Assistant discovery prefix; "" = no discovery'),
-    ("mqtt_interval_s", _INT, 0, 3600, "MQTT power: 0 = every telegram, else every N s"),
+    ("mqtt_client_id", _HOST, None, None, '"" = host name'),
+    ("mqtt_prefix", _TOPIC, None, None, '"" = han2x/<meter id>'),
+    ("mqtt_discovery_prefix", _TOPIC, None, None, '"" = no discovery'),
+    ("mqtt_interval_s", _INT, 0, 3600, "power: 0 = every telegram, else every N s"),
 )
 
 _STEPS_MAX = const(16)
@@ -237,7 +236,7 @@ def _check(key, kind, a, b, value):
             return None, "must be at most %d characters" % _TEXT_MAX
         for c in value:
             if ord(c) <= 32 or ord(c) > 126 or c in "+#":
-                return None, "may only contain printable ASCII, no spaces, '+' or '#'"
+                return None, "may only hold ASCII, no spaces, '+' or '#'"
         if value[:1] == "/" or value[-1:] == "/" or "//" in value:
             return None, "must not start or end with '/' or hold '//'"
         return value, None
