@@ -20,6 +20,17 @@ def decode_frame(frame):
     return _decode(frame)
 
 
+def unload(*names):
+    """Forget han2x_core modules (sys.modules and the package's attribute). On the board a
+    module's code is in the heap: once nothing else holds it, it is freed. Used for code
+    that only a rare path needs (settings files, energy state, page modules)."""
+    import sys
+
+    for name in names:
+        sys.modules.pop("han2x_core." + name, None)
+        globals().pop(name, None)
+
+
 try:
     from han2x_core.meters import DecodeError
 except ImportError:  # during bring-up, before meters.py exists

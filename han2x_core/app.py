@@ -37,15 +37,9 @@ def _drop_energystate():
 
 
 def _drop(name):
-    import sys
+    from han2x_core import unload
 
-    import han2x_core
-
-    sys.modules.pop("han2x_core." + name, None)
-    try:
-        delattr(han2x_core, name)
-    except AttributeError:
-        pass
+    unload(name)
 
 
 class App:
@@ -153,6 +147,7 @@ class App:
         merged = dict(self.settings)
         merged.update(changes)
         clean, errors = validate(merged)
+        _drop("settings")  # loaded for this only (~11 KB of heap on the board)
         if errors:
             return errors
         if self.store is not None:

@@ -12,8 +12,6 @@ _TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler dr
 if _TYPE_CHECKING:
     from cpmodules import Board, Digitalio, Microcontroller, WatchdogModule
 
-from han2x_core.settings import DEFAULTS
-from han2x_core.storage import READ_ONLY_MESSAGE
 from han2x_core.ticks import ticks_add, ticks_diff
 
 SETTINGS_PATH = "/settings.toml"
@@ -99,10 +97,16 @@ def factory_reset(app):
 
     Returns True when saved; False when the drive is not writable (the defaults are then
     applied anyway, until the next restart, and the web page says why)."""
-    errors = app.save_settings(dict(DEFAULTS))
+    from han2x_core import unload
+    from han2x_core.settings import DEFAULTS
+    from han2x_core.storage import READ_ONLY_MESSAGE
+
+    defaults = dict(DEFAULTS)
+    unload("settings")
+    errors = app.save_settings(dict(defaults))
     if not errors:
         return True
-    app.configure(dict(DEFAULTS))
+    app.configure(defaults)
     app.settings_warning = errors.get("_store") or READ_ONLY_MESSAGE
     return False
 

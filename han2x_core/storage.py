@@ -12,8 +12,7 @@ between 2 and 3), then the rename is finished. An unchecked `.new` is left-over 
 in step 1 and is deleted. A file that cannot be read gives the defaults plus a warning.
 """
 
-from han2x_core import settings as _settings
-from han2x_core.settings_toml import from_text, serialise
+from han2x_core import unload
 
 _END = "# han2x-end "
 
@@ -160,19 +159,31 @@ class SettingsStore:
         self.extra = {}  # keys we do not own (CIRCUITPY_*), written back unchanged
 
     def load(self):
-        """Read, recover and validate. Never raises: defaults plus a warning instead."""
+        """Read, recover and validate. Never raises: defaults plus a warning instead.
+        The schema and the text format (settings.py, settings_toml.py: ~16 KB of heap on
+        the board) are loaded for this and for save() only, and dropped again."""
+        try:
+            return self._load()
+        finally:
+            unload("settings_toml", "settings")
+
+    def _load(self):
+        from han2x_core.settings import DEFAULTS
+
         try:
             data = read_recovering(self.files, self.path)
         except Exception as e:
-            return dict(_settings.DEFAULTS), _UNREADABLE % e
+            return dict(DEFAULTS), _UNREADABLE % e
         if data is None:
-            return dict(_settings.DEFAULTS), None
+            return dict(DEFAULTS), None
         try:
             text = unseal(data)
             if text is None:
                 text = data.decode("utf-8")
         except Exception:
-            return dict(_settings.DEFAULTS), _UNREADABLE % "not UTF-8 text"
+            return dict(DEFAULTS), _UNREADABLE % "not UTF-8 text"
+        from han2x_core.settings_toml import from_text
+
         clean, extra, warnings = from_text(text)
         self.extra = extra
         if warnings:
@@ -191,7 +202,12 @@ class SettingsStore:
         if settings.get("web_password") is None:  # fail closed: never write "no password"
             raise OSError("Settings not saved: web_password in settings.toml cannot be used. "
                           "Correct it on the drive, or hold the button for a factory reset.")
-        data = seal(serialise(settings, self.extra))
+        try:
+            from han2x_core.settings_toml import serialise
+
+            data = seal(serialise(settings, self.extra))
+        finally:
+            unload("settings_toml", "settings")
         try:
             write_atomic(self.files, self.path, data)
         except OSError as e:

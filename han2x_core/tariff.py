@@ -88,8 +88,10 @@ class Tariff:
         self.hours = 0  # hourly totals taken (the app saves on change)
 
     def configure(self, settings):
+        from han2x_core import unload
         from han2x_core.settings import steps_w
 
+        unload("settings")  # not kept resident for this one function
         self.n = settings.get("tariff_peaks", self.n)
         self.steps = steps_w(settings.get("tariff_steps", "")) or self.steps
         self.scaling = settings.get("scaling_factor", self.scaling)

