@@ -424,8 +424,8 @@ def test_mqtt_settings_on_the_page_and_its_password_never_shown(dev):
                                                        mqtt_discovery_prefix="ha"),
                                      {"Accept-Language": "nb"})
     assert status == 422 and re.search(  # 5 Modbus clients and MQTT: one socket too many
-        r'id="err-modbus_max_clients">For mange med MQTT på \(W5500 har 8 sockets\): '
-        r'høyst 4<', body.decode())
+        r'id="err-modbus_max_clients">For mange med MQTT på \(8 sockets\): høyst 4<',
+        body.decode())
     # the box removes it
     assert dev.post_form("/settings", dict(dev.settings_form(mqtt_password_clear="on"),
                                            csrf=csrf))[0] == 303
