@@ -9,7 +9,6 @@ address. Policy, socket budget and start-up budget: docs/network.md.
 
 from micropython import const
 
-from han2x_core import dhcp as _dhcp
 from han2x_core.sockjanitor import SocketJanitor
 from han2x_core.ticks import ticks_add, ticks_diff
 
@@ -25,6 +24,12 @@ _LINK_CHECK_MS = const(500)
 _RESTART_RETRY_MS = const(1000)
 _APPLY_DELAY_MS = const(1500)  # let the settings page answer before the address moves
 _JANITOR_MS = const(1000)
+# dhcp.py's state and event values (tests/test_network.py checks they match), so that this
+# module needs dhcp.py only once DHCP is on.
+_IDLE = const(0)
+_EV_BOUND = const(1)
+_EV_RENEWED = const(2)
+_EV_LOST = const(3)
 _BROADCAST = b"\xff\xff\xff\xff"
 _NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")
 DEFAULTS = (False, "192.168.1.232", "255.255.255.0", "192.168.1.1", "192.168.1.1", "")
@@ -91,7 +96,10 @@ class Network:
         self.pool = socket_pool(self.eth)
         self.link_up = bool(self.eth.link_status)
         self.hostname = default_hostname(self.mac)
-        self.dhcp = _dhcp.DhcpClient(self.mac, self.hostname, dhcp_retry_ms)
+        # The DHCP client (dhcp.py) and its buffers exist only once DHCP is turned on: a
+        # static address never loads them (~4.6 KB of the board's heap).
+        self.dhcp = None
+        self._dhcp_retry_ms = dhcp_retry_ms
         self.mode = "static"
         self.ip = self.netmask = self.gateway = self.dns = ""
         self.generation = 0
@@ -110,8 +118,6 @@ class Network:
         self._janitor_at = 0
         self.janitor = SocketJanitor(self.eth)  # sockets lost in the driver's accept() race
         self.reclaimed = 0
-        self._txbuf = bytearray(_dhcp.BUF_SIZE)
-        self._rxbuf = bytearray(576)
         cfg = self._settings_tuple(settings) if settings else DEFAULTS
         self._apply(cfg, None)
         if not self.link_up:
@@ -154,14 +160,32 @@ class Network:
             "ip": self.ip, "netmask": self.netmask, "gateway": self.gateway,
             "dns": self.dns, "mode": self.mode, "link": self.link_up,
             "hostname": self.hostname, "mac": ":".join("%02x" % b for b in self.mac),
-            "dhcp_state": _dhcp.STATE_NAMES[self.dhcp.state],
-            "lease_left_s": self.dhcp.seconds_left(), "pending": pending,
+            "dhcp_state": self._dhcp_state(),
+            "lease_left_s": self.dhcp.seconds_left() if self.dhcp else 0,
+            "pending": pending,
             "generation": self.generation, "errors": self.errors,
             "reclaimed_sockets": self.reclaimed,
             "last_error": self.last_error,
         }
 
     # ----- internals -----
+    def _dhcp_state(self):
+        if self.dhcp is None:
+            return "off"
+        from han2x_core.dhcp import STATE_NAMES
+
+        return STATE_NAMES[self.dhcp.state]
+
+    def _dhcp_client(self):
+        """The DHCP client, made (with its buffers) the first time DHCP is turned on."""
+        if self.dhcp is None:
+            from han2x_core import dhcp
+
+            self._txbuf = bytearray(dhcp.BUF_SIZE)
+            self._rxbuf = bytearray(576)
+            self.dhcp = dhcp.DhcpClient(self.mac, self.hostname, self._dhcp_retry_ms)
+        return self.dhcp
+
     def _settings_tuple(self, s):
         return tuple(s.get(k, DEFAULTS[i]) for i, k in enumerate(_NET_KEYS))
 
@@ -172,7 +196,7 @@ class Network:
     def _poll(self, now_ms):
         if self._dhcp_kick:
             self._dhcp_kick = False
-            self.dhcp.start(now_ms)
+            self._dhcp_client().start(now_ms)
         if ticks_diff(now_ms, self._link_at) >= 0:
             self._link_at = ticks_add(now_ms, _LINK_CHECK_MS)
             up = bool(self.eth.link_status)
@@ -180,7 +204,7 @@ class Network:
                 self.link_up = up
                 self._say("link up" if up else "link down")
                 if up and self._config[0]:
-                    self.dhcp.start(now_ms)  # maybe another network: ask again
+                    self._dhcp_client().start(now_ms)  # maybe another network: ask again
                 if not up:
                     self._udp_open = False
         if self._pending is not None:
@@ -189,7 +213,7 @@ class Network:
             elif ticks_diff(now_ms, self._apply_at) >= 0:
                 cfg, self._pending = self._pending, None
                 self._apply(cfg, now_ms)
-        if self.link_up and self.dhcp.state != _dhcp.IDLE:
+        if self.link_up and self.dhcp is not None and self.dhcp.state != _IDLE:
             self._poll_dhcp(now_ms)
         if self._restart and self.link_up and ticks_diff(now_ms, self._restart_at) >= 0:
             self._restart_services(now_ms)
@@ -207,8 +231,8 @@ class Network:
         old = self._config
         self._config = cfg
         self.hostname = _clean_hostname(cfg[5], self.mac)
-        self.dhcp.hostname = self.hostname.encode()
         if cfg[0]:
+            self._dhcp_client().hostname = self.hostname.encode()
             # DHCP: serve on the address in use (or the static one) until a lease comes.
             if old is None or not old[0]:
                 if old is None:
@@ -217,10 +241,12 @@ class Network:
                 if now_ms is None:
                     self._dhcp_kick = True  # no clock yet: start at the first poll
                 else:
-                    self.dhcp.start(now_ms)
+                    self._dhcp_client().start(now_ms)
                 self._say("DHCP on, as %s; meanwhile serving on %s" % (self.hostname, self.ip))
             return
-        self.dhcp.stop()
+        if self.dhcp is not None:
+            self.dhcp.hostname = self.hostname.encode()
+            self.dhcp.stop()
         self._close_udp()
         self._set_address(cfg[1], cfg[2], cfg[3], cfg[4], "static")
 
@@ -244,8 +270,8 @@ class Network:
         self._say("DHCP lease lost; serving on %s, still asking" % self.ip)
 
     def _poll_dhcp(self, now_ms):
-        c = self.dhcp
-        if c.tick(now_ms) == _dhcp.EV_LOST:
+        c = self._dhcp_client()
+        if c.tick(now_ms) == _EV_LOST:
             self._fallback()
         if c.due(now_ms):
             n = c.build(self._txbuf, now_ms)
@@ -267,15 +293,15 @@ class Network:
                 break
             self._rxbuf[:n] = data
             ev = c.receive(self._rxbuf, n, now_ms)
-            if ev == _dhcp.EV_BOUND:
+            if ev == _EV_BOUND:
                 self._close_udp()
                 self._set_address(_ntoa(c.ip), _ntoa(c.netmask), _ntoa(c.gateway),
                                   _ntoa(c.dns), "dhcp")
                 self._say("DHCP lease %d s from %s" % (c.lease_s, _ntoa(c.server_id)))
-            elif ev == _dhcp.EV_RENEWED:
+            elif ev == _EV_RENEWED:
                 self._close_udp()
                 self.mode = "dhcp"
-            elif ev == _dhcp.EV_LOST:
+            elif ev == _EV_LOST:
                 self._fallback()
 
     def _close_udp(self):

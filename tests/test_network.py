@@ -281,6 +281,7 @@ def client():
 threading.Thread(target=client, daemon=True).start()
 run([net, svc], 20, until=lambda: got)
 print("ECHO", got)
+print("OURDHCP", "han2x_core.dhcp" in sys.modules)  # a static address never loads it
 """
 
 
@@ -304,4 +305,14 @@ def test_driver_runs_without_its_dhcp_dns_and_debug_modules(tmp_path):
         "adafruit_wiznet5k.adafruit_wiznet5k_socketpool"]
     assert out["LEFT"] == "[]"  # no stand-in left on the package either
     assert out["ECHO"] == "[b'hello']"
+    assert out["OURDHCP"] == "False"
+
+
+def test_network_mirrors_dhcp_constants():
+    """network.py compares with dhcp.py's values without importing dhcp.py (a static
+    address never loads it): the copies must be the same values."""
+    from han2x_core import network
+
+    assert (network._IDLE, network._EV_BOUND, network._EV_RENEWED, network._EV_LOST) == (
+        dhcp_core.IDLE, dhcp_core.EV_BOUND, dhcp_core.EV_RENEWED, dhcp_core.EV_LOST)
 
