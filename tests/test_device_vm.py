@@ -375,7 +375,8 @@ def test_device_from_mpy_serves_every_page(tmp_path):
 # on, and bench_heap measures each one's cost.
 OPT_IN = ("tariff", "tariffstate", "webtariff", "webtariffedit",  # capacity tariff
           "hanstream",  # raw HAN stream
-          "meterroute", "meterutil", "meter_em24", "meter_sdm630", "meter_sunspec")
+          "meterroute", "meterutil", "meter_em24", "meter_sdm630", "meter_sunspec",
+          "mqtt", "mqtt_wire", "mqtt_ha", "mqtt_connect")  # MQTT: bench_heap part 6
 
 _IMPORT_ALL = """
 import gc, os, sys
