@@ -89,6 +89,8 @@ def test_state_machine_settings_match_the_board():
     assert not sm.in_shift_right and sm.auto_push and sm.push_threshold == 10
     assert sm.pull_in_pin_up == 1 and sm.pull_in_pin_down == 0
     assert sm.ring is rx._ring and len(sm.ring) == 1024
+    # 16-bit DMA slots (2 KB): right-aligned words (not in_shift_right) of at most 10 bits
+    assert sm.ring.itemsize == 2 and sm.push_threshold <= 16
     inv = receiver("8N1", "inverted").sm
     assert inv.pull_in_pin_up == 0 and inv.pull_in_pin_down == 1
 
