@@ -135,6 +135,15 @@ def main(startup):
         if stable_at is not None and ticks_diff(now, stable_at) >= 0:
             stable_at = None
             startup.ok(microcontroller.nvm)  # a good start: the next one is a full one
+            del startup  # and the module: not needed again until the next start (2.3 KB)
+            _forget_startup()
+
+
+def _forget_startup():
+    from han2x_core import unload
+
+    globals().pop("startup", None)
+    unload("startup")
 
 
 def _sleep(ms):
@@ -150,11 +159,15 @@ try:
 except KeyboardInterrupt:  # Ctrl-C on the serial console: leave a REPL the watchdog spares
     if microcontroller.watchdog is not None:
         microcontroller.watchdog.mode = None
+    from han2x_core import startup  # again: dropped once the start was stable
+
     startup.ok(microcontroller.nvm)  # stopped by hand: not a failed start
     print("HAN2X stopped; press Ctrl-D to start again")
 except Exception as e:  # start-up failed (the loop itself never raises): log, restart
     traceback.print_exception(e)
     try:
+        from han2x_core import startup
+
         startup.failed(microcontroller.nvm, e)  # the reason, for a later safe state
     except Exception:
         pass
