@@ -6,7 +6,7 @@
 PY       := .venv/bin/python
 RUN_STAMP := .venv/.installed-run
 STAMP    := .venv/.installed
-APT_PKGS := mbpoll libmodbus-dev mtools dosfstools chromium chromium-driver pkg-config gcc nodejs npm
+APT_PKGS := mbpoll libmodbus-dev mtools dosfstools chromium chromium-driver pkg-config gcc nodejs npm mosquitto
 
 .PHONY: setup run test test-fast bench lint clean
 

@@ -81,13 +81,14 @@ def main(startup):
     btn = board_io.button(digitalio, board, prof["button"])
     app.add(board_io.LedButton(ind, app, btn, han_led, power_led))
     app.add(board_io.BoardStatus(microcontroller, regs, now))
-    # Last, and only while starts succeed: without the memory for the web server the
-    # device serves Modbus alone rather than restarting for ever.
+    # Last, and only while starts succeed: without the memory for the web server (and
+    # MQTT, when on) the device serves Modbus alone rather than restarting for ever.
     if mode == startup.FULL:
         try:
             from han2x_core.web import WebServer
 
             # one browser at a time: 8 W5500 sockets = DHCP + 2 listeners + 4 Modbus + 1 web
+            # (or MQTT, or fewer Modbus clients with the HAN stream; settings.sockets_needed)
             web = WebServer(net.pool, app, port=settings["web_port"], max_clients=1,
                             send_timeout_s=0.1)
         except (ImportError, MemoryError) as e:
@@ -96,6 +97,17 @@ def main(startup):
         else:
             net.attach(web)
             app.add(web)
+        if settings["mqtt_host"]:  # opt-in: not even imported when off (docs/integration.md)
+            try:
+                from han2x_core.mqtt import MqttClient
+
+                mqtt = MqttClient(net.pool, app, net.hostname, __version__)
+            except (ImportError, MemoryError) as e:
+                print("MQTT unavailable:", repr(e))
+                gc.collect()
+            else:
+                net.attach(mqtt)  # its socket counts in settings.sockets_needed()
+                app.add(mqtt)
 
     def han_stream(port):  # docs/integration.md: the module is loaded only when it is on
         from han2x_core.hanstream import HanStream

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Heap on MicroPython: what the firmware costs in the RP2040's ~190 KB, in three parts.
+"""Heap on MicroPython: what the firmware costs in the RP2040's ~190 KB, in six parts.
 
 1. Web server (bench/mpy_http.py, 192 KB heap): han2x_core.web.WebServer against
    adafruit_httpserver 4.8.2 (pinned in requirements-dev.txt; the library the project
@@ -24,6 +24,10 @@
    CircuitPython 10.2.1's mpy-cross (the board's), and on the unix port at 192 KB
    (bench/mpy_tariff.py) the heap held by its import (source and .mpy) and one Tariff, and
    what a telegram and an hourly total allocate; against the board's ~160 KB budget.
+6. MQTT (han2x_core/mqtt*.py, opt-in: setting "mqtt_host"): .mpy sizes from CircuitPython
+   10.2.1's mpy-cross (the board's), and on the unix port at 192 KB (bench/mpy_mqtt.py)
+   the heap held with MQTT off (0: the module is not imported), by its import and one
+   MqttClient, and what a telegram allocates while connected; against the board's ~160 KB.
 Prints figures and ratios; asserts nothing about them.
 """
 
@@ -587,6 +591,66 @@ def run_tariff():
               f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1)))
 
 
+MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha", "mqtt_connect")
+
+
+def _mqtt_figures(folder, frames):
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=192k",
+                          os.path.join(ROOT, "bench", "mpy_mqtt.py"), folder, frames],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(out.stdout + out.stderr)
+    return dict((p[0], int(p[1])) for p in (line.split() for line in out.stdout.splitlines())
+                if len(p) == 2)
+
+
+def run_mqtt():
+    import json
+
+    print("MQTT (han2x_core/mqtt*.py; not imported while mqtt_host is empty):")
+    tool = _cp_mpy_cross()
+    if tool:
+        with tempfile.TemporaryDirectory() as tmp:
+            sizes = []
+            for name in MQTT_MODULES:
+                out = os.path.join(tmp, name + ".mpy")
+                subprocess.run([tool, "-o", out, "-s", "han2x_core/%s.py" % name,
+                                os.path.join(ROOT, "han2x_core", name + ".py")], check=True,
+                               timeout=60)
+                sizes.append("%s %d" % (name, os.path.getsize(out)))
+            print("  .mpy (CircuitPython 10.2.1 mpy-cross), bytes: " + ", ".join(sizes))
+    else:
+        print("  .mpy sizes skipped: no CircuitPython mpy-cross (set HAN2X_MPY_CROSS)")
+    with open(os.path.join(ROOT, "tests", "data", "frames.json")) as f:
+        corpus = json.load(f)
+    folder = tempfile.mkdtemp(prefix="bench-mqtt-")
+    try:
+        frames = os.path.join(folder, "frames.hex")
+        with open(frames, "w") as f:
+            f.write("".join(e["hex"].replace(" ", "") + "\n" for e in corpus
+                            if e["id"].startswith("aidon-6534")))
+        rows = [("source", _mqtt_figures(ROOT, frames))]
+        if compile_mpy(folder):
+            rows.append((".mpy", _mqtt_figures(folder, frames)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for name, f in rows:
+        print("  64-bit unix port, 192 KB heap, %s: off: imported %s, held %d B; on: import "
+              "%d B, one MqttClient %d B; %d messages at connect, then MQTT holds %d B in all (connect "
+              "module %s); %.2f per telegram, at most %d B allocated per telegram (freed "
+              "again: %d B held after %d)" % (
+                  name, "yes" if f["off_mqtt_imported"] else "no", f["off_held"], f["import"],
+                  f["instance"], f["published_at_connect"], f["held_connected"],
+                  "still loaded" if f["connect_module_loaded"] else "dropped",
+                  f["published_per_telegram_x100"] / 100, f["alloc_per_telegram_max"],
+                  f["held_after"], f["telegrams"]))
+    f = rows[-1][1]
+    held = f["held_connected"]
+    print("  held while on: %s = %.1f%% of the board's ~%s (64-bit figures; a 32-bit board "
+          "holds less, see the ratio in part 3)" % (kb(held), 100.0 * held / BOARD_HEAP,
+                                                    kb(BOARD_HEAP)))
+
+
 def main():
     if not os.path.exists(MICROPYTHON):
         print("no MicroPython binary at %s: run `make setup`" % MICROPYTHON)
@@ -606,6 +670,8 @@ def main():
     run_meters()
     print()
     run_tariff()
+    print()
+    run_mqtt()
     return 0
 
 

@@ -14,6 +14,8 @@ _MASK = const(4)
 _HOST = const(5)
 _TEXT = const(6)
 _STEPS = const(7)
+_IPOPT = const(8)  # an IPv4 address or "" (off)
+_TOPIC = const(9)  # an MQTT topic prefix: no wildcards, no leading or trailing '/'
 
 _TEXT_MAX = const(64)
 W5500_SOCKETS = const(8)
@@ -45,6 +47,14 @@ DEFAULTS = {
     "tariff": False,
     "tariff_peaks": 3,
     "tariff_steps": "2 5 10 15 20 25 50 75 100",
+    "mqtt_host": "",
+    "mqtt_port": 1883,
+    "mqtt_user": "",
+    "mqtt_password": "",
+    "mqtt_client_id": "",
+    "mqtt_prefix": "",
+    "mqtt_discovery_prefix": "homeassistant",
+    "mqtt_interval_s": 0,
 }
 
 # (key, kind, a, b, comment written above the key). a/b: int range or enum choices.
@@ -79,6 +89,14 @@ SCHEMA = (
     ("tariff", _BOOL, None, None, "capacity tariff (effekttrinn) on the page and registers"),
     ("tariff_peaks", _INT, 1, 5, "capacity tariff: highest hours (different days) averaged"),
     ("tariff_steps", _STEPS, None, None, "capacity tariff: step thresholds in kW, ascending"),
+    ("mqtt_host", _IPOPT, None, None, 'MQTT broker IPv4; "" = off'),
+    ("mqtt_port", _INT, 1, 65535, "MQTT port"),
+    ("mqtt_user", _TEXT, None, None, "MQTT user"),
+    ("mqtt_password", _TEXT, None, None, "MQTT password"),
+    ("mqtt_client_id", _HOST, None, None, '"" = host name'),
+    ("mqtt_prefix", _TOPIC, None, None, '"" = han2x/<meter id>'),
+    ("mqtt_discovery_prefix", _TOPIC, None, None, '"" = no discovery'),
+    ("mqtt_interval_s", _INT, 0, 3600, "power: 0 = every telegram, else every N s"),
 )
 
 _STEPS_MAX = const(16)
@@ -211,6 +229,17 @@ def _check(key, kind, a, b, value):
         return " ".join(("%d.%03d" % (w // 1000, w % 1000)).rstrip("0") if w % 1000 else
                         str(w // 1000)
                         for w in steps), None
+    if kind == _IPOPT:
+        return ("", None) if value == "" else _check(key, _IP, a, b, value)
+    if kind == _TOPIC:
+        if len(value) > _TEXT_MAX:
+            return None, "must be at most %d characters" % _TEXT_MAX
+        for c in value:
+            if ord(c) <= 32 or ord(c) > 126 or c in "+#":
+                return None, "may only hold ASCII, no spaces, '+' or '#'"
+        if value[:1] == "/" or value[-1:] == "/" or "//" in value:
+            return None, "must not start or end with '/' or hold '//'"
+        return value, None
     # _TEXT
     if len(value) > _TEXT_MAX:
         return None, "must be at most %d characters" % _TEXT_MAX
@@ -251,13 +280,15 @@ def validate(d, old=None):
 
 def sockets_needed(s):
     """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
-    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client.
-    The web page's one connection is not counted: it takes a free socket when there is one
-    (one is free at the defaults) and waits otherwise. Every service that takes sockets
-    adds its share here: this is the one place of the rule."""
+    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client,
+    MQTT's connection. The web page's one connection is not counted: it takes a free socket
+    when there is one (one is free at the defaults) and waits otherwise. Every service that
+    takes sockets adds its share here: this is the one place of the rule."""
     n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
     if s.get("han_stream_port"):
         n += 2  # its listener and its one client
+    if s.get("mqtt_host"):
+        n += 1  # its one connection to the broker
     return n
 
 
@@ -267,9 +298,17 @@ def _check_sockets(clean, errors):
         most = clean["modbus_max_clients"] - over
         if "modbus_max_clients" not in errors:
             errors["modbus_max_clients"] = (
-                "must be at most %d with the HAN stream on: the W5500 has 8 sockets "
-                "(docs/network.md)" % most)
+                "must be at most %d with %s on: the W5500 has 8 sockets (docs/network.md)"
+                % (most, _takers(clean)))
         clean["modbus_max_clients"] = max(most, 1)
+
+
+def _takers(s):
+    """The optional services that take sockets, as _check_sockets names them."""
+    stream, mqtt = s.get("han_stream_port"), s.get("mqtt_host")
+    if stream and mqtt:
+        return "the HAN stream and MQTT"
+    return "the HAN stream" if stream else "MQTT"
 
 
 def _check_ports(clean, errors, base):

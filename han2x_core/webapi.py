@@ -132,7 +132,14 @@ def device(app, web, now_ms):
         "stream_clients": getattr(stream, "clients", None),
         "stream_bytes_sent": getattr(stream, "bytes_sent", None),
         "stream_bytes_dropped": getattr(stream, "bytes_dropped", None),
+        "mqtt": _mqtt(app),
     }
+
+
+def _mqtt(app):
+    """MQTT's state and last error in one line; None when MQTT is off (not loaded)."""
+    mqtt = service_with(app, "sessions")
+    return mqtt.status() if mqtt is not None and app.settings.get("mqtt_host") else None
 
 
 def reading(app, now_ms):
@@ -219,9 +226,10 @@ def history_chunks(app, now_ms):
 
 
 def public_settings(settings):
-    """Settings for GET /api/settings: the password replaced by whether one is set."""
+    """Settings for GET /api/settings: the passwords replaced by whether one is set."""
     out = {}
     for key in settings:
         out[key] = settings[key]
     out["web_password"] = settings.get("web_password") != ""  # None: unusable, locked
+    out["mqtt_password"] = bool(settings.get("mqtt_password"))
     return out

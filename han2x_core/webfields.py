@@ -14,13 +14,19 @@ FIELDS = (
     ("web", (("web_port", "i", None), ("web_password", "p", None),
              ("web_protect", "c", ("settings", "all")), ("language", "c", ("auto", "nb", "en")))),
     ("tariff", (("tariff", "b", None), ("tariff_peaks", "i", None), ("tariff_steps", "s", None))),
+    ("mqtt", (("mqtt_host", "s", None), ("mqtt_port", "i", None), ("mqtt_user", "s", None),
+              ("mqtt_password", "p", None), ("mqtt_client_id", "s", None),
+              ("mqtt_prefix", "s", None), ("mqtt_discovery_prefix", "s", None),
+              ("mqtt_interval_s", "i", None))),
 )
 
 # Which Norwegian message explains an invalid value of each key.
 _NB_ERROR = {"ip": "e_ip_net", "netmask": "e_netmask", "gateway": "e_gateway",
              "modbus_port": "e_port", "web_port": "e_port", "han_line": "e_choice",
              "han_polarity": "e_choice", "han_input": "e_choice", "web_protect": "e_choice",
-             "language": "e_choice"}
+             "language": "e_choice", "mqtt_port": "e_port", "mqtt_user": "e_web_password",
+             "mqtt_password": "e_web_password", "mqtt_client_id": "e_hostname",
+             "mqtt_prefix": "e_mqtt_topic", "mqtt_discovery_prefix": "e_mqtt_topic"}
 
 PORT_CLASH = "must differ from the Modbus port"  # settings.validate's messages
 NOT_IPV4 = "must be an IPv4 address"
@@ -31,7 +37,10 @@ def error_key(key, message):
     if message == PORT_CLASH:
         return "e_port_clash"
     if key == "modbus_max_clients" and message.startswith("must be at most"):
-        return "e_sockets"  # settings.sockets_needed: the W5500's 8 sockets
-    if message.startswith(NOT_IPV4):  # not an address at all: say so before the network
+        # settings.sockets_needed: the W5500's 8 sockets; the limit depends on what is on
+        if "and MQTT" in message:
+            return "e_sockets_both"
+        return "e_sockets_mqtt" if "MQTT" in message else "e_sockets"
+    if message.startswith(NOT_IPV4) and key in ("ip", "gateway", "dns"):  # before the net
         return "e_ip" if key == "ip" else "e_dns"
     return _NB_ERROR.get(key, "e_" + key)

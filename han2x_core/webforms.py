@@ -59,15 +59,15 @@ def form_changes(form):
     """Settings changes from a submitted form (strings; settings.validate converts them).
 
     An absent checkbox means False; an empty password keeps the current one unless
-    "web_password_clear" is ticked.
+    "<key>_clear" (web_password_clear, mqtt_password_clear) is ticked.
     """
     changes = {}  # type: dict
     for group in FIELDS:
         for key, kind, _choices in group[1]:
             if kind == "b":
                 changes[key] = key in form
-            elif key == "web_password":
-                if form.get("web_password_clear"):
+            elif kind == "p":  # web_password, mqtt_password: never shown on the page
+                if form.get(key + "_clear"):
                     changes[key] = ""
                 elif form.get(key):
                     changes[key] = form[key]

@@ -74,12 +74,14 @@ def _settings(ctx, form, errors, notice):
                     yield '<option value="%s"%s>%s</option>' % (
                         option, " selected" if option == value else "", esc(label))
                 yield "</select>"
-            elif kind == "p":
+            elif kind == "p":  # never echoed: empty keeps it, the box clears it (webforms)
                 yield ('<input type="password" id="%s" name="%s" autocomplete="new-password" '
                        'placeholder="%s"><label class="inline"><input type="checkbox" '
-                       'name="web_password_clear" id="web_password_clear"> %s</label>'
-                       '<small>%s</small>' % (key, key, esc(tr("keep_pw", lang)),
-                                              esc(tr("clear_pw", lang)), esc(tr("pw_hint", lang))))
+                       'name="%s_clear" id="%s_clear"> %s</label>' % (
+                           key, key, esc(tr("keep_pw", lang)), key, key,
+                           esc(tr("clear_pw", lang))))
+                if key == "web_password":
+                    yield '<small>%s</small>' % esc(tr("pw_hint", lang))
             else:
                 yield '<input id="%s" name="%s" value="%s"%s>' % (
                     key, key, esc(value), ' inputmode="numeric"' if kind == "i" else "")

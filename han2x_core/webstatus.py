@@ -118,7 +118,7 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("modbus_clients", "n"), ("modbus_requests", "n"), ("free_memory", "mem"),
          ("free_memory_min", "mem"), ("ip", "s"), ("mac", "s"), ("hostname", "s"),
          ("net_mode", "s"), ("web_requests", "n"), ("stream_clients", "n"),
-         ("scaling_unsaved", "n"), ("last_error", "s"))
+         ("scaling_unsaved", "n"), ("mqtt", "s"), ("last_error", "s"))
 
 
 def diagnostics(ctx):

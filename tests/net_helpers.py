@@ -115,7 +115,8 @@ class Device:
     on the W5500 model, its loop in a thread. Use as a context manager. Test code runs in
     the loop thread through call(fn), so nothing races with app.step()."""
 
-    def __init__(self, settings=None, web=True, max_s=90.0, **net_kw):
+    def __init__(self, settings=None, web=True, max_s=90.0, han=None, ports=None, mqtt_kw=None,
+                 **net_kw):
         import gc
 
         # The driver's gc.collect() runs for real. On the board the heap holds only the
@@ -134,10 +135,12 @@ class Device:
         self.settings = dict(DEFAULTS)
         self.settings.update(settings or {})
         s = self.settings
+        extra = ports or {}
         ports = {p: free_port() for p in (502, 80, 1502, 8080, s["modbus_port"], s["web_port"])}
+        ports.update(extra)  # e.g. the device's MQTT port -> a broker on the host
         self.model = W5500Model(port_map=ports)
         self.model, self.net = make_network(self.model, settings=s, **net_kw)
-        self.app = App(None, Registers(firmware_version=FIRMWARE_VERSION), now_ms(),
+        self.app = App(han, Registers(firmware_version=FIRMWARE_VERSION), now_ms(),
                        settings=s)
         self.app.add(self.net)
         self.modbus = ModbusServer(self.net.pool, self.app.registers, port=s["modbus_port"],
@@ -154,6 +157,15 @@ class Device:
                                  send_timeout_s=0.1)
             self.net.attach(self.web)
             self.app.add(self.web)
+        self.mqtt = None
+        if s["mqtt_host"]:  # as code.py
+            from han2x_core import __version__
+            from han2x_core.mqtt import MqttClient
+
+            self.mqtt = MqttClient(self.net.pool, self.app, self.net.hostname, __version__,
+                                   **(mqtt_kw or {}))
+            self.net.attach(self.mqtt)
+            self.app.add(self.mqtt)
         self._calls = []
         self._stop = False
         self._max_s = max_s

@@ -48,6 +48,10 @@ def test_defaults_validate_clean():
     ("ip", " 10.0.0.5 ", "10.0.0.5"), ("ip", "192.168.001.010", "192.168.1.10"),
     ("hostname", "han2x-garage", "han2x-garage"), ("hostname", "", ""),
     ("web_password", 'p"a\\ss word', 'p"a\\ss word'),
+    ("mqtt_host", " 192.168.1.10 ", "192.168.1.10"), ("mqtt_port", "8883", 8883),
+    ("mqtt_user", "han2x", "han2x"), ("mqtt_password", "s e\"cret", "s e\"cret"),
+    ("mqtt_client_id", "han2x-attic", "han2x-attic"), ("mqtt_prefix", "home/ams", "home/ams"),
+    ("mqtt_discovery_prefix", "", ""), ("mqtt_interval_s", 3600, 3600),
 ])
 def test_good_values(key, value, expected):
     d = dict(DEFAULTS)
@@ -82,6 +86,11 @@ def test_good_values(key, value, expected):
     ("hostname", "bad_name", "letters"), ("hostname", "-x", "start or end"),
     ("hostname", "a" * 64, "63"), ("hostname", "bl\u00e5", "letters"),
     ("web_password", "x" * 65, "64"), ("web_password", "a\nb", "control"),
+    ("mqtt_host", "broker.lan", "IPv4"), ("mqtt_port", 0, "1 to 65535"),
+    ("mqtt_password", "a\tb", "control"), ("mqtt_client_id", "han2x_x", "letters"),
+    ("mqtt_prefix", "han2x/#", "'+' or '#'"), ("mqtt_prefix", "/han2x", "start or end"),
+    ("mqtt_prefix", "a//b", "'//'"), ("mqtt_discovery_prefix", "home assistant", "spaces"),
+    ("mqtt_interval_s", 3601, "0 to 3600"),
 ])
 def test_bad_value_keeps_old_and_says_why(key, value, words):
     old = dict(DEFAULTS)
@@ -212,3 +221,26 @@ def test_a_bad_web_port_falling_back_onto_the_modbus_port_is_resolved():
     assert (clean["web_port"], clean["modbus_port"]) == (80, 502)
     assert any(w.startswith("web_port ") for w in warnings)
     assert any(w.startswith("modbus_port must differ from the web port") for w in warnings)
+
+
+@pytest.mark.parametrize("stream,mqtt,most,key", [
+    (3001, "", 3, "e_sockets"), (0, "192.168.1.10", 4, "e_sockets_mqtt"),
+    (3001, "192.168.1.10", 2, "e_sockets_both")])
+def test_socket_budget_for_each_combination(stream, mqtt, most, key):
+    """One rule (settings.sockets_needed, 8 W5500 sockets): the HAN stream takes 2, MQTT 1.
+    The message names the limit and what is on, in English and on the Norwegian page."""
+    from han2x_core import webfields
+    from han2x_core.i18n import tr
+
+    d = dict(DEFAULTS, han_stream_port=stream, mqtt_host=mqtt, modbus_max_clients=most)
+    assert validate(d) == (d, {}) and S.sockets_needed(d) == S.W5500_SOCKETS
+    clean, errors = validate(dict(d, modbus_max_clients=most + 1))
+    assert list(errors) == ["modbus_max_clients"] and clean["modbus_max_clients"] == most
+    message = errors["modbus_max_clients"]
+    assert message.startswith("must be at most %d with " % most)
+    assert ("HAN stream" in message) == bool(stream) and ("MQTT" in message) == bool(mqtt)
+    assert webfields.error_key("modbus_max_clients", message) == key
+    for lang in ("en", "nb"):
+        assert tr(key, lang).endswith(" %d" % most)
+        assert ("MQTT" in tr(key, lang)) == bool(mqtt)
+    assert S.sockets_needed(dict(DEFAULTS, modbus_max_clients=5)) == S.W5500_SOCKETS

@@ -386,6 +386,53 @@ def test_password_protects_settings_and_then_everything(dev):
     assert dev.get("/", cookie)[0] == 303
 
 
+def test_mqtt_settings_on_the_page_and_its_password_never_shown(dev):
+    """The MQTT group of the settings page (no MqttClient runs here: nothing is contacted).
+    Its password is handled as the web password: saved, never echoed (not even on a refused
+    save), kept when left empty, removed with its box; messages in both languages."""
+    csrf = dev.csrf()
+    form = dev.settings_form(mqtt_host="192.168.1.10", mqtt_user="han2x",
+                             mqtt_password="Sekret-pw9", mqtt_prefix="home/ams",
+                             mqtt_interval_s="10")
+    assert dev.post_form("/settings", dict(form, csrf=csrf))[0] == 303
+    s = dev.app.settings
+    assert (s["mqtt_host"], s["mqtt_user"], s["mqtt_password"], s["mqtt_prefix"],
+            s["mqtt_interval_s"]) == ("192.168.1.10", "han2x", "Sekret-pw9", "home/ams", 10)
+    assert dev.store.load()[0]["mqtt_password"] == "Sekret-pw9"
+    for lang in ("en", "nb"):
+        page = dev.get("/settings", {"Accept-Language": lang})[2].decode()
+        assert '<input id="mqtt_host" name="mqtt_host" value="192.168.1.10">' in page
+        assert 'type="password" id="mqtt_password" name="mqtt_password"' in page
+        assert 'name="mqtt_password_clear"' in page and "Sekret-pw9" not in page
+    assert json.loads(dev.get("/api/settings")[2])["mqtt_password"] is True
+    # left empty: kept
+    assert dev.post_form("/settings", dict(dev.settings_form(mqtt_prefix="ams"),
+                                           csrf=csrf))[0] == 303
+    assert dev.app.settings["mqtt_password"] == "Sekret-pw9"
+    # refused: nothing saved, the typed password not shown, the messages in Norwegian
+    bad = dict(dev.settings_form(mqtt_host="broker.lan", mqtt_password="Other-pw7",
+                                 mqtt_discovery_prefix="home assistant",
+                                 modbus_max_clients="5"), csrf=csrf)
+    status, _h, body = dev.post_form("/settings", bad, {"Accept-Language": "nb"})
+    page = body.decode()
+    assert status == 422 and "Other-pw7" not in page
+    errors = dict(re.findall(r'id="err-(mqtt_host|mqtt_discovery_prefix)">([^<]*)<', page))
+    assert errors["mqtt_host"] == "Tom eller en IPv4-adresse"
+    assert errors["mqtt_discovery_prefix"] == "ASCII, uten mellomrom, + # eller //"
+    assert dev.app.settings["mqtt_password"] == "Sekret-pw9"
+    status, _h, body = dev.post_form("/settings", dict(bad, mqtt_host="192.168.1.10",
+                                                       mqtt_discovery_prefix="ha"),
+                                     {"Accept-Language": "nb"})
+    assert status == 422 and re.search(  # 5 Modbus clients and MQTT: one socket too many
+        r'id="err-modbus_max_clients">For mange med MQTT på \(8 sockets\): høyst 4<',
+        body.decode())
+    # the box removes it
+    assert dev.post_form("/settings", dict(dev.settings_form(mqtt_password_clear="on"),
+                                           csrf=csrf))[0] == 303
+    assert dev.app.settings["mqtt_password"] == ""
+    assert dev.app.settings["web_password"] == ""  # the other password untouched
+
+
 def test_page_modules_are_dropped_once_the_page_is_sent(dev):
     import sys
 

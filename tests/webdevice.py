@@ -139,7 +139,7 @@ class Device:
         """Every settings field as the browser would submit it, with changes applied."""
         fields = {}
         for key, value in self.app.settings.items():
-            if key == "web_password":
+            if key in ("web_password", "mqtt_password"):  # never on the page
                 continue
             if isinstance(value, bool):
                 if value:

@@ -29,7 +29,10 @@ have() {
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
     missing=""
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+        # installed, or its program is there another way (npm comes with NodeSource's nodejs,
+        # and Debian's npm package then cannot be installed beside it)
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || have "$(provides "$pkg")" || missing="$missing $pkg"
     done
     [ -z "$missing" ] && exit 0
     echo "setup: installing Debian packages for the tests:$missing"

@@ -319,9 +319,24 @@ def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None,
         net.attach(web)
         app.add(web)
         device.services["web"] = web
+    _add_mqtt(device, net.pool, net.hostname, net)
     app.stream_factory = _stream_factory(device, net.pool, net.attach)
     app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
+
+
+def _add_mqtt(device, pool, hostname, net=None):
+    """As code.py: MQTT only when mqtt_host is set (the module is not imported otherwise)."""
+    if not device.settings["mqtt_host"]:
+        return
+    from han2x_core import __version__
+    from han2x_core.mqtt import MqttClient
+
+    mqtt = MqttClient(pool, device.app, hostname, __version__)
+    if net is not None:
+        net.attach(mqtt)
+    device.app.add(mqtt)
+    device.services["mqtt"] = mqtt
 
 
 def _stream_factory(device, pool, start, send_timeout_s=0.1):
@@ -361,7 +376,8 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
     modbus.start(args.host)
     device = Device(app, registers, han, modbus, settings)
     device.services["scaling"] = saver
-    app.add(PcNetwork(args.host))
+    pc_net = PcNetwork(args.host)
+    app.add(pc_net)
     if getattr(args, "http_port", 0) != 0:  # the web pages (han2x_core/web.py); None = on
         from han2x_core.web import WebServer
 
@@ -369,6 +385,7 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
         web.start(args.host)
         app.add(web)
         device.services["web"] = web
+    _add_mqtt(device, socket, pc_net.hostname)
     app.stream_factory = _stream_factory(device, socket, lambda s: s.start(args.host), None)
     app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device

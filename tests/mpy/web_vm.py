@@ -14,6 +14,9 @@ HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 ROOT = HERE + "/../.."
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
+for _arg in sys.argv[1:]:  # core=DIR: han2x_core compiled to .mpy there, as flash.py ships it
+    if _arg.startswith("core="):
+        sys.path.insert(0, _arg[5:])
 
 from corpus import entries
 from han2x_core import FIRMWARE_VERSION
