@@ -25,12 +25,12 @@ import pytest
 from board_emu import Board
 from test_board_emu import modbus_registers
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
               pytest.mark.xdist_group("wiznet_w5500_evb_pico_startup")]
 
 BOARD = "wiznet_w5500_evb_pico"
 STEP_WALL_S = 240  # wall seconds for one start or one answer, on a busy machine
-STORY_WALL_S = 720  # the whole story; past it the story stops and says where
+STORY_WALL_S = 1500  # the whole story; past it the story stops and says where
 LEAVE = 24000  # bytes left free under ballast: the firmware modules alone need far more
 QUIET_SIM_S = 8  # simulated seconds the safe state is watched for a restart
 # (ballast, what the start must print); the failed-start count before each start is 0..4
