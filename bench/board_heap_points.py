@@ -7,7 +7,9 @@ settings pages, /api/status) and prints the firmware's own free_memory / free_me
 A developer's probe (issue 11): prints figures, asserts nothing.
     HAN2X_CIRCUITPYTHON_DIR=../shared/circuitpython .venv/bin/python bench/board_heap_points.py
     ... --busy     (then 4 Modbus clients at once, pages and telegrams; on 2026-12-01 the
-                    emulated board's clock stopped in this phase: under investigation)
+                    emulated board's clock stopped twice in this phase; not reproduced in two
+                    later runs. If it stops again, Board.tail() says whether node still reports
+                    and what the SPI bridge is doing)
     ... --write    (the table into docs/benchmarks.md)  --console (the console's end)
 """
 
