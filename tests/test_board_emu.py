@@ -21,9 +21,9 @@ import urllib.request
 
 import pytest
 
-from board_emu import MENV, Board, build_drive, read_drive_file
+from support.board_emu import MENV, Board, build_drive, read_drive_file
 from test_registers import ENERGY, MAP32, expected_map
-from util import load_corpus
+from support.util import load_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # one boot runs the whole story
 

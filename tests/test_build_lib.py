@@ -18,8 +18,7 @@ import zipfile
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import build_lib  # noqa: E402
+from tools import build_lib  # noqa: E402
 
 REQS = os.path.join(ROOT, "lib", "requirements.txt")
 

@@ -12,7 +12,7 @@ from han2x_core.app import App
 from han2x_core.registers import NEVER_DECREASING, STATUS_RESTORED, Registers
 from han2x_core.storage import OsFiles, seal
 from test_storage import CrashingFiles, PowerCut, ReadOnlyFiles
-from tools.metersim import encode_frame
+from tools.sim.metersim import encode_frame
 
 ENERGIES = NEVER_DECREASING + (69, 71, 73, 75)  # + the estimates, 40070-40077
 

@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from fakes import _stubs
-from fakes._state import NAMES, installed, load
+from support.fakes import _stubs
+from support.fakes._state import NAMES, installed, load
 
 P = inspect.Parameter
 

@@ -17,10 +17,10 @@ import urllib.request
 import pytest
 
 from han2x_core.settings import DEFAULTS, sockets_needed, validate
-from net_helpers import modbus_read
+from support.net_helpers import modbus_read
 from test_soak import connect
 from tools import simulate
-from util import free_port
+from support.util import free_port
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]

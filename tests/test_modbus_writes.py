@@ -11,10 +11,9 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from han2x_core.storage import OsFiles, SettingsStore
-from util import ROOT, free_port, load_corpus
+from support.util import ROOT, free_port, load_corpus
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import simulate  # noqa: E402
+from tools import simulate  # noqa: E402
 
 
 class CountingFiles(OsFiles):

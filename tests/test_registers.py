@@ -11,7 +11,7 @@ import pytest
 from han2x_core import FIRMWARE_VERSION
 from han2x_core.registers import COUNT, Registers
 from han2x_core.ticks import ticks_add
-from util import load_corpus
+from support.util import load_corpus
 
 CORPUS = load_corpus()
 
@@ -509,7 +509,7 @@ def test_estimate_tracks_the_simulated_meter(vendor, stale):
     (10 Wh on Aidon) and a little rounding, never going backwards, also when Aidon repeats
     a stale hourly list."""
     from han2x_core import decode_frame
-    from tools.metersim import MeterSimulator
+    from tools.sim.metersim import MeterSimulator
 
     sim = MeterSimulator(vendor, 3, start=(2026, 11, 25, 10, 58, 0), seed=3,
                          stale_list3=stale)

@@ -18,7 +18,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusTcpClient
 
 from test_registers import ENERGY, expected_map
-from util import ROOT, free_port, load_corpus, wait_port
+from support.util import ROOT, free_port, load_corpus, wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -340,7 +340,7 @@ def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
     the address a board would use, and the DHCP hint names han2x- plus the MAC suffix."""
     import threading
 
-    import webdevice
+    from support import webdevice
     from han2x_core.network import default_hostname, mac_from_uid
     from han2x_core.storage import SettingsStore
     from tools import simulate

@@ -15,7 +15,7 @@ from pymodbus.client import ModbusTcpClient
 
 from han2x_core.registers import NEVER_DECREASING, STATUS_RESTORED
 from test_energystate import ENERGIES, list1, list3
-from util import ROOT, free_port, wait_port
+from support.util import ROOT, free_port, wait_port
 
 pytestmark = pytest.mark.slow
 

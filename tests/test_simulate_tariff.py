@@ -18,8 +18,8 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from han2x_core.registers import TARIFF_OFF
-from tariffmonth import expected, frames
-from util import ROOT, free_port, wait_port
+from support.tariffmonth import expected, frames
+from support.util import ROOT, free_port, wait_port
 
 pytestmark = pytest.mark.slow
 

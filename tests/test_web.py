@@ -14,8 +14,8 @@ import time
 import pytest
 
 from han2x_core import decode_frame
-from util import free_port, wait_port
-from webdevice import Device, frame, now_ms
+from support.util import free_port, wait_port
+from support.webdevice import Device, frame, now_ms
 
 AIDON_L2 = "aidon-6534-l2-elwiz-x077"
 KAIFA_L3 = "kaifa-ma304h3e-l3-elwiz-20221013T120010"
@@ -766,7 +766,7 @@ def test_accept_is_looked_for_every_10_ms_and_at_once_after_a_connection(tmp_pat
     from han2x_core.registers import Registers
     from han2x_core.settings import DEFAULTS
     from han2x_core.web import WebServer
-    from webdevice import FeedHan
+    from support.webdevice import FeedHan
 
     app = App(FeedHan(), Registers(), 0, settings=dict(DEFAULTS))
     web = WebServer(socket, app, port=free_port())

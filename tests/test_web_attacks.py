@@ -10,7 +10,7 @@ import time
 import pytest
 
 from han2x_core.webroutes import equal
-from webdevice import Device
+from support.webdevice import Device
 
 JS = {"Content-Type": "application/json"}
 

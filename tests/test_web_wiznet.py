@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from net_helpers import make_network, now_ms, run
+from support.net_helpers import make_network, now_ms, run
 from han2x_core import FIRMWARE_VERSION
 from han2x_core.app import App
 from han2x_core.registers import Registers
 from han2x_core.settings import DEFAULTS
 from han2x_core.web import WebServer
-from webdevice import FeedHan, frame
+from support.webdevice import FeedHan, frame
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -20,8 +20,9 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tools._host import ROOT as _ROOT  # noqa: E402  (sys.path, micropython.const)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from tools._host import ROOT as _ROOT  # noqa: E402
 
 from han2x_core import FIRMWARE_VERSION, __version__  # noqa: E402
 from han2x_core.app import App  # noqa: E402
@@ -65,12 +66,12 @@ class _FrameFeed:
 
 
 class SimulatedHan(_FrameFeed):
-    """tools/metersim.py's meter at its real cadence, `speed` times faster."""
+    """tools/sim/metersim.py's meter at its real cadence, `speed` times faster."""
 
     def __init__(self, meter="aidon", phases=3, speed=1.0, seed=1, start=None,
                  monotonic=time.monotonic):
         super().__init__()
-        from tools.metersim import MeterSimulator
+        from tools.sim.metersim import MeterSimulator
 
         kwargs = {"vendor": meter, "phases": phases, "seed": seed}
         if start is not None:
@@ -279,13 +280,12 @@ def _watch(han, app):
 
 def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None,
                        port_map=None):
-    """--w5500: the board's wiring (as code.py) on the W5500 model (tests/w5500_model.py,
+    """--w5500: the board's wiring (as code.py) on the W5500 model (tools/sim/w5500_model.py,
     docs/w5500-model.md) with the real adafruit_wiznet5k driver: Network, ModbusServer and
     WebServer on its SocketPool. Device port P is served on 127.0.0.1:P (so ports below
     1024 need root; build_settings already maps 502/80 to 5020/8080), or on
     127.0.0.1:port_map[P] (tools/screenshots.py: the board's own 502/80 on free ports)."""
-    sys.path.insert(0, os.path.join(_ROOT, "tests"))
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     install_driver_shims()  # no 1 s boot sleep; board-like EAGAIN errno; no __del__
     from han2x_core.network import Network
@@ -491,7 +491,7 @@ def build_parser():
                    "(default: the settings file's han_stream_port; 0 = off)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
     p.add_argument("--w5500", action="store_true", help="run the board's network stack: "
-                   "the real adafruit_wiznet5k driver on the W5500 model (tests/w5500_model.py)")
+                   "the real adafruit_wiznet5k driver on the W5500 model (tools/sim/w5500_model.py)")
     simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
     p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
                    help="settings file, as settings.toml on the board (simdata/settings.toml,"

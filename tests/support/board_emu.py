@@ -24,8 +24,8 @@ import threading
 import time
 
 from han2x_core import board_io
-from util import ROOT, SHARED, free_port
-from w5500_model import W5500Model
+from support.util import ROOT, SHARED, free_port
+from tools.sim.w5500_model import W5500Model
 
 CP_VERSION = "10.2.1"
 CP_DIR = os.environ.get("HAN2X_CIRCUITPYTHON_DIR", os.path.join(SHARED, "circuitpython"))

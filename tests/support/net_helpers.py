@@ -4,7 +4,7 @@ server over any socket pool, and a Network booted on the W5500 model."""
 import errno
 import time
 
-from w5500_model import W5500Model, install_driver_shims
+from tools.sim.w5500_model import W5500Model, install_driver_shims
 
 install_driver_shims()
 
@@ -34,7 +34,7 @@ def run(parts, seconds, until=None, sleep=0.001):
 def make_network(model=None, settings=None, **kw):
     """A Network on a fresh model (ports 502 and 80 mapped to free host ports)."""
     from han2x_core.network import Network
-    from util import free_port
+    from support.util import free_port
 
     if model is None:
         model = W5500Model(port_map={502: free_port(), 80: free_port(), 503: free_port()})
@@ -130,7 +130,7 @@ class Device:
         from han2x_core.modbus_server import ModbusServer
         from han2x_core.registers import Registers
         from han2x_core.settings import DEFAULTS
-        from util import free_port
+        from support.util import free_port
 
         self.settings = dict(DEFAULTS)
         self.settings.update(settings or {})

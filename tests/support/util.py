@@ -5,7 +5,7 @@ import os
 import socket
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.environ.get("HAN2X_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
 DATA = os.path.join(ROOT, "tests", "data")
 

@@ -13,7 +13,7 @@ from han2x_core.registers import Registers
 from han2x_core.settings import DEFAULTS
 from han2x_core.storage import SettingsStore
 from han2x_core.web import WebServer
-from util import free_port, load_corpus
+from support.util import free_port, load_corpus
 
 CORPUS = load_corpus()
 
