@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The whole device on the real CircuitPython 10.2.1 in the RP2040 emulator (tests/board_emu.py),
+"""The whole device on the real CircuitPython 10.2.1 in the RP2040 emulator (tests/support/board_emu.py),
 on both board images, from the drive flash.py installs (.mpy):
 
 - boot to the first Modbus answer, in simulated seconds (the manual promises 5 s);

@@ -1,5 +1,5 @@
 """code.py, boot.py, safemode.py and han2x_core/board_io.py on CPython with the fakes in
-tests/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
+tests/support/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
 emulator, and real Modbus requests over 127.0.0.1."""
 
 import contextlib

@@ -1,5 +1,5 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
-emulator (tests/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
+emulator (tests/support/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
 board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus and
 urllib (pages in Chromium come once the dashboard fits the board: issue 11).
 

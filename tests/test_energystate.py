@@ -1,6 +1,6 @@
 """Energy across restarts (docs/registers.md "Energy across restarts"): the state file on
 real files, a power cut at every step of its write, damaged files, and the App + Registers
-fed real Aidon frames (tools/metersim.encode_frame) before and after a restart."""
+fed real Aidon frames (tools/sim/metersim.encode_frame) before and after a restart."""
 
 import errno
 import os

@@ -16,7 +16,7 @@ from han2x_core.hdlc import HdlcReader
 from tools.han_pio import program_source
 from support.util import load_corpus
 
-fake_busio = load("busio")  # tests/fakes: modules passed as arguments, sys.modules untouched
+fake_busio = load("busio")  # tests/support/fakes: modules passed as arguments, sys.modules untouched
 fake_rp2pio = load("rp2pio")
 
 PIN = load("microcontroller").Pin._make("GP1", 1)  # the W5500-EVB-Pico's HAN RX pin

@@ -1,5 +1,5 @@
 """MQTT end to end: tools/simulate.py (the firmware on the PC's sockets) publishing to
-Debian's mosquitto on 127.0.0.1; a subscriber (tests/mqtt_broker.py) checks the discovery
+Debian's mosquitto on 127.0.0.1; a subscriber (tests/support/mqtt_broker.py) checks the discovery
 configs against Home Assistant's documented keys and the states against the registers read
 with pymodbus. Broker restart, a broker that never answers CONNECT, a wrong password."""
 

@@ -1,5 +1,5 @@
 """MQTT on the board's network stack: the real adafruit_wiznet5k driver on the W5500 model
-(tests/w5500_model.py), wired as code.py wires it. MQTT + Modbus + web within the socket
+(tools/sim/w5500_model.py), wired as code.py wires it. MQTT + Modbus + web within the socket
 budget (settings.sockets_needed), and 1,000 broker reconnects without a leaked socket."""
 
 import json

@@ -504,7 +504,7 @@ def test_ticks_helpers_used_are_wrap_safe():
 
 @pytest.mark.parametrize("vendor,stale", [("aidon", 0.5), ("kaifa", 0), ("kamstrup", 0)])
 def test_estimate_tracks_the_simulated_meter(vendor, stale):
-    """tools/metersim.py integrates its power exactly (W x ms); our estimate, built only from
+    """tools/sim/metersim.py integrates its power exactly (W x ms); our estimate, built only from
     the telegrams (decoded for real), must follow it within the meter's energy resolution
     (10 Wh on Aidon) and a little rounding, never going backwards, also when Aidon repeats
     a stale hourly list."""

@@ -166,7 +166,7 @@ def test_mbpoll_reads_and_writes(sim):
 
 @pytest.mark.parametrize("meter", ["aidon", "kaifa", "kamstrup"])
 def test_simulated_meter_reaches_the_registers(meter, tmp_path):
-    """The default HAN source: tools/metersim.py's meter, 50x real time, across the full
+    """The default HAN source: tools/sim/metersim.py's meter, 50x real time, across the full
     hour (its clock starts at 10:59:30), so the hourly totals and the estimate appear."""
     port = free_port()
     proc = subprocess.Popen(

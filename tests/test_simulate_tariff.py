@@ -1,4 +1,4 @@
-"""End to end: a month of an Aidon meter (tests/tariffmonth.py: known hourly consumptions,
+"""End to end: a month of an Aidon meter (tests/support/tariffmonth.py: known hourly consumptions,
 a 3-hour outage, the autumn clock change, a stale and a duplicated hourly list) replayed
 through tools/simulate.py at high speed with the capacity tariff on. The peaks, the average
 and the step from /api/status and from Modbus (pymodbus) equal the hand calculation; then
