@@ -18,8 +18,9 @@ import zipfile
 
 import pytest
 
+from tools import flash, mpycross
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from tools import flash, mpycross  # noqa: E402
 
 CP_DIR = os.environ.get("HAN2X_CIRCUITPYTHON_DIR") or os.path.join(
     os.path.dirname(ROOT), "shared", "circuitpython")

@@ -9,7 +9,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 
 import pytest
 from pymodbus import FramerType

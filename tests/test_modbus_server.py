@@ -16,24 +16,13 @@ from pymodbus.client import ModbusTcpClient
 from han2x_core.modbus_server import ModbusServer
 from han2x_core.registers import Registers
 from support.modbus_frames import mbap_read
-from support.util import free_port
+from support.util import free_port, recv_exact
 
 MASK = (1 << 29) - 1
 
 
 def now_ms():
     return time.monotonic_ns() // 1_000_000 & MASK
-
-
-def recv_exact(sock, n, timeout=5.0):
-    sock.settimeout(timeout)
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed after %d bytes" % len(data))
-        data += chunk
-    return data
 
 
 def wait_for(cond, timeout=10.0):

@@ -228,11 +228,13 @@ def modbus_read(port, start=0, count=2, unit=1, tid=1, timeout=3.0, sock=None):
     import socket
     import struct
 
+    from support.modbus_frames import mbap_read
+
     own = sock is None
     if own:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        sock.sendall(struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, start, count))
+        sock.sendall(mbap_read(tid, start, count, unit))
         want = 9 + 2 * count
         data = b""
         while len(data) < want:

@@ -25,6 +25,18 @@ def free_port():
     return port
 
 
+def recv_exact(sock, n, timeout=5.0):
+    """Exactly n bytes from a socket; ConnectionError when the peer closes first."""
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed after %d bytes" % len(data))
+        data += chunk
+    return data
+
+
 def wait_port(port, timeout=10.0, host="127.0.0.1"):
     """Wait until something accepts TCP connections on host:port; raise on timeout."""
     deadline = time.monotonic() + timeout
