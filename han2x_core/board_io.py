@@ -91,6 +91,10 @@ class LedButton:
             self._power = self.ind.power_led
             self.power_led.value = self._power
 
+    def factory_reset(self, now_ms):
+        """Indicators.on_factory_reset (assembly.build)."""
+        return factory_reset(self.app)
+
 
 def factory_reset(app):
     """FACTRESET held while running: every setting back to its default, saved and applied.

@@ -214,7 +214,8 @@ def test_settings_page_shows_the_address_in_use(dev):
             pass
 
     assert b'id="addr-now"' not in dev.get("/settings")[2]  # the PC has no Network
-    dev.app.add(FakeNetwork())
+    dev.app.network = FakeNetwork()  # the app's named network, as assembly.build sets it
+    dev.app.add(dev.app.network)
     page = dev.get("/settings")[2].decode()
     assert 'id="addr-now">Address now: 10.0.0.7 (dhcp), han2x-0a0b0c<' in page
     assert json.loads(dev.get("/api/status")[2])["device"]["ip"] == "10.0.0.7"

@@ -149,6 +149,8 @@ class Device:
                                    unit_id=s["modbus_unit_id"], send_timeout_s=0.1)
         self.net.attach(self.modbus)
         self.app.add(self.modbus)
+        self.app.network = self.net
+        self.app.modbus = self.modbus
         self.web = None
         if web:
             from han2x_core.web import WebServer
@@ -157,6 +159,7 @@ class Device:
                                  send_timeout_s=0.1)
             self.net.attach(self.web)
             self.app.add(self.web)
+            self.app.web = self.web
         self.mqtt = None
         if s["mqtt_host"]:  # as code.py
             from han2x_core import __version__
@@ -166,6 +169,7 @@ class Device:
                                    **(mqtt_kw or {}))
             self.net.attach(self.mqtt)
             self.app.add(self.mqtt)
+            self.app.mqtt = self.mqtt
         self._calls = []
         self._stop = False
         self._max_s = max_s
