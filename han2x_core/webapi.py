@@ -47,13 +47,6 @@ def registers(app):
     return out
 
 
-def service_with(app, attr):
-    for s in app.services:
-        if hasattr(s, attr):
-            return s
-    return None
-
-
 def free_memory():
     """Bytes of free heap on the board; None on a PC (no gc.mem_free there)."""
     mem_free = getattr(gc, "mem_free", None)
@@ -93,8 +86,8 @@ def _mac(net):
 def device(app, web, now_ms):
     """The "device" object of /api/status."""
     h = app.hdlc
-    mb = service_with(app, "client_count")
-    net = service_with(app, "hostname")
+    mb = app.modbus
+    net = app.network
     han = app.han
     line = getattr(han, "line_format", None) or getattr(han, "detected", None)
     t100 = read_register(app.registers, _T_OFFSET, 1, bytearray(2))
@@ -125,8 +118,7 @@ def device(app, web, now_ms):
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
-        "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
-                                   None),
+        "scaling_unsaved": getattr(app.scaling, "scaling_unsaved", None),
         "energy_warning": getattr(app, "energy_warning", None),
         # the raw HAN stream (hanstream.py): None while it is off
         "stream_clients": getattr(stream, "clients", None),
@@ -138,7 +130,7 @@ def device(app, web, now_ms):
 
 def _mqtt(app):
     """MQTT's state and last error in one line; None when MQTT is off (not loaded)."""
-    mqtt = service_with(app, "sessions")
+    mqtt = app.mqtt
     return mqtt.status() if mqtt is not None and app.settings.get("mqtt_host") else None
 
 

@@ -175,10 +175,10 @@ class Routes:
             return False
         if name in ("localhost", "127.0.0.1", self.web.host):
             return True
-        for part in self.app.services:
-            own = getattr(part, "hostname", None)
-            if own and name in (own.lower(), own.lower() + ".local", part.ip):
-                return True
+        net = self.app.network
+        own = getattr(net, "hostname", None)
+        if own and name in (own.lower(), own.lower() + ".local", net.ip):
+            return True
         try:  # CPython; the W5500 pool listens on the network's address (above)
             return name == conn.sock.getsockname()[0]
         except Exception:

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from han2x_core import decode_frame
-from util import ROOT, free_port, wait_port
-from webdevice import Device, frame, now_ms
+from support.util import ROOT, free_port, wait_port
+from support.webdevice import Device, frame, now_ms
 
 AIDON_L2 = "aidon-6534-l2-elwiz-x077"
 KAIFA_L3 = "kaifa-ma304h3e-l3-elwiz-20221013T120010"
@@ -215,7 +215,8 @@ def test_settings_page_shows_the_address_in_use(dev):
             pass
 
     assert b'id="addr-now"' not in dev.get("/settings")[2]  # the PC has no Network
-    dev.app.add(FakeNetwork())
+    dev.app.network = FakeNetwork()  # the app's named network, as assembly.build sets it
+    dev.app.add(dev.app.network)
     page = dev.get("/settings")[2].decode()
     assert 'id="addr-now">Address now: 10.0.0.7 (dhcp), han2x-0a0b0c<' in page
     assert json.loads(dev.get("/api/status")[2])["device"]["ip"] == "10.0.0.7"
@@ -772,7 +773,7 @@ def test_accept_is_looked_for_every_10_ms_and_at_once_after_a_connection(tmp_pat
     from han2x_core.registers import Registers
     from han2x_core.settings import DEFAULTS
     from han2x_core.web import WebServer
-    from webdevice import FeedHan
+    from support.webdevice import FeedHan
 
     app = App(FeedHan(), Registers(), 0, settings=dict(DEFAULTS))
     web = WebServer(socket, app, port=free_port())

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from han2x_core.webroutes import equal
-from webdevice import Device
+from support.webdevice import Device
 
 JS = {"Content-Type": "application/json"}
 
@@ -82,7 +82,8 @@ def test_the_network_address_and_host_name_are_the_device(dev):
         def poll(self, now_ms):
             pass
 
-    dev.app.add(Net())
+    dev.app.network = Net()  # the app's named network, as assembly.build sets it
+    dev.app.add(dev.app.network)
     for host in ("192.168.1.232", "192.168.1.232:80", "han2x-abcdef", "HAN2X-abcdef.local",
                  "han2x-abcdef.local.:8080"):
         assert dev.get("/api/status", {"Host": host})[0] == 200, host

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from net_helpers import Device, modbus_read
+from support.net_helpers import Device, modbus_read
 from han2x_core import web as web_module
 from han2x_core import webroutes
 from han2x_core.webconn import Conn

@@ -13,7 +13,7 @@ from han2x_core.registers import Registers
 from han2x_core.settings import DEFAULTS
 from han2x_core.storage import SettingsStore
 from han2x_core.web import WebServer
-from util import free_port, load_corpus
+from support.util import free_port, load_corpus
 
 CORPUS = load_corpus()
 
@@ -67,12 +67,14 @@ class Device:
         self.web.read_ms = 1000  # a half request gets its 408 after 1 s
         self.web.start("127.0.0.1")
         self.app.add(self.web)
+        self.app.web = self.web
         self.modbus = None
         if modbus:
             from han2x_core.modbus_server import ModbusServer
             self.modbus = ModbusServer(socket, self.regs, port=s["modbus_port"])
             self.modbus.start("127.0.0.1")
             self.app.add(self.modbus)
+            self.app.modbus = self.modbus
         self.app.configure(s)
         self.max_step_s = 0.0
         self._stop = False
