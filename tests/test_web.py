@@ -178,7 +178,7 @@ def test_valid_settings_are_saved_applied_and_persisted(dev):
     assert status == 303 and headers["location"] == "/settings?saved=1"
     assert dev.app.settings["modbus_port"] == new_port
     assert dev.regs.scaling == 2000
-    loaded, warning = dev.store.load()
+    loaded, warning = dev.on_loop(dev.store.load)
     assert warning is None and loaded["modbus_port"] == new_port
     assert loaded["scaling_factor"] == 2000
     assert b'id="notice">Saved.' in dev.get("/settings?saved=1")[2]
@@ -400,7 +400,7 @@ def test_mqtt_settings_on_the_page_and_its_password_never_shown(dev):
     s = dev.app.settings
     assert (s["mqtt_host"], s["mqtt_user"], s["mqtt_password"], s["mqtt_prefix"],
             s["mqtt_interval_s"]) == ("192.168.1.10", "han2x", "Sekret-pw9", "home/ams", 10)
-    assert dev.store.load()[0]["mqtt_password"] == "Sekret-pw9"
+    assert dev.on_loop(dev.store.load)[0]["mqtt_password"] == "Sekret-pw9"
     for lang in ("en", "nb"):
         page = dev.get("/settings", {"Accept-Language": lang})[2].decode()
         assert '<input id="mqtt_host" name="mqtt_host" value="192.168.1.10">' in page

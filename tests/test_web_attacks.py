@@ -254,7 +254,7 @@ def test_a_password_that_cannot_be_used_keeps_the_pages_locked(dev, line):
     with open(dev.store.path, "w") as f:
         f.write('web_protect = "settings"\nmodbus_port = %d\nweb_port = %d\n%s\n' % (
             dev.app.settings["modbus_port"], dev.port, line))
-    settings, warning = dev.store.load()
+    settings, warning = dev.on_loop(dev.store.load)
     dev.app.settings_warning = warning  # as code.py and tools/simulate.py do
     dev.app.configure(settings)
     assert dev.get("/settings")[0] == 303
@@ -271,4 +271,4 @@ def test_a_password_that_cannot_be_used_keeps_the_pages_locked(dev, line):
     # a change the device would save (a Modbus write) never writes "no password" back
     assert dev.app.save_settings({"scaling_factor": 2000})
     assert "web_password" in open(dev.store.path).read()
-    assert dev.store.load()[0]["web_password"] is None
+    assert dev.on_loop(dev.store.load)[0]["web_password"] is None

@@ -78,6 +78,7 @@ class Device:
         self.app.configure(s)
         self.max_step_s = 0.0
         self._stop = False
+        self._calls = []  # (fn, result holder, done Event): run between two steps
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -90,7 +91,20 @@ class Device:
             t = time.monotonic()
             self.app.step(now_ms())
             self.max_step_s = max(self.max_step_s, time.monotonic() - t)
+            while self._calls:
+                fn, out, done = self._calls.pop(0)
+                out.append(fn())
+                done.set()
             time.sleep(0.001)
+
+    def on_loop(self, fn, timeout=5):
+        """fn() run on the device's loop thread between two steps, as the board (one thread)
+        would: the firmware loads and drops modules (han2x_core.unload), which a second
+        thread doing the same at once would race."""
+        out, done = [], threading.Event()
+        self._calls.append((fn, out, done))
+        assert done.wait(timeout), "the device loop did not run the call"
+        return out[0]
 
     def feed(self, *frame_ids, wait=True):
         before = self.app.hdlc.frames_ok
