@@ -1,7 +1,9 @@
-"""What the web pages and the JSON API show: the app's state as plain dicts and lists.
+"""What the web pages and the JSON API show: the app's state as plain dicts and lists, and
+the JSON API's GET handlers (routed by webroutes.ROUTES).
 
-Pure functions over the App (no sockets). Register values are read through
-registers.read() exactly as a Modbus client reads them. Documented in docs/web.md.
+Functions over the App (no sockets: a handler hands its answer to routes.json). Register
+values are read through registers.read() exactly as a Modbus client reads them. Imported
+per request and dropped again afterwards (webroutes.release). Documented in docs/web.md.
 """
 
 import gc
@@ -233,3 +235,45 @@ def public_settings(settings):
     out["web_password"] = settings.get("web_password") != ""  # None: unusable, locked
     out["mqtt_password"] = bool(settings.get("mqtt_password"))
     return out
+
+
+def drive_open(app):
+    """True when the computer already writes the drive (USB write mode at this start)."""
+    warning = app.settings_warning
+    if not warning:
+        return False
+    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
+
+    return READ_ONLY_MESSAGE in warning
+
+
+# -- GET handlers (webroutes.ROUTES): handler(routes, conn, request, ctx) ---------------------
+
+def get_status(routes, conn, request, ctx):
+    routes.json(conn, status(routes.app, routes.web, ctx.now_ms))
+
+
+def get_history(routes, conn, request, ctx):
+    routes.web.respond(conn, 200, "application/json", history_chunks(routes.app, ctx.now_ms),
+                       "Cache-Control: no-store\r\n")
+
+
+def get_registers(routes, conn, request, ctx):
+    routes.json(conn, {"registers": registers(routes.app)})
+
+
+def get_frame(routes, conn, request, ctx):
+    from binascii import hexlify
+
+    app = routes.app
+    age = app.data_age_ms(ctx.now_ms)
+    routes.json(conn, {"hex": hexlify(app.last_frame).decode(),
+                       "age_s": None if age is None else age // 1000})
+
+
+def get_data_json(routes, conn, request, ctx):  # evcc's amsleser template
+    routes.json(conn, data_json(routes.app))
+
+
+def get_settings(routes, conn, request, ctx):
+    routes.json(conn, public_settings(routes.app.settings))

@@ -40,6 +40,26 @@ def peer_gone(e):
     return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
 
 
+def equal(a, b):
+    """Compare a presented string a with the secret b in a time that depends only on b's
+    length: every character of b is read, whatever a is."""
+    n = len(a)
+    diff = n ^ len(b)
+    for i in range(len(b)):
+        diff |= (ord(a[i]) if i < n else 0x110000) ^ ord(b[i])
+    return diff == 0
+
+
+def local_path(target):
+    """Where to go after logging in: a path on this device, never another site."""
+    if not target or target[:1] != "/" or target[:2] == "//" or "\\" in target:
+        return "/"
+    for c in target:
+        if ord(c) < 33 or ord(c) > 126:  # no header injection, no spaces
+            return "/"
+    return target
+
+
 def pick_language(setting, accept_language):
     """'nb' or 'en': the setting, or for 'auto' the first of them in Accept-Language."""
     if setting in ("nb", "en"):
