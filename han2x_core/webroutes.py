@@ -34,7 +34,7 @@ _LOCKED = const(1)  # needs the password also when web_protect is "settings"
 # handler is function(routes, conn, request, ctx) in han2x_core.<module>. Every route is
 # transient: its module, and the page and text modules that one imports, are loaded for the
 # request and dropped after it (release()). HEAD is answered by the GET handler.
-ROUTES = {
+ROUTES = {  # type: dict  # (for mypy: the tuples mix str, None and int)
     "/": ("webget", "dashboard", None, None, 0),
     "/diagnostics": ("webget", "diagnostics", None, None, 0),
     "/registers": ("webget", "register_map", None, None, 0),
