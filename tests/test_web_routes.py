@@ -172,3 +172,28 @@ def test_the_modules_a_request_loads_are_dropped_once_it_is_answered(tmp_path, m
         assert dev.web.errors == 0, dev.web.last_error
     finally:
         dev.close()
+
+
+def test_no_handler_imports_the_router():
+    """The router imports its handlers (by name, per request), never the other way round:
+    only web.py, which builds the Routes and calls release(), imports webroutes."""
+    import ast
+    import glob
+    import os
+
+    core = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "han2x_core")
+    importers = set()
+    for path in glob.glob(os.path.join(core, "*.py")):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + ["%s.%s" % (node.module, a.name)
+                                               for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if "han2x_core.webroutes" in names:
+                importers.add(os.path.basename(path))
+    assert importers == {"web.py"}
