@@ -1,4 +1,6 @@
-"""One HTTP connection of the web server: buffers, state, and the response being sent.
+"""One HTTP connection of the web server: buffers, state, and the response being sent; the
+HTTP status texts (STATUS, the one table); the request helpers handlers use (equal,
+local_path), here so that no handler imports webroutes.
 
 Responses are written without blocking: conn.out holds the bytes not yet sent; a generator
 body is pulled a piece at a time, coalesced into chunks of about _PIECE bytes (HTTP chunked
