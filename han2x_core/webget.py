@@ -14,13 +14,13 @@ def dashboard(routes, conn, request, ctx):
 
 
 def diagnostics(routes, conn, request, ctx):
-    from han2x_core.webstatus import diagnostics
+    from han2x_core.webdiag import diagnostics
 
     routes.page(conn, diagnostics(ctx))
 
 
 def register_map(routes, conn, request, ctx):
-    from han2x_core.webstatus import register_map
+    from han2x_core.webregs import register_map
 
     routes.page(conn, register_map(ctx))
 

@@ -71,6 +71,9 @@ def release():
     again from flash, and between requests their heap stays free for Modbus and the network."""
     import han2x_core
 
+    i18n = sys.modules.get("han2x_core.i18n")
+    if i18n is not None:
+        i18n.close()  # its open text files
     for key in [key for key in sys.modules if transient(key)]:  # allocates (a short list)
         del sys.modules[key]
         try:
