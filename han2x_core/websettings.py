@@ -96,16 +96,6 @@ def _settings(ctx, form, errors, notice):
     yield from _drive_section(ctx)
 
 
-def drive_open(app):
-    """True when the computer already writes the drive (USB write mode at this start)."""
-    warning = app.settings_warning
-    if not warning:
-        return False
-    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
-
-    return READ_ONLY_MESSAGE in warning
-
-
 def _drive_section(ctx):
     """The settings page's last part: the button that opens the drive for a firmware update
     (its POST: webdrive.py), or that the drive is already open; nothing when the device has
@@ -116,7 +106,7 @@ def _drive_section(ctx):
     lang = ctx.lang
     yield '<form method="post" action="/usb-write" id="usb"><fieldset><legend>%s</legend>' % (
         esc(tr("usb_title", lang)))
-    if drive_open(app):
+    if webapi.drive_open(app):
         yield '<p class="note" id="usb-open">%s</p>' % esc(tr("usb_open", lang))
     else:
         yield ('<input type="hidden" name="csrf" value="%s"><p class="note">%s</p>'

@@ -591,7 +591,7 @@ def test_code_py_drops_the_startup_module_once_the_start_is_stable(paths, monkey
 
     import han2x_core.app as app_mod
     from han2x_core import startup
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     fails = bytes((0x5A, 1)) + b"MemoryError: x\0"
     monkeypatch.setattr(startup, "begin", _begin_with(startup.begin, fails))

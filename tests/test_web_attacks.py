@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from han2x_core.webroutes import equal
+from han2x_core.webconn import equal
 from support.webdevice import Device
 
 JS = {"Content-Type": "application/json"}
