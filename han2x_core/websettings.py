@@ -103,10 +103,12 @@ def _drive_section(ctx):
     app = ctx.app
     if app.usb_write is None:
         return
+    from han2x_core.webapi import drive_open  # dropped with the page (webroutes)
+
     lang = ctx.lang
     yield '<form method="post" action="/usb-write" id="usb"><fieldset><legend>%s</legend>' % (
         esc(tr("usb_title", lang)))
-    if webapi.drive_open(app):
+    if drive_open(app):
         yield '<p class="note" id="usb-open">%s</p>' % esc(tr("usb_open", lang))
     else:
         yield ('<input type="hidden" name="csrf" value="%s"><p class="note">%s</p>'
