@@ -324,7 +324,6 @@ def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
 def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
     """On the PC a saved new address does not move the simulator: the page says so, names
     the address a board would use, and the DHCP hint names han2x- plus the MAC suffix."""
-    import threading
 
     from support import webdevice
     from han2x_core.network import default_hostname, mac_from_uid
@@ -341,10 +340,7 @@ def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
             dev = simulate.build_device(args, store=self.store, settings=settings)
             self.app, self.han, self.modbus = dev.app, dev.han, dev.modbus
             self.web = dev.services["web"]
-            self.max_step_s = 0.0
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+            self.start_loop()
 
     dev = SimWeb()
     try:

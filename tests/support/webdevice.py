@@ -76,6 +76,10 @@ class Device:
             self.app.add(self.modbus)
             self.app.modbus = self.modbus
         self.app.configure(s)
+        self.start_loop()
+
+    def start_loop(self):
+        """app.step() in a background thread, as the board's loop."""
         self.max_step_s = 0.0
         self._stop = False
         self._calls = []  # (fn, result holder, done Event): run between two steps
