@@ -324,7 +324,6 @@ def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
 def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
     """On the PC a saved new address does not move the simulator: the page says so, names
     the address a board would use, and the DHCP hint names han2x- plus the MAC suffix."""
-
     from support import webdevice
     from han2x_core.network import default_hostname, mac_from_uid
     from han2x_core.storage import SettingsStore
