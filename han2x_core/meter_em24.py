@@ -35,8 +35,6 @@ class Em24:
         self.unit = unit
         self.app = 7  # kept in RAM: a power cut brings back H, which every reader wants
         self.image = bytearray(2 * _DATA)
-        self._seen = -1
-        self._seen_scaling = 0
         self._values = Values()
         major, minor, patch = FIRMWARE_VERSION // 100, FIRMWARE_VERSION // 10 % 10, \
             FIRMWARE_VERSION % 10
@@ -72,9 +70,8 @@ class Em24:
         if reg == _SYSTEM:
             if not self.regs.telegrams:
                 return 0
-            v = self._values
-            v.take(self.regs)
-            return 0 if v.three else 3
+            self._render()  # takes the latest reading
+            return 0 if self._values.three else 3
         if reg == _APP:
             return self.app
         if reg == _SWITCH:
@@ -93,12 +90,9 @@ class Em24:
 
     def _render(self):
         regs = self.regs
-        if regs.telegrams == self._seen and regs.scaling == self._seen_scaling:
-            return
-        self._seen = regs.telegrams
-        self._seen_scaling = regs.scaling
         v = self._values
-        v.take(regs)
+        if not v.take(regs):
+            return  # the image already shows this reading
         img = self.image
         for i in range(2 * _DATA):
             img[i] = 0

@@ -25,8 +25,6 @@ class Sdm630:
         self.regs = regs
         self.unit = unit
         self.image = bytearray(2 * (_MAIN + 4))
-        self._seen = -1
-        self._seen_scaling = 0
         self._values = Values()
 
     def read(self, fc, start, count, out, off):
@@ -54,12 +52,9 @@ class Sdm630:
 
     def _render(self):
         regs = self.regs
-        if regs.telegrams == self._seen and regs.scaling == self._seen_scaling:
-            return
-        self._seen = regs.telegrams
-        self._seen_scaling = regs.scaling
         v = self._values
-        v.take(regs)
+        if not v.take(regs):
+            return  # the image already shows this reading
         img = self.image
         for i in range(len(img)):
             img[i] = 0

@@ -33,8 +33,6 @@ class SunSpec:
         n = _METER + 2 + _LEN[model] + 2
         self.size = n
         self.image = bytearray(2 * n)
-        self._seen = -1  # regs.telegrams and regs.scaling of the rendered values
-        self._seen_scaling = 0
         self._values = Values()
         img = self.image
         struct.pack_into(">4sHH", img, 0, b"SunS", 1, 66)
@@ -68,15 +66,12 @@ class SunSpec:
 
     def _render(self):
         regs = self.regs
-        if regs.telegrams == self._seen and regs.scaling == self._seen_scaling:
-            return
-        self._seen = regs.telegrams
-        self._seen_scaling = regs.scaling
+        v = self._values
+        if not v.take(regs):
+            return  # the image already shows this reading
         img = self.image
         text(img, 2 * (_M1 + 34), 8, _METER_NAMES[regs.value(53)])  # Opt: meter make
         text(img, 2 * (_M1 + 50), 16, regs.meter_id or "")
-        v = self._values
-        v.take(regs)
         if self.model == 203:
             self._render_203(img, v, 2 * (_METER))
         else:

@@ -31,8 +31,16 @@ class Values:
         self.has_i = [False] * 3
         self.has_u = [False] * 3
         self.totals = [0, 0, 0, 0]  # Wh / varh: A+, A-, R+, R- (never decreasing)
+        self._seen = -1  # regs.telegrams and regs.scaling of the reading taken
+        self._seen_scaling = 0
 
     def take(self, regs):
+        """Take the image's reading. False, and nothing done, when this reading (the same
+        telegram at the same scaling) was taken already: the profile's image still shows it."""
+        if regs.telegrams == self._seen and regs.scaling == self._seen_scaling:
+            return False
+        self._seen = regs.telegrams
+        self._seen_scaling = regs.scaling
         present = regs.value(_OFF_PRESENT)
         self.power = regs.value32(0) - regs.value32(2)
         self.reactive = regs.value32(4) - regs.value32(6)
@@ -44,6 +52,7 @@ class Values:
         for i in range(4):
             self.totals[i] = regs.value32(_OFF_TOTALS + 2 * i)
         self.three = self.has_u[1] or self.has_u[2] or self.has_i[1] or self.has_i[2]
+        return True
 
     def phase_power(self, i):
         """Phase i's share of the net power, split by current: the meter sends the total
