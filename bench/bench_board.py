@@ -213,8 +213,6 @@ def vm_started_free():
     try:
         if not bench_heap.compile_mpy(core):
             return None
-        shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
-                        os.path.join(core, "han2x_core", "www"))
         p = bench_heap.start_device("192k", folder, start_ms=0, max_s=20, core=core)
         free = int(p.wait_line("started", 30).split()[2])
         bench_heap.stop_device(p.modbus_port)

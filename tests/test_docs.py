@@ -81,8 +81,8 @@ def test_every_relative_link_resolves():
 def test_the_han_port_voltage_is_the_same_everywhere():
     """The open HAN port's idle voltage (the original manual: about 25-30 V), as the docs
     and the dashboard's hint in both languages give it."""
-    files = _pages() + [os.path.join(ROOT, "han2x_core", n) for n in ("i18n_en.py",
-                                                                      "i18n_nb.py")]
+    files = _pages() + [os.path.join(ROOT, "han2x_core", "www", n) for n in ("en.txt",
+                                                                             "nb.txt")]
     found = {}
     for path in files:
         with open(path, encoding="utf-8") as f:

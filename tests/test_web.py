@@ -5,6 +5,7 @@ Modbus server keeps answering and the app loop never stalls."""
 import base64
 import gc
 import json
+import os
 import re
 import socket
 import struct
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from han2x_core import decode_frame
-from util import free_port, wait_port
+from util import ROOT, free_port, wait_port
 from webdevice import Device, frame, now_ms
 
 AIDON_L2 = "aidon-6534-l2-elwiz-x077"
@@ -440,8 +441,8 @@ def test_page_modules_are_dropped_once_the_page_is_sent(dev):
     assert dev.get("/registers", {"Accept-Language": "nb"})[0] == 200
     assert dev.post_form("/settings", {"csrf": dev.csrf(), "modbus_port": "x"})[0] == 422
     time.sleep(0.1)
-    for name in ("webpages", "webstatus", "websettings", "webfields", "webforms", "i18n",
-                 "i18n_en", "i18n_nb"):
+    for name in ("webpages", "webfmt", "webstatus", "webdiag", "webregs", "websettings",
+                 "webfields", "webforms", "i18n"):
         assert "han2x_core." + name not in sys.modules, name
     assert "han2x_core.web" in sys.modules
 
@@ -689,20 +690,25 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_close(dev):
     assert dev.max_step_s < STEP_BOUND_S, dev.max_step_s
 
 
-def _texts(module):
-    """i18n_xx.T ("\\nkey=text" lines) as a dict, every line checked."""
-    assert module.T[0] == "\n" and module.T[-1] == "\n"
-    lines = module.T[1:-1].split("\n")
+def _texts(lang):
+    """www/<lang>.txt (a comment line, then "key=text" lines) as a dict, every line checked."""
+    from han2x_core.i18n import LONGEST
+
+    with open(os.path.join(ROOT, "han2x_core", "www", lang + ".txt"), "rb") as f:
+        data = f.read()
+    assert data[:2] == b"# " and data[-1:] == b"\n"
+    lines = data.decode("utf-8").split("\n")[1:-1]
     table = dict(line.split("=", 1) for line in lines)
     assert len(table) == len(lines)  # no key twice
     assert all(re.match(r"^[a-z0-9_]+$", key) for key in table)
+    assert all(len(line.encode()) < LONGEST for line in lines)  # tr() reads at most that
     return table
 
 
 def test_both_languages_have_every_text():
-    from han2x_core import i18n, i18n_en, i18n_nb
+    from han2x_core import i18n
 
-    en, nb = _texts(i18n_en), _texts(i18n_nb)
+    en, nb = _texts("en"), _texts("nb")
     assert set(en) == set(nb) and len(en) > 100
     assert all(nb.values()) and all(en.values())
     for key in en:  # tr() finds each key's whole text, never a neighbour's

@@ -87,8 +87,12 @@ def test_every_page_renders_in_small_pieces_within_the_heap():
                 from han2x_core import websettings as webpages
             elif name == "login":
                 from han2x_core import webpages
-            else:
+            elif name == "dashboard":
                 from han2x_core import webstatus as webpages
+            elif name == "diagnostics":
+                from han2x_core import webdiag as webpages
+            else:
+                from han2x_core import webregs as webpages
 
             ctx = _ctx(app, lang)
             gen = getattr(webpages, name)(ctx, *args)
