@@ -22,9 +22,10 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "tests"), ROOT, HERE]
-from board_emu import temp_board  # noqa: E402
-from util import load_corpus  # noqa: E402
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from support.board_emu import temp_board  # noqa: E402
+from support.util import load_corpus  # noqa: E402
 
 PROBE = ("def _heap(label):\n"
          "    import gc\n"

@@ -1,5 +1,5 @@
 """code.py, boot.py, safemode.py and han2x_core/board_io.py on CPython with the fakes in
-tests/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
+tests/support/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
 emulator, and real Modbus requests over 127.0.0.1."""
 
 import contextlib
@@ -12,11 +12,11 @@ import threading
 
 import pytest
 
-from fakes._state import installed
+from support.fakes._state import installed
 from han2x_core import FIRMWARE_VERSION, board_io, bootio, indicators
 from han2x_core import settings as S
 from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
-from util import ROOT, free_port, load_corpus
+from support.util import ROOT, free_port, load_corpus
 
 def _stub_text(board_dir):
     import board_definitions
@@ -294,7 +294,7 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, 
     on the HAN pin shows up in the registers read by a Modbus client over 127.0.0.1.
     Without the memory for the web server (MemoryError building it) the device serves
     Modbus alone instead of restarting."""
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     from han2x_core import web
 
@@ -388,7 +388,7 @@ def test_code_py_start_up_failure_resets(paths, monkeypatch, capsys):
 
 def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
     """A developer's Ctrl-C must give a REPL that the watchdog does not reset 8 s later."""
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     install_driver_shims()
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
@@ -429,13 +429,12 @@ def code_py_first_step(monkeypatch, readonly=True):
 
     seen = {}
 
-    class Probe(app_mod.App):
-        def step(self, now_ms):
-            seen["app"] = self
-            raise StopLoop()
+    def step(self, now_ms):
+        seen["app"] = self
+        raise StopLoop()
 
-    monkeypatch.setattr(app_mod, "App", Probe)
-    from w5500_model import W5500Model, install_driver_shims
+    monkeypatch.setattr(app_mod.App, "step", step)  # wherever App was imported (assembly)
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     install_driver_shims()
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
@@ -592,7 +591,7 @@ def test_code_py_drops_the_startup_module_once_the_start_is_stable(paths, monkey
 
     import han2x_core.app as app_mod
     from han2x_core import startup
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     fails = bytes((0x5A, 1)) + b"MemoryError: x\0"
     monkeypatch.setattr(startup, "begin", _begin_with(startup.begin, fails))

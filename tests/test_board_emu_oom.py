@@ -1,4 +1,4 @@
-"""Issues 21 and 22 on the real CircuitPython 10.2.1 in the RP2040 emulator (tests/board_emu.py),
+"""Issues 21 and 22 on the real CircuitPython 10.2.1 in the RP2040 emulator (tests/support/board_emu.py),
 EVB-Pico image, one boot for the whole story.
 
 Issue 22: with a fixed HAN line (8E1, normal), garbage on the line gives han_state "garbled",
@@ -30,10 +30,10 @@ import urllib.request
 
 import pytest
 
-from board_emu import Board
+from support.board_emu import Board
 from han2x_core.i18n import tr
-from util import load_corpus
-from w5500_model import CLOSED
+from support.util import load_corpus
+from tools.sim.w5500_model import CLOSED
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
               pytest.mark.xdist_group("wiznet_w5500_evb_pico_oom")]

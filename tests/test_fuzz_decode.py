@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from han2x_core import DecodeError, decode_frame
 from han2x_core.hdlc import HdlcReader, check_frame
 from han2x_core.meters import KEYS
-from hanframes import corpus, info_of, reframe
+from support.hanframes import corpus, info_of, reframe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = [f for _, f in corpus()]

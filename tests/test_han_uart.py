@@ -8,15 +8,15 @@ import random
 import adafruit_pioasm
 import pytest
 
-from fakes._state import load
+from support.fakes._state import load
 from han2x_core import han_reader, han_uart
 from han2x_core.han_reader import HanReader
 from han2x_core.han_uart import PioReceiver, UartReceiver, program
 from han2x_core.hdlc import HdlcReader
 from tools.han_pio import program_source
-from util import load_corpus
+from support.util import load_corpus
 
-fake_busio = load("busio")  # tests/fakes: modules passed as arguments, sys.modules untouched
+fake_busio = load("busio")  # tests/support/fakes: modules passed as arguments, sys.modules untouched
 fake_rp2pio = load("rp2pio")
 
 PIN = load("microcontroller").Pin._make("GP1", 1)  # the W5500-EVB-Pico's HAN RX pin

@@ -6,7 +6,7 @@ import pytest
 
 from han2x_core import hdlc
 from han2x_core.hdlc import HdlcReader, check_frame, crc16
-from hanframes import by_id, corpus
+from support.hanframes import by_id, corpus
 
 FRAMES = [f for _, f in corpus()]
 

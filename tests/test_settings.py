@@ -255,7 +255,7 @@ def test_the_web_server_applies_the_socket_rule_without_loading_settings():
     import sys
 
     from han2x_core import listeners
-    from util import ROOT
+    from support.util import ROOT
 
     assert S.sockets_needed is listeners.sockets_needed
     assert S.W5500_SOCKETS == listeners.W5500_SOCKETS == 8
