@@ -1,4 +1,4 @@
-"""The emulator's SPI bridge (tests/board_emu.py `_Bridge`) on the PC, without node: the pipe
+"""The emulator's SPI bridge (tests/support/board_emu.py `_Bridge`) on the PC, without node: the pipe
 protocol run.mjs speaks, answered from the W5500 model, while host clients connect at once
 (the busy moment of issue 11: 4 Modbus clients). Every read request must be answered; a
 bridge that stops answering stops the emulated CPU (run.mjs waits in readSync), which is
@@ -11,9 +11,9 @@ import socket
 import struct
 import threading
 
-from board_emu import _Bridge
-from util import free_port
-from w5500_model import CMD_LISTEN, ESTABLISHED, LISTEN, MODE_TCP, OPEN, W5500Model
+from support.board_emu import _Bridge
+from support.util import free_port
+from tools.sim.w5500_model import CMD_LISTEN, ESTABLISHED, LISTEN, MODE_TCP, OPEN, W5500Model
 
 ANSWER_S = 5.0  # wall seconds for one answer (the bridge needs microseconds)
 
