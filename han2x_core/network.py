@@ -31,8 +31,7 @@ _EV_BOUND = const(1)
 _EV_RENEWED = const(2)
 _EV_LOST = const(3)
 _BROADCAST = b"\xff\xff\xff\xff"
-_NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")
-DEFAULTS = (False, "192.168.1.232", "255.255.255.0", "192.168.1.1", "192.168.1.1", "")
+_NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")  # what it reads
 
 
 def mac_from_uid(uid):
@@ -49,12 +48,20 @@ def default_hostname(mac):
     return "han2x-%02x%02x%02x" % (mac[3], mac[4], mac[5])
 
 
-def _clean_hostname(name, mac):
-    out = ""
-    for ch in (name or "").lower():
-        if "a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-":
-            out += ch
-    return out[:32].strip("-") or default_hostname(mac)
+def hostname_error(name):
+    """The one host name rule (settings.validate checks hostname and mqtt_client_id with
+    it; docs/network.md): None for a name that may be used, else what is wrong with it.
+    A DNS label (RFC 1035/1123; mDNS names are the same): 1..63 ASCII letters, digits and
+    '-', not at either end. DHCP option 12 carries up to 255 bytes and the W5500 keeps no
+    name, so the label's 63 is the limit; dhcp.BUF_SIZE holds a request with 63."""
+    if len(name) > 63:
+        return "must be at most 63 characters"
+    for c in name:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):
+            return "may only contain letters a-z, digits and '-'"
+    if name[:1] == "-" or name[-1:] == "-":
+        return "must not start or end with '-'"
+    return None
 
 
 def _aton(text):
@@ -118,15 +125,24 @@ class Network:
         self._janitor_at = 0
         self.janitor = SocketJanitor(self.eth)  # sockets lost in the driver's accept() race
         self.reclaimed = 0
-        cfg = self._settings_tuple(settings) if settings else DEFAULTS
+        try:
+            cfg = self._settings_tuple(settings or {})
+        except ValueError as e:  # start anyway, as han2x-xxxxxx; the error says why
+            self.errors += 1
+            self.last_error = str(e)
+            self._say(self.last_error)
+            settings = dict(settings)
+            settings["hostname"] = ""
+            cfg = self._settings_tuple(settings)
         self._apply(cfg, None)
         if not self.link_up:
             self._say("link down (no cable?); will serve as soon as it comes up")
 
     # ----- public API -----
     def configure(self, settings):
-        """Queue the network part of settings; poll() applies it within ~2 s. Nothing
-        happens when it equals what is in force."""
+        """Queue the network part of settings (validated: settings.validate); poll()
+        applies it within ~2 s. Nothing happens when it equals what is in force. A host
+        name that breaks the rule raises ValueError and changes nothing."""
         cfg = self._settings_tuple(settings)
         if cfg == self._config:
             self._pending = None
@@ -187,7 +203,17 @@ class Network:
         return self.dhcp
 
     def _settings_tuple(self, s):
-        return tuple(s.get(k, DEFAULTS[i]) for i, k in enumerate(_NET_KEYS))
+        if any(k not in s for k in _NET_KEYS):  # tools and tests: code.py passes them all
+            from han2x_core.settings import DEFAULTS
+
+            full = dict(DEFAULTS)
+            full.update(s)
+            s = full
+        cfg = tuple(s[k] for k in _NET_KEYS)
+        message = hostname_error(cfg[5])
+        if message:
+            raise ValueError("hostname %r %s" % (cfg[5], message))
+        return cfg
 
     def _say(self, text):
         if self._log is not None:
@@ -230,7 +256,7 @@ class Network:
     def _apply(self, cfg, now_ms):
         old = self._config
         self._config = cfg
-        self.hostname = _clean_hostname(cfg[5], self.mac)
+        self.hostname = cfg[5].lower() or default_hostname(self.mac)
         if cfg[0]:
             self._dhcp_client().hostname = self.hostname.encode()
             # DHCP: serve on the address in use (or the static one) until a lease comes.
