@@ -70,7 +70,7 @@ def _settings(ctx, form, errors, notice):
             elif kind == "c":
                 yield '<select id="%s" name="%s">' % (key, key)
                 for option in choices:  # type: ignore[union-attr]
-                    label = tr("o_" + option, lang)  # every choice has one (test_schema)
+                    label = tr("o_" + option.lower(), lang)  # every choice has one (test_schema)
                     yield '<option value="%s"%s>%s</option>' % (
                         option, " selected" if option == value else "", esc(label))
                 yield "</select>"
