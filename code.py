@@ -20,6 +20,9 @@ import watchdog
 
 def main(startup):
     mode, failed, reason = startup.begin(microcontroller.nvm)  # failed until startup.ok()
+    if failed:  # first: a start that fails early must still show that it is counted
+        print("HAN2X: %d failed start(s) before this one (%s); starting %s" % (
+            failed, reason or "reason unknown", mode))
     from han2x_core import FIRMWARE_VERSION, __version__, board_io
     from han2x_core.ticks import ticks_add, ticks_diff
 
@@ -36,9 +39,6 @@ def main(startup):
     if storage.getmount("/").readonly:  # USB write mode (boot.py): say so on the web page
         warning = READ_ONLY_MESSAGE if not warning else warning + " " + READ_ONLY_MESSAGE
     print("HAN2X", __version__, "on", prof["name"], "" if known else "(unknown board)")
-    if failed:
-        print("HAN2X: %d failed start(s) before this one (%s); starting %s" % (
-            failed, reason or "reason unknown", mode))
     from han2x_core.app import App
     from han2x_core.han_reader import HanReader
     from han2x_core.registers import Registers

@@ -169,8 +169,8 @@ class ModbusServer:
                 r = c.serve(now_ms, self._scratch, self.send_timeout_s, self.idle_timeout_ms)
                 if r:
                     self._served(c, r)
-            except MemoryError:
-                self._fail(c, "out of memory")
+            except MemoryError:  # short for now (a page being served): keep the client and
+                self._note("client: out of memory")  # its request; the next poll tries again
             except Exception as e:  # noqa: BLE001 - one client's failure never stops the rest
                 self._fail(c, e)
 

@@ -266,6 +266,11 @@ class Board:
         """Characters typed on the serial console (\\x03 is Ctrl-C)."""
         self._send({"cmd": "type", "text": text})
 
+    def reset(self):
+        """Press the reset button: the chip starts again (flash, nvm and the drive kept; the
+        W5500 is not reset by it). microcontroller.reset() and the watchdog do the same."""
+        self._send({"cmd": "reset"})
+
     def _send(self, msg):
         try:
             self.proc.stdin.write(json.dumps(msg) + "\n")

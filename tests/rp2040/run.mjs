@@ -11,9 +11,11 @@
 //     'C' t n           the same read frame goes on; answer: n more bytes
 //   The emulated CPU waits for the answer (synchronous pipe I/O), so no simulated time passes.
 // - stdout: JSON lines {"c": console text, "t": ns} | {"t": ns} (every 200 ms of wall time)
-//   | {"ev": "han", "id": N, "t": ns} (a HAN burst's last edge) | {"ev": "exit", "why": ...}.
+//   | {"ev": "han", "id": N, "t": ns} (a HAN burst's last edge) | {"ev": "exit", "why": ...}
+//   | {"ev": "reset", "t": ns} (the watchdog reset the chip: it starts again, flash kept).
 // - stdin: JSON lines {"cmd": "han", "id", "frames": [hex], "format": "8E1"|"8N1",
-//   "invert", "baud", "gap_ms", "delay_ms"} | {"cmd": "type", "text"} | {"cmd": "quit"}.
+//   "invert", "baud", "gap_ms", "delay_ms"} | {"cmd": "type", "text"} | {"cmd": "reset"}
+//   (the reset button) | {"cmd": "quit"}.
 // - `--inputs=GPIO:LEVEL,...`: levels driven from power-up (pulls are not modelled): the HAN
 //   line idle, the FACTRESET button released. The HAN line is the first one.
 import fs from 'fs';
@@ -28,13 +30,11 @@ const FS_SIZE = 0x100000;
 const SYS_HZ = 125e6; // CircuitPython sets PIO dividers for this system clock
 const SPI_BYTE_NS = 1000;
 
-const sim = new Simulator();
-const mcu = sim.rp2040;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-// rp2040js logs unimplemented registers CircuitPython touches; only errors, to stderr.
-mcu.logger = { debug() {}, info() {}, warn() {}, error: (c, m) => process.stderr.write(`${c}: ${m}\n`) };
-const now = () => mcu.clock.nanos;
-const stats = { spi: 0, pio: 0 }; // SPI bytes, PIO clocks stepped
+const stats = { spi: 0, pio: 0, resets: 0 }; // SPI bytes, PIO clocks stepped, chip resets
+let sim, mcu, cdc, hanAlarm;
+let base = 0; // simulated ns of the chips before the last reset
+const now = () => base + mcu.clock.nanos;
 
 function exit(why, code = 0) {
   sim.stop();
@@ -43,21 +43,62 @@ function exit(why, code = 0) {
   process.exit(code);
 }
 
-// ---- Flash: bootrom, UF2 blocks, the drive image.
+// ---- Flash: bootrom, UF2 blocks, the drive image (kept across a reset, as on the chip).
 const rom = fs.readFileSync(opt.bootrom);
-mcu.loadBootrom(new Uint32Array(rom.buffer, rom.byteOffset, rom.length / 4));
+const image = new Uint8Array(2 * 0x100000);
+image.fill(0xff);
 const uf2 = fs.readFileSync(opt.uf2);
 for (let off = 0; off + 512 <= uf2.length; off += 512) {
   const b = new DataView(uf2.buffer, uf2.byteOffset + off, 512);
   if (b.getUint32(0, true) !== 0x0a324655 || b.getUint32(4, true) !== 0x9e5d5157) continue;
   const addr = b.getUint32(12, true), size = b.getUint32(16, true);
-  mcu.flash.set(uf2.subarray(off + 32, off + 32 + size), addr - 0x10000000);
+  image.set(uf2.subarray(off + 32, off + 32 + size), addr - 0x10000000);
 }
-mcu.flash.set(fs.readFileSync(opt.drive), FS_OFFSET);
+image.set(fs.readFileSync(opt.drive), FS_OFFSET);
+
+const inputs = (opt.inputs || '').split(',').filter(Boolean).map((s) => s.split(':').map(Number));
+const levels = new Map(inputs.map(([gpio, level]) => [gpio, !!level])); // driven now
+const hanPin = inputs.length ? inputs[0][0] : 1;
+const [RESP, REQ] = opt.fds.split(',').map(Number);
+
+// A chip reset (the watchdog: microcontroller.reset() and a starved watchdog both end here;
+// rp2040js has no reset of its own): a new RP2040 with the same flash and the same input
+// levels, simulated time going on. The W5500 is not reset by it, as on the board.
+function reset() {
+  const flash = mcu.flash.slice(0, image.length);
+  base = now();
+  sim.stop();
+  stats.resets++;
+  out({ ev: 'reset', t: base });
+  setTimeout(() => power(flash), 0); // off the stack of the write that triggered it
+}
+
+function power(flash) {
+  sim = new Simulator();
+  mcu = sim.rp2040;
+  // rp2040js logs unimplemented registers CircuitPython touches; only errors, to stderr.
+  mcu.logger = { debug() {}, info() {}, warn() {}, error: (c, m) => process.stderr.write(`${c}: ${m}\n`) };
+  mcu.loadBootrom(new Uint32Array(rom.buffer, rom.byteOffset, rom.length / 4));
+  mcu.flash.set(flash);
+  mcu.peripherals[0x40058].onWatchdogTrigger = reset;
+  patchFlashWrites();
+  // Pins. BOOTSEL is read through the QSPI SS pad, whose input enable rp2040js leaves off.
+  mcu.qspi[1].padValue |= 0x40;
+  mcu.qspi[1].setInputValue(true);
+  for (const [gpio, level] of levels) mcu.gpio[gpio].setInputValue(level);
+  pioInSimulatedTime();
+  bridgeW5500();
+  hanAlarm = mcu.clock.createAlarm(hanEdge);
+  if (hanEdges.length) hanAlarm.schedule(Math.max(0, hanEdges[0][0] - now()));
+  cdc = new USBCDC(mcu.usbCtrl);
+  cdc.onSerialData = (buf) => out({ c: Buffer.from(buf).toString('latin1'), t: now() });
+  mcu.core.PC = 0x10000000;
+  sim.execute();
+}
 
 // rp2040js does not erase or program flash: the bootrom's flash_range_erase ('RE') and
 // flash_range_program ('RP') become "bkpt; bx lr", and the breakpoint does the work here.
-{
+function patchFlashWrites() {
   const view = new DataView(mcu.bootrom.buffer);
   const lookup = (a, b) => {
     const code = a.charCodeAt(0) | (b.charCodeAt(0) << 8);
@@ -79,58 +120,51 @@ mcu.flash.set(fs.readFileSync(opt.drive), FS_OFFSET);
   };
 }
 
-// ---- Pins. BOOTSEL is read through the QSPI SS pad, whose input enable rp2040js leaves off.
-mcu.qspi[1].padValue |= 0x40;
-mcu.qspi[1].setInputValue(true);
-const inputs = (opt.inputs || '').split(',').filter(Boolean).map((s) => s.split(':').map(Number));
-for (const [gpio, level] of inputs) mcu.gpio[gpio].setInputValue(!!level);
-const hanPin = inputs.length ? inputs[0][0] : 1;
-
 // ---- PIO in simulated time: one clock alarm per state machine, every divider / 125 MHz.
 // Stock rp2040js steps the PIO from setTimeout in wall time, ignoring dividers and delays.
-for (const pio of mcu.pio) {
-  pio.run = () => {};
-  for (const sm of pio.machines) {
-    const checkWait = sm.checkWait.bind(sm);
-    // A wait is judged on the state machine's clock edge, not when a GPIO input changes.
-    sm.checkWait = () => { if (sm.onClock) checkWait(); };
-    sm.stall = 0;
-    sm.running = false; // ClockAlarm.scheduled stays true after firing: our own flag
-    const period = () => ((sm.clockDivInt || 65536) + sm.clockDivFrac / 256) * 1e9 / SYS_HZ;
-    const clock = () => {
-      if (sm.stall > 0) { sm.stall--; return; }
-      sm.onClock = true;
-      const c0 = sm.cycles;
-      if (sm.waiting) {
-        sm.checkWait();
-        if (!sm.waiting) sm.stall = sm.cycles - c0; // the wait's [delay]
-      } else {
-        sm.updatePC = true;
-        sm.executeInstruction(pio.instructions[sm.pc]);
-        if (sm.updatePC) sm.nextPC();
-        if (!sm.waiting) sm.stall = sm.cycles - c0 - 1;
-      }
-      sm.onClock = false;
+function pioInSimulatedTime() {
+  for (const pio of mcu.pio) {
+    pio.run = () => {};
+    for (const sm of pio.machines) {
+      const checkWait = sm.checkWait.bind(sm);
+      // A wait is judged on the state machine's clock edge, not when a GPIO input changes.
+      sm.checkWait = () => { if (sm.onClock) checkWait(); };
+      sm.stall = 0;
+      sm.running = false; // ClockAlarm.scheduled stays true after firing: our own flag
+      const period = () => ((sm.clockDivInt || 65536) + sm.clockDivFrac / 256) * 1e9 / SYS_HZ;
+      const clock = () => {
+        if (sm.stall > 0) { sm.stall--; return; }
+        sm.onClock = true;
+        const c0 = sm.cycles;
+        if (sm.waiting) {
+          sm.checkWait();
+          if (!sm.waiting) sm.stall = sm.cycles - c0; // the wait's [delay]
+        } else {
+          sm.updatePC = true;
+          sm.executeInstruction(pio.instructions[sm.pc]);
+          if (sm.updatePC) sm.nextPC();
+          if (!sm.waiting) sm.stall = sm.cycles - c0 - 1;
+        }
+        sm.onClock = false;
+      };
+      sm.alarm = mcu.clock.createAlarm(() => {
+        if (!sm.enabled) { sm.running = false; return; }
+        clock();
+        stats.pio++;
+        pio.checkChangedPins();
+        sm.alarm.schedule(period());
+      });
+      sm.start = () => { if (sm.enabled && !sm.running) { sm.running = true; sm.alarm.schedule(period()); } };
+    }
+    const write = pio.writeUint32.bind(pio);
+    pio.writeUint32 = (offset, value) => {
+      write(offset, value);
+      for (const sm of pio.machines) sm.start();
     };
-    sm.alarm = mcu.clock.createAlarm(() => {
-      if (!sm.enabled) { sm.running = false; return; }
-      clock();
-      stats.pio++;
-      pio.checkChangedPins();
-      sm.alarm.schedule(period());
-    });
-    sm.start = () => { if (sm.enabled && !sm.running) { sm.running = true; sm.alarm.schedule(period()); } };
   }
-  const write = pio.writeUint32.bind(pio);
-  pio.writeUint32 = (offset, value) => {
-    write(offset, value);
-    for (const sm of pio.machines) sm.start();
-  };
 }
 
 // ---- The W5500 bridge.
-const [RESP, REQ] = opt.fds.split(',').map(Number);
-const spi = mcu.spi[Number(opt.spi || 0)];
 const send = (op, body) => {
   const head = Buffer.alloc(9);
   head.write(op, 0, 'latin1');
@@ -146,48 +180,52 @@ const receive = (n) => {
   }
   return buf;
 };
-const hdr = Buffer.alloc(3);
-let pos = 0, written = [], miso = null, mi = 0, rx = 0;
-mcu.gpio[Number(opt.cs)].addListener((state, old) => {
-  if (state === old) return;
-  if (state === GPIOPinState.High && pos > 3 && hdr[2] & 4) {
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(3 + written.length);
-    send('W', Buffer.concat([len, hdr, Buffer.from(written)]));
-  }
-  pos = 0; written = []; miso = null;
-});
-const done = mcu.clock.createAlarm(() => spi.completeTransmit(rx));
-spi.onTransmit = (v) => {
-  rx = 0;
-  stats.spi++;
-  if (pos < 3) hdr[pos] = v;
-  else if (hdr[2] & 4) written.push(v);
-  else {
-    if (!miso || mi >= miso.length) {
-      // Registers byte by byte (reading them has effects in the chip); RX buffer in blocks.
-      const n = ((hdr[2] >> 3) & 3) === 3 ? 256 : 1;
-      const count = Buffer.alloc(2);
-      count.writeUInt16BE(n);
-      send(miso ? 'C' : 'R', miso ? count : Buffer.concat([hdr, count]));
-      miso = receive(n); mi = 0;
+function bridgeW5500() {
+  const spi = mcu.spi[Number(opt.spi || 0)];
+  const hdr = Buffer.alloc(3);
+  let pos = 0, written = [], miso = null, mi = 0, rx = 0;
+  mcu.gpio[Number(opt.cs)].addListener((state, old) => {
+    if (state === old) return;
+    if (state === GPIOPinState.High && pos > 3 && hdr[2] & 4) {
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(3 + written.length);
+      send('W', Buffer.concat([len, hdr, Buffer.from(written)]));
     }
-    rx = miso[mi++];
-  }
-  pos++;
-  done.schedule(SPI_BYTE_NS);
-};
+    pos = 0; written = []; miso = null;
+  });
+  const done = mcu.clock.createAlarm(() => spi.completeTransmit(rx));
+  spi.onTransmit = (v) => {
+    rx = 0;
+    stats.spi++;
+    if (pos < 3) hdr[pos] = v;
+    else if (hdr[2] & 4) written.push(v);
+    else {
+      if (!miso || mi >= miso.length) {
+        // Registers byte by byte (reading them has effects in the chip); RX buffer in blocks.
+        const n = ((hdr[2] >> 3) & 3) === 3 ? 256 : 1;
+        const count = Buffer.alloc(2);
+        count.writeUInt16BE(n);
+        send(miso ? 'C' : 'R', miso ? count : Buffer.concat([hdr, count]));
+        miso = receive(n); mi = 0;
+      }
+      rx = miso[mi++];
+    }
+    pos++;
+    done.schedule(SPI_BYTE_NS);
+  };
+}
 
 // ---- The HAN line: UART bit timing at simulated times, bursts one after another.
-let hanLevel = inputs.length ? !!inputs[0][1] : true;
+let hanLevel = inputs.length ? !!inputs[0][1] : true; // the level after the last queued edge
 let hanFree = 0; // simulated time when the line is free for the next burst
 const hanEdges = []; // [t, level, burst id or null]
-const hanAlarm = mcu.clock.createAlarm(() => {
+function hanEdge() {
   const [, level, id] = hanEdges.shift();
+  levels.set(hanPin, level);
   mcu.gpio[hanPin].setInputValue(level);
   if (id !== null) out({ ev: 'han', id, t: now() });
   if (hanEdges.length) hanAlarm.schedule(Math.max(0, hanEdges[0][0] - now()));
-});
+}
 function hanBurst({ id, frames, format = '8E1', invert = false, baud = 2400, gap_ms = 500, delay_ms = 50 }) {
   const bitNs = 1e9 / baud;
   const wasIdle = !hanEdges.length;
@@ -211,8 +249,6 @@ function hanBurst({ id, frames, format = '8E1', invert = false, baud = 2400, gap
 }
 
 // ---- Console (USB CDC), commands, wall-clock reports.
-const cdc = new USBCDC(mcu.usbCtrl);
-cdc.onSerialData = (buf) => out({ c: Buffer.from(buf).toString('latin1'), t: now() });
 let line = '';
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk) => {
@@ -221,6 +257,7 @@ process.stdin.on('data', (chunk) => {
     const cmd = JSON.parse(line.slice(0, i));
     if (cmd.cmd === 'han') hanBurst(cmd);
     else if (cmd.cmd === 'type') for (const ch of Buffer.from(cmd.text, 'latin1')) cdc.sendSerialByte(ch);
+    else if (cmd.cmd === 'reset') { if (!sim.stopped) reset(); } // the reset button (RUN pin)
     else if (cmd.cmd === 'quit') exit('quit');
   }
 });
@@ -230,5 +267,4 @@ const smState = () => mcu.pio.map((p) => p.machines.map((m) => (m.enabled ? 1 : 
 setInterval(() => out({ t: now(), ...stats, sm: smState(), pc: mcu.core.PC.toString(16) }), 200);
 setTimeout(() => exit('timeout', 2), Number(opt.timeout || 600) * 1000);
 
-mcu.core.PC = 0x10000000;
-sim.execute();
+power(image);
