@@ -131,7 +131,7 @@ class Network:
             self.errors += 1
             self.last_error = str(e)
             self._say(self.last_error)
-            settings = dict(settings)
+            settings = dict(settings or {})
             settings["hostname"] = ""
             cfg = self._settings_tuple(settings)
         self._apply(cfg, None)
