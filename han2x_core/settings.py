@@ -6,6 +6,10 @@ format is settings_toml.py. Pure core: no files, no clock.
 
 from micropython import const
 
+# The W5500 socket budget rule lives with the listeners (resident on the board, while this
+# module is loaded only to read or write settings); here for validate() and the tests.
+from han2x_core.listeners import W5500_SOCKETS, sockets_needed  # noqa: F401
+
 _BOOL = const(0)
 _INT = const(1)
 _ENUM = const(2)
@@ -19,7 +23,6 @@ _TOPIC = const(9)  # an MQTT topic prefix: no wildcards, no leading or trailing 
 _SECRET = const(10)  # text like _TEXT, never shown: a password box on the settings page
 
 _TEXT_MAX = const(64)
-W5500_SOCKETS = const(8)
 
 DEFAULTS = {
     "dhcp": False,
@@ -282,20 +285,6 @@ def validate(d, old=None):
     _check_ports(clean, errors, base)
     _check_sockets(clean, errors)
     return clean, errors
-
-
-def sockets_needed(s):
-    """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
-    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client,
-    MQTT's connection. The web page's one connection is not counted: it takes a free socket
-    when there is one (one is free at the defaults) and waits otherwise. Every service that
-    takes sockets adds its share here: this is the one place of the rule."""
-    n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
-    if s.get("han_stream_port"):
-        n += 2  # its listener and its one client
-    if s.get("mqtt_host"):
-        n += 1  # its one connection to the broker
-    return n
 
 
 def _check_sockets(clean, errors):

@@ -1,14 +1,17 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
-emulator (tests/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
+emulator (tests/support/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
 board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus and
 urllib.
 
 One boot per board runs the whole story in a fixed order (the emulator is slow, about 0.4x
 real time on an idle core), recording what each step saw; the tests then judge the record.
 Each board has its own xdist group, so the two boots run in parallel.
-EVB-Pico: Aidon and Kaifa 8E1, then Kamstrup 8N1, with han_line/han_polarity "auto" (the
-default), so the reader must find each format; then the pages. Feather: boot and Modbus
-(its HAN line is open, see below).
+Both boards: Aidon and Kaifa 8E1, then Kamstrup 8N1, with han_line/han_polarity "auto" (the
+default), so the reader must find each format; EVB-Pico normal polarity, Feather inverted.
+EVB-Pico: then the pages. The Feather starts Modbus-only (startup.py's second stage, entered
+through the start counter in nvm): its CircuitPython image has about 26 KB less heap than the
+EVB-Pico's, and the whole device leaves it 1-5 KB free, where Modbus answers only now and then
+(docs/architecture.md, "The board emulator"; issue 11).
 """
 
 import http.client
@@ -21,9 +24,10 @@ import urllib.request
 
 import pytest
 
-from board_emu import MENV, Board, build_drive, read_drive_file
+from support.board_emu import MENV, Board, build_drive, read_drive_file
+from han2x_core import startup
 from test_registers import ENERGY, MAP32, expected_map
-from util import load_corpus
+from support.util import load_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # one boot runs the whole story
 
@@ -36,6 +40,12 @@ BOOT_WALL_S = 400  # wall-clock limits: the machine may be busy with other tests
 STEP_WALL_S = 150
 TRIES = 5  # frames per meter: the first ones may go to finding the line format
 PAGES = ("/", "/diagnostics", "/registers", "/settings")
+# Lines before code.py's own: the Feather has had FULL_TRIES failed starts (startup.py's nvm
+# layout: byte 1 the magic, byte 2 the count, from byte 3 the reason, here empty), so the
+# firmware starts its HAN input and Modbus and leaves out the web server.
+MODBUS_ONLY = ("import microcontroller\nmicrocontroller.nvm[1:4] = bytes((%d, %d, 0))"
+               % (startup._MAGIC, startup.FULL_TRIES))
+PRE_CODE = {"adafruit_feather_rp2040": MODBUS_ONLY}
 
 
 def modbus_registers(port, start=0, count=50):
@@ -79,7 +89,9 @@ def _step(record, name, fn):
 
 def _boot(dev):
     dev.wait_for("HAN2X address", BOOT_WALL_S)
-    deadline = time.monotonic() + STEP_WALL_S
+    # The Feather image's first answer came 11 s simulated after power-up (bench_board):
+    # on a busy machine (0.04x real time) that is minutes of wall time.
+    deadline = time.monotonic() + BOOT_WALL_S
     while time.monotonic() < deadline:
         words = modbus_registers(dev.port(502))
         if words is not None:
@@ -122,9 +134,8 @@ def on(*boards):
                                              for b in boards], indirect=True)
 
 
-# The HAN line is read on the EVB-Pico image only: on the Feather image in rp2040js no PIO
-# state machine runs after start-up (docs/architecture.md, "The board emulator"; open).
-ALL, HAN = on(*BOARDS), on("wiznet_w5500_evb_pico")
+# The web server runs on the EVB-Pico only (the Feather starts Modbus-only, see above).
+ALL, WEB = on(*BOARDS), on("wiznet_w5500_evb_pico")
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +145,12 @@ def story(request, tmp_path_factory):
     record = {"board": board}
     folder = tmp_path_factory.mktemp(board)
     browser = None
-    with Board(board, folder, invert=BOARDS[board]) as dev:
+    with Board(board, folder, invert=BOARDS[board], pre_code=PRE_CODE.get(board)) as dev:
         _step(record, "boot", lambda: _boot(dev))
-        if "boot" in record and board == "wiznet_w5500_evb_pico":
+        if "boot" in record:
             for name, frame_id, line in METERS:
                 _step(record, name, lambda: _meter(dev, frame_id, line))
+        if "boot" in record and board == "wiznet_w5500_evb_pico":
             _step(record, "status", lambda: _api_status(dev))
             for path in PAGES:
                 _step(record, path, lambda: _page(dev, path))
@@ -165,11 +177,13 @@ def test_boots_from_the_flash_tree_and_answers_modbus(story):
     assert "Traceback" not in story["console"]
     assert boot["words"][42] == 10  # firmware version 0.1.0
     assert boot["words"][36:42] == [0] * 6  # no telegram yet
+    if story["board"] in PRE_CODE:
+        assert "starting modbus-only" in story["console"]
     print("%s: first Modbus answer %.2f s simulated after power-up"
           % (story["board"], boot["sim_s"]))
 
 
-@HAN
+@ALL
 @pytest.mark.parametrize("meter", [m[0] for m in METERS])
 def test_meter_values_reach_modbus(story, meter):
     result = judge(story, meter)
@@ -179,7 +193,7 @@ def test_meter_values_reach_modbus(story, meter):
         "%s %s frame sent %d times" % (meter, line, result["frames_sent"]))
 
 
-@HAN
+@WEB
 def test_api_status_reports_the_telegrams(story):
     status = judge(story, "status")["device"]
     assert status["frames_ok"] >= len(METERS)
@@ -189,14 +203,14 @@ def test_api_status_reports_the_telegrams(story):
     assert status["free_memory"] > 0
 
 
-@HAN
+@WEB
 def test_api_status_counts_the_han_bytes(story):
     status = judge(story, "status")["device"]
     sent = sum(len(CORPUS[f]["hex"]) // 2 for _, f, _ in METERS)  # at least one of each
     assert status["han_bytes"] >= sent
 
 
-@HAN
+@WEB
 def test_every_page_is_served_whole(story):
     """Each page on the real interpreter: 200 and its whole body (the dashboard fits since
     the texts are read from flash and each page loads only its own module, issue 11), with

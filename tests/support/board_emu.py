@@ -1,5 +1,5 @@
 """The real CircuitPython 10.2.1 on an emulated RP2040 (rp2040js, tests/rp2040/run.mjs), with
-the project's W5500 model (tests/w5500_model.py) on the board's SPI pins and the HAN line
+the project's W5500 model (tools/sim/w5500_model.py) on the board's SPI pins and the HAN line
 driven at 2400 baud in simulated time.
 
     with Board("wiznet_w5500_evb_pico", tmp_path) as dev:
@@ -24,8 +24,8 @@ import threading
 import time
 
 from han2x_core import board_io
-from util import ROOT, SHARED, free_port
-from w5500_model import W5500Model
+from support.util import ROOT, SHARED, free_port
+from tools.sim.w5500_model import W5500Model
 
 CP_VERSION = "10.2.1"
 CP_DIR = os.environ.get("HAN2X_CIRCUITPYTHON_DIR", os.path.join(SHARED, "circuitpython"))
