@@ -111,7 +111,7 @@ class DhcpClient:
         kind = _DISCOVER if self.state == SELECTING else _REQUEST
         pos = _put(buf, 240, 53, bytes((kind,)))
         pos = _put(buf, pos, 61, b"\x01" + self.mac)
-        pos = _put(buf, pos, 12, self.hostname[:63])  # longer: refused (network.py)
+        pos = _put(buf, pos, 12, self.hostname[:63])  # settings.validate refuses longer
         pos = _put(buf, pos, 55, b"\x01\x03\x06\x33\x3a\x3b")
         if self.state == REQUESTING:
             pos = _put(buf, pos, 50, self._offer_ip)

@@ -48,22 +48,6 @@ def default_hostname(mac):
     return "han2x-%02x%02x%02x" % (mac[3], mac[4], mac[5])
 
 
-def hostname_error(name):
-    """The one host name rule (settings.validate checks hostname and mqtt_client_id with
-    it; docs/network.md): None for a name that may be used, else what is wrong with it.
-    A DNS label (RFC 1035/1123; mDNS names are the same): 1..63 ASCII letters, digits and
-    '-', not at either end. DHCP option 12 carries up to 255 bytes and the W5500 keeps no
-    name, so the label's 63 is the limit; dhcp.BUF_SIZE holds a request with 63."""
-    if len(name) > 63:
-        return "must be at most 63 characters"
-    for c in name:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):
-            return "may only contain letters a-z, digits and '-'"
-    if name[:1] == "-" or name[-1:] == "-":
-        return "must not start or end with '-'"
-    return None
-
-
 def _aton(text):
     parts = text.split(".")
     if len(parts) != 4:
@@ -125,24 +109,14 @@ class Network:
         self._janitor_at = 0
         self.janitor = SocketJanitor(self.eth)  # sockets lost in the driver's accept() race
         self.reclaimed = 0
-        try:
-            cfg = self._settings_tuple(settings or {})
-        except ValueError as e:  # start anyway, as han2x-xxxxxx; the error says why
-            self.errors += 1
-            self.last_error = str(e)
-            self._say(self.last_error)
-            settings = dict(settings or {})
-            settings["hostname"] = ""
-            cfg = self._settings_tuple(settings)
-        self._apply(cfg, None)
+        self._apply(self._settings_tuple(settings or {}), None)
         if not self.link_up:
             self._say("link down (no cable?); will serve as soon as it comes up")
 
     # ----- public API -----
     def configure(self, settings):
         """Queue the network part of settings (validated: settings.validate); poll()
-        applies it within ~2 s. Nothing happens when it equals what is in force. A host
-        name that breaks the rule raises ValueError and changes nothing."""
+        applies it within ~2 s. Nothing happens when it equals what is in force."""
         cfg = self._settings_tuple(settings)
         if cfg == self._config:
             self._pending = None
@@ -209,11 +183,7 @@ class Network:
             full = dict(DEFAULTS)
             full.update(s)
             s = full
-        cfg = tuple(s[k] for k in _NET_KEYS)
-        message = hostname_error(cfg[5])
-        if message:
-            raise ValueError("hostname %r %s" % (cfg[5], message))
-        return cfg
+        return tuple(s[k] for k in _NET_KEYS)
 
     def _say(self, text):
         if self._log is not None:
@@ -256,6 +226,7 @@ class Network:
     def _apply(self, cfg, now_ms):
         old = self._config
         self._config = cfg
+        # Validated (settings.validate: a DNS label of at most 63), and sent whole: no cut.
         self.hostname = cfg[5].lower() or default_hostname(self.mac)
         if cfg[0]:
             self._dhcp_client().hostname = self.hostname.encode()

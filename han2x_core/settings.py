@@ -224,13 +224,15 @@ def _check(key, kind, a, b, value):
         if n is None or not _mask_ok(n):
             return None, "must be a netmask like 255.255.255.0"
         return ".".join(str(int(p)) for p in value.split(".")), None
-    if kind == _HOST:
-        if not value:
-            return value, None
-        from han2x_core.network import hostname_error  # the rule's home; resident on the board
-
-        message = hostname_error(value)
-        return (None, message) if message else (value, None)
+    if kind == _HOST:  # the one host name rule: a DNS label (docs/network.md)
+        if len(value) > 63:
+            return None, "must be at most 63 characters"
+        for c in value:
+            if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):
+                return None, "may only contain letters a-z, digits and '-'"
+        if value[:1] == "-" or value[-1:] == "-":
+            return None, "must not start or end with '-'"
+        return value, None
     if kind == _STEPS:
         steps = steps_w(value)
         if steps is None:

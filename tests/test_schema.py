@@ -9,15 +9,16 @@ import sys
 
 import pytest
 
-from dhcp_server import DhcpServer
-from net_helpers import make_network, run
-from webdevice import Device
+from support.net_helpers import make_network, run
+from support.webdevice import Device
+from tools.sim.dhcp_server import DhcpServer
 from han2x_core import settings as S
 from han2x_core import webfields
-from fakes._state import load
+from han2x_core.app import App
+from han2x_core.registers import Registers
+from support.fakes._state import load
 from han2x_core.han_reader import HanReader
 from han2x_core.han_uart import PioReceiver, UartReceiver
-from han2x_core.network import hostname_error
 from han2x_core.tariff import steps_of
 from tools import webfields as derive
 
@@ -107,7 +108,7 @@ def test_hostname_rule_at_63_and_64_characters_in_settings():
                       "mqtt_client_id": "must be at most 63 characters"}
     assert clean["hostname"] == ""  # the default is kept
     for bad, message in (("han_2x", "letters"), ("-han2x", "start or end"), ("hæn", "letters")):
-        assert hostname_error(bad) and message in S.validate({"hostname": bad})[1]["hostname"]
+        assert message in S.validate({"hostname": bad})[1]["hostname"]
 
 
 @pytest.fixture
@@ -117,23 +118,23 @@ def dhcp_server():
     srv.stop()
 
 
-def test_the_network_sends_all_63_characters_and_refuses_64(dhcp_server):
-    model, net = make_network(settings={"dhcp": True, "hostname": NAME63.upper()})
+def test_the_network_sends_all_63_characters_and_a_64th_is_refused(dhcp_server):
+    """The network sends the validated name whole (no cut at 32 any more); a longer one
+    is refused by validation with its message and the network keeps what it has."""
+    settings, _ = S.validate({"dhcp": True, "hostname": NAME63.upper()})
+    model, net = make_network(settings=settings)
     model.udp_map[67] = dhcp_server.port
+    app = App(None, Registers(1000, 10), 0, settings=settings)
+    app.add(net)
     assert run([net], 5.0, until=lambda: net.mode == "dhcp")
     assert dhcp_server.log[0][2] == NAME63 == net.hostname  # nothing cut
     before = net.status()
-    with pytest.raises(ValueError, match="hostname .* must be at most 63 characters"):
-        net.configure(dict(S.DEFAULTS, dhcp=True, hostname=NAME63 + "d"))
+    assert app.save_settings({"hostname": NAME63 + "d"}) == {
+        "hostname": "must be at most 63 characters"}
     run([net], 0.5)
-    assert net.status() == before  # refused whole: nothing changed
-    model.close()
-
-
-def test_a_network_started_with_a_bad_hostname_serves_under_its_own_name():
-    model, net = make_network(settings={"hostname": NAME63 + "d"})
-    assert net.hostname.startswith("han2x-") and net.ip == S.DEFAULTS["ip"]
-    assert "must be at most 63 characters" in net.last_error and net.errors == 1
+    assert net.status() == before and app.settings["hostname"] == NAME63.upper()
+    assert app.save_settings({"hostname": "han2x-" + "x" * 57}) == {}  # 63 again: applied
+    assert run([net], 5.0, until=lambda: net.hostname == "han2x-" + "x" * 57)
     model.close()
 
 
