@@ -591,8 +591,10 @@ def run_tariff():
           "holds less, see the ratio above)" % (kb(held), 100.0 * held / BOARD_HEAP,
                                                 kb(BOARD_HEAP)))
     print("  allocated and freed again: %d B per telegram (feed + registers), %d B per hourly "
-          "total, %d B per /api/status tariff object" % (
-              f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1)))
+          "total, %d B per /api/status tariff object, %d B per configure(settings) (at start "
+          "and each save; settings.py is not loaded)" % (
+              f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1),
+              f.get("configure", -1)))
 
 
 MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha", "mqtt_connect")

@@ -69,7 +69,7 @@ def _settings(ctx, form, errors, notice):
             elif kind == "c":
                 yield '<select id="%s" name="%s">' % (key, key)
                 for option in choices:  # type: ignore[union-attr]
-                    label = tr("o_" + option, lang) if ("o_" + option) in _OPTION_KEYS else option
+                    label = tr("o_" + option.lower(), lang)  # every choice has one (test_schema)
                     yield '<option value="%s"%s>%s</option>' % (
                         option, " selected" if option == value else "", esc(label))
                 yield "</select>"
@@ -116,6 +116,3 @@ def _drive_section(ctx):
                    ctx.csrf, esc(tr("usb_note", lang)), esc(tr("usb_button", lang))))
     yield "</fieldset></form>"
 
-
-_OPTION_KEYS = ("o_auto", "o_settings", "o_all", "o_normal", "o_inverted", "o_pio", "o_uart",
-                "o_nb", "o_en")
