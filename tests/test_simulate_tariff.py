@@ -94,9 +94,16 @@ def test_a_month_at_high_speed_then_the_month_boundary_after_a_restart(tmp_path)
     assert st["device"]["repeated_hourly_lists"] >= 1  # the duplicate was seen and ignored
 
     rest = [f for utc, f in month if utc >= CUT]
-    run = Run(folder, rest)  # restarted on the same folder: the peaks come from the file
+    # Restarted on the same folder with October's last frame only (replayed in a loop), so
+    # what it shows can only be October's, from the file. With November's frames in the
+    # replay, the first status raced them (the replay runs at 20,000 times real time).
+    run = Run(folder, rest[:1])
     try:
         first = run.status()["tariff"]
+    finally:
+        run.stop()
+    run = Run(folder, rest)  # and again with the rest: the month boundary follows
+    try:
         st = run.replayed()
     finally:
         run.stop()
