@@ -386,6 +386,14 @@ def test_code_py_start_up_failure_resets(paths, monkeypatch, capsys):
     assert "SCK in use" in capsys.readouterr().err
 
 
+
+def _wire_w5500(monkeypatch, hw, model):
+    """The W5500 model on the EVB-Pico's SPI bus and its chip select (GP17)."""
+    real_dio = hw.digitalio.DigitalInOut
+    monkeypatch.setattr(hw.digitalio, "DigitalInOut",
+                        lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
+    monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+
 def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
     """A developer's Ctrl-C must give a REPL that the watchdog does not reset 8 s later."""
     from tools.sim.w5500_model import W5500Model, install_driver_shims
@@ -394,10 +402,7 @@ def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
     SettingsStore(paths[0]).save(dict(S.DEFAULTS, han_line="8N1", han_polarity="inverted"))
     with installed() as hw:
-        real_dio = hw.digitalio.DigitalInOut
-        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+        _wire_w5500(monkeypatch, hw, model)
         calls = [0]
 
         def ticks_ms():
@@ -440,10 +445,7 @@ def code_py_first_step(monkeypatch, readonly=True):
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
     try:
         with installed() as hw:
-            real_dio = hw.digitalio.DigitalInOut
-            monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                                lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-            monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+            _wire_w5500(monkeypatch, hw, model)
             hw.storage.getmount("/").readonly = readonly
             with pytest.raises(StopLoop):
                 runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
@@ -614,10 +616,7 @@ def test_code_py_drops_the_startup_module_once_the_start_is_stable(paths, monkey
 
     try:
         with installed() as hw:
-            real_dio = hw.digitalio.DigitalInOut
-            monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                                lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-            monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+            _wire_w5500(monkeypatch, hw, model)
             monkeypatch.setattr(hw.supervisor, "ticks_ms", ticks_ms)
             runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
             assert hw.microcontroller.nvm[2] == 0  # stable: the count is cleared
