@@ -386,13 +386,13 @@ def test_code_py_start_up_failure_resets(paths, monkeypatch, capsys):
     assert "SCK in use" in capsys.readouterr().err
 
 
-
 def _wire_w5500(monkeypatch, hw, model):
     """The W5500 model on the EVB-Pico's SPI bus and its chip select (GP17)."""
     real_dio = hw.digitalio.DigitalInOut
     monkeypatch.setattr(hw.digitalio, "DigitalInOut",
                         lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
     monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+
 
 def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
     """A developer's Ctrl-C must give a REPL that the watchdog does not reset 8 s later."""
