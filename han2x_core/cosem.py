@@ -7,6 +7,8 @@ positions or ints, so stepping through a list allocates nothing.
 
 from micropython import const
 
+from han2x_core import DecodeError
+
 T_NULL = const(0x00)
 T_ARRAY = const(0x01)
 T_STRUCTURE = const(0x02)
@@ -28,10 +30,6 @@ _SIZES = (
 
 
 _POW10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
-
-
-class DecodeError(ValueError):
-    """A frame that cannot be decoded: bad CRC, truncated, or an unknown layout."""
 
 
 def scale(value, shift):
