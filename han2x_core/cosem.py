@@ -148,29 +148,3 @@ def read_text(buf, p, n):
         b[i] = c if 0x20 <= c < 0x7F else 0x3F
     return b.decode()
 
-
-def to_python(buf, pos, end, depth=0):
-    """Host-side helper: (value, next_pos) for the item at pos, as plain Python values.
-
-    Arrays/structures become lists, strings bytes, numbers ints, null None. Used by
-    tools/decode.py to show the layout of an unknown meter; allocates freely.
-    """
-    stop = item_end(buf, pos, end, depth)
-    tag = buf[pos]
-    if tag == T_ARRAY or tag == T_STRUCTURE:
-        n = length_at(buf, pos + 1, end)
-        p = content_pos(buf, pos)
-        out = []
-        for _ in range(n):
-            v, p = to_python(buf, p, end, depth + 1)
-            out.append(v)
-        return out, stop
-    v = read_int(buf, pos)
-    if v is not None:
-        return v, stop
-    if tag == T_NULL:
-        return None, stop
-    if tag == 0x03:
-        return buf[pos + 1] != 0, stop
-    p = content_pos(buf, pos) if _SIZES[tag] == 0xFF else pos + 1
-    return bytes(buf[p:stop]), stop

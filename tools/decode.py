@@ -20,7 +20,9 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 
 from han2x_core import DecodeError, decode_frame  # noqa: E402
-from han2x_core.cosem import content_pos, to_python  # noqa: E402
+from han2x_core.cosem import (  # noqa: E402
+    T_ARRAY, T_NULL, T_STRUCTURE, content_pos, item_end, length_at, read_int,
+)
 from han2x_core.hdlc import crc16  # noqa: E402
 
 _HEX = set("0123456789abcdefABCDEF")
@@ -162,6 +164,32 @@ def _hexify(value):
     if isinstance(value, list):
         return [_hexify(v) for v in value]
     return value
+
+_BYTES_WITH_LENGTH = (0x04, 0x09, 0x0A, 0x0C)  # bit, octet, visible and UTF-8 strings
+
+
+def to_python(buf, pos, end, depth=0):
+    """(value, next_pos) for the A-XDR item at pos, as plain Python values: arrays and
+    structures become lists, strings and other types bytes, numbers ints, null None,
+    booleans bool. cosem.item_end checks the item (DecodeError if it overruns end)."""
+    stop = item_end(buf, pos, end, depth)
+    tag = buf[pos]
+    if tag == T_ARRAY or tag == T_STRUCTURE:
+        p = content_pos(buf, pos)
+        out = []
+        for _ in range(length_at(buf, pos + 1, end)):
+            v, p = to_python(buf, p, end, depth + 1)
+            out.append(v)
+        return out, stop
+    v = read_int(buf, pos)
+    if v is not None:
+        return v, stop
+    if tag == T_NULL:
+        return None, stop
+    if tag == 0x03:
+        return buf[pos + 1] != 0, stop
+    p = content_pos(buf, pos) if tag in _BYTES_WITH_LENGTH else pos + 1
+    return bytes(buf[p:stop]), stop
 
 
 def cosem_tree(frame):
