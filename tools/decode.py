@@ -23,7 +23,7 @@ from han2x_core import DecodeError, decode_frame  # noqa: E402
 from han2x_core.cosem import (  # noqa: E402
     T_ARRAY, T_NULL, T_STRUCTURE, content_pos, item_end, length_at, read_int,
 )
-from han2x_core.hdlc import crc16  # noqa: E402
+from han2x_core.hdlc import crc16, hcs_pos  # noqa: E402
 
 _HEX = set("0123456789abcdefABCDEF")
 _SEPARATORS = " \t,:;-|"
@@ -92,31 +92,14 @@ def split_frames(stream):
             i += 1
             continue
         total = ((stream[i + 1] & 7) << 8 | stream[i + 2]) + 2
-        h = _hcs_index(stream, i, n)
-        if (h < 0 or i + total > n or stream[i + total - 1] != 0x7E or h + 2 > i + total - 3
+        h = hcs_pos(stream, i, n, total)  # the firmware's own header walk
+        if (h <= 0 or i + total > n or stream[i + total - 1] != 0x7E
                 or crc16(stream, i + 1, h) != stream[h] | stream[h + 1] << 8):
             i += 1
             continue
         frames.append(bytes(stream[i:i + total]))
         i += total - 1  # the closing flag may open the next frame
     return frames, skipped
-
-
-def _hcs_index(stream, s, n):
-    i = s + 3
-    for _ in range(2):
-        k = 0
-        while True:
-            if i >= n:
-                return -1
-            k += 1
-            if stream[i] & 1:
-                break
-            if k == 4:
-                return -1
-            i += 1
-        i += 1
-    return i + 1
 
 
 def read_capture(data):
