@@ -4,10 +4,10 @@
 For every RP2040 image it prints, from the UF2 alone: the RAM the image takes for itself
 (.data, which holds the code it runs from RAM, and .bss) and the RAM left to CircuitPython's
 outer heap, from which the VM heap grows (the RAM above .bss, less the 25 KB stack). Then,
-unless --no-boot, it boots the two boards' images in the emulator (tests/support/board_emu.py) with a
-code.py that only measures: gc.mem_free() after a collect, how many bytearray(1000) fit
+unless --no-boot, it boots the two boards' images in the emulator (tests/support/board_emu.py)
+with a code.py that only measures: gc.mem_free() after a collect, how many bytearray(1000) fit
 until MemoryError (1 KB of heap each), the largest single bytearray, and whether the image
-has `usb_host`. Our firmware is on the drive but does not run. Prints figures, asserts
+has `usb_host`. Of our firmware only boot.py runs. Prints figures, asserts
 nothing (docs/architecture.md, "The board emulator").
 
     HAN2X_CIRCUITPYTHON_DIR=../shared/circuitpython .venv/bin/python bench/board_images.py
