@@ -720,7 +720,7 @@ def test_both_languages_have_every_text():
 
 
 def test_han_reader_counters_reach_the_diagnostics(dev):
-    class Reader(type(dev.han)):  # what han_uart.HanReader adds: byte and line counters
+    class Reader(type(dev.han)):  # what han_reader.HanReader adds: byte and line counters
         bytes_ok = 0
         errors = 7
 
