@@ -1,12 +1,5 @@
-"""The socket helper of both servers (modbus_server.py, web.py; hanstream.py too): the one
-home of what their sockets share. Shell helper, resident (both servers always load it).
-
-- would_block(e), peer_gone(e): the errno classification, one set each, for every pool;
-- listen(pool, addr, backlog): one listening socket, bound and non-blocking;
-- Listeners: the listening sockets of one port: the address (getaddrinfo), the W5500's
-  spare listener, accept() that survives the driver's RuntimeError and counts it (the
-  server's note), and accept throttling (due());
-- send(sock, data, timeout_s): a send that never waits for ever, on any pool.
+"""The socket helper of modbus_server.py and web.py (hanstream.py too; shell helper): the
+errno sets, listen(), the listening sockets of one port (Listeners) and send().
 
 The W5500 has no backlog: a SYN to a port where no hardware socket is in LISTEN is answered
 with RST. adafruit_wiznet5k's accept() gives the client the listener's connected hardware
@@ -46,11 +39,9 @@ def peer_gone(e):
 
 def send(sock, data, timeout_s):
     """Send what sock takes of data now: the count (0: nothing now), or -1 when the peer has
-    gone (the caller closes sock). timeout_s None or 0: the socket's own non-blocking send
-    (CPython, MicroPython); else send() may wait that long and the socket is non-blocking
-    again after. adafruit_wiznet5k's send() with timeout 0 or None waits for ever when the
-    client stops reading (full TCP window), so the W5500 passes a small value (0.1); its
-    RuntimeError when that runs out (or the socket closed) is raised for the caller."""
+    gone. timeout_s: None or 0 on a non-blocking pool; on the W5500 a small value (0.1),
+    as adafruit_wiznet5k's send() with timeout 0 waits for ever when the client stops
+    reading. Its RuntimeError when that runs out is raised for the caller."""
     if timeout_s:
         sock.settimeout(timeout_s)
     gone = False
