@@ -214,9 +214,9 @@ class HanStream:
                 n = free
         sent = 0
         if n:
-            try:  # allocates (a view)
-                sent = send(self._client, self._mv[self._head:self._head + n],
-                            self.send_timeout_s)
+            view = self._mv[self._head:self._head + n]  # allocates (a view)
+            try:
+                sent = send(self._client, view, self.send_timeout_s)
             except RuntimeError as e:  # adafruit_wiznet5k: the send timed out (or closed)
                 self.stalled += 1
                 self._error("send", e)
