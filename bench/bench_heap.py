@@ -8,9 +8,9 @@
 2. The whole device (tests/mpy/device_vm.py: code.py's wiring minus the hardware) from .mpy
    (as flash.py ships it) at DEVICE_HEAP: heap after imports and after start; steady state
    (free heap, bytes allocated per loop step) idle, while a client polls Modbus, and with
-   telegrams arriving as well; the peak while a browser loads the dashboard; a scaling write over Modbus,
-   saved, stops it. Then at 192 KB, from source and from .mpy, briefly: does the web server
-   start, which pages load.
+   telegrams arriving as well; the peak while a browser loads the dashboard; a scaling
+   write over Modbus, once saved, stops it. Then at 192 KB, from source and from .mpy,
+   briefly: does the web server start, which pages load.
 2b. The raw HAN stream (bench/mpy_stream.py, 192 KB heap): not loaded while
    han_stream_port is 0; heap held once turned on; growth while it sends.
 3. Every han2x_core module imported from source (bench/mpy_imports.py) on the 64-bit unix
