@@ -335,19 +335,14 @@ class WebServer:
             if ticks_diff(now_ms, conn.t0) > _SEND_MS:
                 self._fail(i, "send timeout")
                 return
-            refilled = False
             for step in range(_STEPS + 1):  # the last step only ends a finished answer:
                 # its socket goes back to listening at once (docs/network.md, budget)
-                if conn.pos >= len(conn.out):
-                    if refilled:  # one chunk of a body per poll: a loop step's garbage
-                        return  # is one chunk's, not _STEPS' (issue 11)
-                    if not conn.refill():
-                        if conn.unread:
-                            conn.drain(now_ms)
-                        else:
-                            self._close(i)
-                        return
-                    refilled = conn.gen is not None
+                if conn.pos >= len(conn.out) and not conn.refill():
+                    if conn.unread:
+                        conn.drain(now_ms)
+                    else:
+                        self._close(i)
+                    return
                 if step == _STEPS or not conn.send(self.send_timeout_s):
                     return
         else:  # _DRAINING: read what the client still sends so that close() is not a RST
