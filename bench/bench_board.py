@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The whole device under load on the real CircuitPython 10.2.1 in the RP2040 emulator
-(tests/board_emu.py), on both board images, from the drive flash.py installs (.mpy):
+(tests/support/board_emu.py), on both board images, from the drive flash.py installs (.mpy):
 
 - boot to the first Modbus answer, in simulated seconds (the manual promises 5 s);
 - then, for TELEGRAMS Aidon telegrams every 2 s on the HAN pin (8E1): 4 Modbus clients
@@ -40,10 +40,11 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "tests"), ROOT, HERE]
-from board_emu import BOARD_NAMES, CP_VERSION, temp_board  # noqa: E402
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from support.board_emu import BOARD_NAMES, CP_VERSION, temp_board  # noqa: E402
 from test_board_emu import modbus_registers  # noqa: E402
-from util import load_corpus  # noqa: E402
+from support.util import load_corpus  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 BEGIN = "<!-- bench_board.py writes from here; do not edit by hand -->"

@@ -16,11 +16,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Appended, not prepended: the board's code.py at the root would shadow the stdlib `code`
-# module (which pdb, imported by amshan's construct, needs).
 sys.path.append(ROOT)
-sys.path.append(os.path.join(ROOT, "tests"))
-import conftest  # noqa: E402,F401  (micropython.const on CPython)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 
 from han2x_core import decode_frame  # noqa: E402
 from han2x_core.hdlc import HdlcReader  # noqa: E402

@@ -46,10 +46,11 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.append(os.path.join(ROOT, "tests"))
-from util import free_port, wait_port  # noqa: E402
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from support.util import free_port, wait_port  # noqa: E402
 
-MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+from support.mpy import MICROPYTHON  # noqa: E402
 WASM_DIR = os.path.join(ROOT, ".venv", "wasm-micropython")
 WASM_SRC = os.path.join(ROOT, "bench", "wasm")
 DEVICE_HEAP = "256k"  # as tests/test_device_vm.py: the whole device at 192k has no pages
@@ -590,8 +591,10 @@ def run_tariff():
           "holds less, see the ratio above)" % (kb(held), 100.0 * held / BOARD_HEAP,
                                                 kb(BOARD_HEAP)))
     print("  allocated and freed again: %d B per telegram (feed + registers), %d B per hourly "
-          "total, %d B per /api/status tariff object" % (
-              f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1)))
+          "total, %d B per /api/status tariff object, %d B per configure(settings) (at start "
+          "and each save; settings.py is not loaded)" % (
+              f.get("per_telegram", -1), f.get("per_hourly", -1), f.get("status", -1),
+              f.get("configure", -1)))
 
 
 MQTT_MODULES = ("mqtt", "mqtt_wire", "mqtt_ha", "mqtt_connect")

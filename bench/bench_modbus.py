@@ -21,15 +21,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)
-sys.path.append(os.path.join(ROOT, "tests"))
-import conftest  # noqa: E402,F401  (micropython.const on CPython)
-
-from util import free_port, wait_port  # noqa: E402
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from support.util import free_port, wait_port  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 REQUEST = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 50)
 ANSWER_LEN = 9 + 100
-MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+from support.mpy import MICROPYTHON  # noqa: E402
 
 
 def _client(port, seconds, queue):

@@ -1,7 +1,8 @@
 """MicroPython half of bench_heap.py's capacity tariff figure (han2x_core/tariff.py): heap
 held by importing the module (beyond the package, always loaded; from the folder given, source or .mpy), by one Tariff, and
 after a month of telegrams (one a minute, an hourly total each hour); bytes allocated per
-telegram (feed + render) and per hourly total. Prints "NAME BYTES" lines."""
+telegram (feed + render) and per hourly total, and by configure(settings) (the settings
+schema is not loaded for it). Prints "NAME BYTES" lines."""
 
 import gc
 import sys
@@ -20,6 +21,13 @@ base = gc.mem_alloc()
 t = Tariff()
 gc.collect()
 print("instance", gc.mem_alloc() - base)
+gc.collect()
+gc.disable()  # what configure allocates at start and after each save, garbage included
+a = gc.mem_alloc()
+t.configure({"tariff": True, "tariff_peaks": 3, "tariff_steps": "2 5 10 15 20 25 50 75 100",
+             "scaling_factor": 1000})
+print("configure", gc.mem_alloc() - a)
+gc.enable()
 image = bytearray(204)
 reading = {"active_power_import_w": 2345}
 clock = {"year": 2026, "month": 10, "day": 1, "hour": 0, "minute": 0, "second": 0}

@@ -62,9 +62,14 @@ class App:
         # cannot) and returns the callable that restarts the board, which the web server
         # runs once its answer is sent (board_io.usb_write_hook).
         self.usb_write = None
+        # The services by name, for the pages (webapi, websettings) and the stream below;
+        # set by assembly.build, None where there is none (a web-less start, MQTT off).
+        # network: pool, attach(server), hostname, ip, mode.
+        self.network = self.modbus = self.web = self.mqtt = self.scaling = None  # type: Any
         # The raw HAN stream (hanstream.py, setting han_stream_port): raw_tap gets every HAN
-        # chunk (feed(buf, n)); stream_factory(port) builds it, attached and polled, when
-        # the setting turns it on (code.py: the module is not loaded while it is off).
+        # chunk (feed(buf, n)). configure() builds it on the network, attached and polled,
+        # when the setting turns it on (the module is not loaded while it is off);
+        # stream_factory(port) replaces that (tests).
         self.raw_tap = None
         self.stream_factory = None
         # The energy state file (energystate.py): its path once restore_energy() ran, the
@@ -115,13 +120,22 @@ class App:
         if part is not None and getattr(part, "report", 0) is None:
             part.report = self.error
 
+    def _start_stream(self, port):
+        from han2x_core.hanstream import HanStream
+
+        net = self.network
+        stream = HanStream(net.pool, port, send_timeout_s=self.modbus.send_timeout_s)
+        net.attach(stream)
+        self.add(stream)
+        return stream
+
     def configure(self, settings):
         """Hand validated settings to every part that has configure(settings)."""
         self.settings = settings
         port = settings.get("han_stream_port")
-        if port and self.raw_tap is None and self.stream_factory is not None:
+        if port and self.raw_tap is None and (self.stream_factory or self.network) is not None:
             try:
-                self.raw_tap = self.stream_factory(port)
+                self.raw_tap = (self.stream_factory or self._start_stream)(port)
             except Exception as e:  # MemoryError: Modbus goes on without the stream
                 self.service_errors += 1
                 self.error("han_stream", e)

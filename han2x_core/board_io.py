@@ -2,7 +2,7 @@
 service, watchdog, board temperature, the CIRCUITPY ownership rule and the power-up
 DHCP request (what only boot.py and safemode.py run is in bootio.py, so that it does not
 stay on code.py's heap). Shell: every CircuitPython module comes in as an argument, so tests run it
-on CPython with tests/fakes. Pins and the rule are documented in docs/wiring.md and
+on CPython with tests/support/fakes. Pins and the rule are documented in docs/wiring.md and
 docs/settings.md.
 """
 
@@ -90,6 +90,10 @@ class LedButton:
         if self.power_led is not None and self.ind.power_led != self._power:
             self._power = self.ind.power_led
             self.power_led.value = self._power
+
+    def factory_reset(self, now_ms):
+        """Indicators.on_factory_reset (assembly.build)."""
+        return factory_reset(self.app)
 
 
 def factory_reset(app):

@@ -31,7 +31,7 @@ _NAK = const(6)
 _MAGIC = b"c\x82Sc"
 _MAX_RETRY_MS = const(64000)
 _REQUEST_TRIES = const(4)
-BUF_SIZE = const(320)  # enough for our requests with a 32-character hostname
+BUF_SIZE = const(340)  # a REQUEST with a 63-character hostname takes 338 bytes
 
 
 def _put(buf, pos, code, data):
@@ -111,7 +111,7 @@ class DhcpClient:
         kind = _DISCOVER if self.state == SELECTING else _REQUEST
         pos = _put(buf, 240, 53, bytes((kind,)))
         pos = _put(buf, pos, 61, b"\x01" + self.mac)
-        pos = _put(buf, pos, 12, self.hostname[:32])
+        pos = _put(buf, pos, 12, self.hostname[:63])  # settings.validate refuses longer
         pos = _put(buf, pos, 55, b"\x01\x03\x06\x33\x3a\x3b")
         if self.state == REQUESTING:
             pos = _put(buf, pos, 50, self._offer_ip)

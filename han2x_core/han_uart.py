@@ -7,7 +7,9 @@ The PIO receiver runs at 8 clocks per bit and pushes one right-aligned word per 
 data bits (first one highest), the parity bit (8E1), then the stop bit as sampled. A looping DMA
 (StateMachine.background_read) copies the words into a ring of 32-bit slots, so the loop
 may stall for seconds without losing bytes; readinto() drains the ring, checks stop and
-parity bits and counts what it drops.
+parity bits and counts what it drops. The ring's slots are 16 bits: the DMA then reads the
+low half of each FIFO word, where the right-aligned character (at most 10 bits) is, and the
+ring costs half the heap of 32-bit slots.
 """
 
 from array import array
@@ -21,7 +23,7 @@ if _TYPE_CHECKING:
 BAUD = const(2400)
 _CLOCKS_PER_BIT = const(8)
 _EMPTY = const(0xFFFF)  # ring slot not yet filled: the PIO never pushes a value >= 2**10
-_RING_WORDS = const(1024)  # 4.7 s of characters at 2400 baud 8E1
+_RING_WORDS = const(1024)  # 4.7 s of characters at 2400 baud 8E1 (2 KB)
 
 
 def program(line, polarity):
@@ -89,7 +91,7 @@ class PioReceiver:
             wrap=wrap,
         )
         if ring is None:  # one ring per reader: a format switch reuses it (no heap churn)
-            ring = array("I", range(ring_words))  # 32-bit slots (DMA); sized from len(range)
+            ring = array("H", range(ring_words))  # 16-bit DMA slots; sized from len(range)
         for i in range(len(ring)):
             ring[i] = _EMPTY
         self._ring = ring

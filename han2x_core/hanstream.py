@@ -1,6 +1,6 @@
 """The raw HAN stream over TCP (setting han_stream_port): every byte from the meter, as it
 arrives, to one client, for Home Assistant's amshan integration ("network" connection) and
-the like. Shell; imported only when the stream is on (code.py, App.stream_factory).
+the like. Shell; imported only when the stream is on (App.configure builds it on app.network).
 
 One client at a time: a new one replaces the old (ser2net's kickolduser). Bytes wait in one
 fixed ring buffer; when the client does not take them fast enough the newest are dropped

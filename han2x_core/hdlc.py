@@ -99,6 +99,8 @@ class HdlcReader:
     feed(buf, n) copies up to n bytes and returns how many it took (fewer when its buffer
     is full: drain next_frame() and feed the rest). next_frame() returns the length of the
     next valid frame, now in self.frame[0:length] (flag to flag), or 0 = need more data.
+    self.frame is the receive buffer itself, the frame moved to its front: valid until the
+    next feed() or next_frame() (one buffer of 2.5 KB, no second one for the frame).
     Garbage, truncated frames and CRC failures are skipped and counted, never raised.
     discarded_bytes counts dropped bytes other than 0x7E (flags are idle fill).
     """
@@ -108,8 +110,7 @@ class HdlcReader:
         self._mv = memoryview(self._buf)
         self._start = 0  # first byte not yet consumed
         self._end = 0  # one past the last byte fed
-        self.frame = bytearray(_MAX_FRAME)
-        self._frame_mv = memoryview(self.frame)
+        self.frame = self._buf  # next_frame() moves each valid frame to its front
         self.frames_ok = 0
         self.hcs_errors = 0
         self.fcs_errors = 0
@@ -154,7 +155,8 @@ class HdlcReader:
         return k
 
     def next_frame(self):
-        """Length of the next validated frame (now in self.frame), or 0 = need more data."""
+        """Length of the next validated frame (now in self.frame[0:length], until the next
+        feed() or next_frame()), or 0 = need more data."""
         buf = self._buf
         s = self._start
         e = self._end
@@ -198,7 +200,10 @@ class HdlcReader:
                 self.fcs_errors += 1
                 s += 1
                 continue
-            self._frame_mv[0:total] = self._mv[s:s + total]  # allocates two small views
+            if s:  # the frame to the front, with what follows it (memmove)
+                self._mv[0:e - s] = self._mv[s:e]  # allocates two small views
+                last -= s
+                self._end = e - s
             self.frames_ok += 1
             self._start = last  # the closing flag may open the next frame
             return total

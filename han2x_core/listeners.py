@@ -15,6 +15,7 @@ from micropython import const
 from han2x_core.modbus_slot import again
 from han2x_core.ticks import ticks_add, ticks_diff
 
+W5500_SOCKETS = const(8)  # hardware sockets of the chip
 _LISTENERS = const(2)
 _RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
 _ADDR_IN_USE = (48, 98, 10048)  # EADDRINUSE (BSD, Linux/MicroPython, Windows)
@@ -110,6 +111,21 @@ class Listeners:
                 _close(sock)
             return got
         return None
+
+
+def sockets_needed(s):
+    """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
+    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client,
+    MQTT's connection. The web page's one connection is not counted: it takes a free socket
+    when there is one (one is free at the defaults) and waits otherwise. Every service that
+    takes sockets adds its share here: this is the one place of the rule (settings.py
+    re-exports it for validate(); it lives here so that web.py need not load settings.py)."""
+    n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
+    if s.get("han_stream_port"):
+        n += 2  # its listener and its one client
+    if s.get("mqtt_host"):
+        n += 1  # its one connection to the broker
+    return n
 
 
 def _close(sock):

@@ -31,8 +31,7 @@ _EV_BOUND = const(1)
 _EV_RENEWED = const(2)
 _EV_LOST = const(3)
 _BROADCAST = b"\xff\xff\xff\xff"
-_NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")
-DEFAULTS = (False, "192.168.1.232", "255.255.255.0", "192.168.1.1", "192.168.1.1", "")
+_NET_KEYS = ("dhcp", "ip", "netmask", "gateway", "dns", "hostname")  # what it reads
 
 
 def mac_from_uid(uid):
@@ -47,14 +46,6 @@ def mac_from_uid(uid):
 def default_hostname(mac):
     """han2x-xxxxxx from the last three MAC bytes (lower-case hex)."""
     return "han2x-%02x%02x%02x" % (mac[3], mac[4], mac[5])
-
-
-def _clean_hostname(name, mac):
-    out = ""
-    for ch in (name or "").lower():
-        if "a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-":
-            out += ch
-    return out[:32].strip("-") or default_hostname(mac)
 
 
 def _aton(text):
@@ -118,15 +109,14 @@ class Network:
         self._janitor_at = 0
         self.janitor = SocketJanitor(self.eth)  # sockets lost in the driver's accept() race
         self.reclaimed = 0
-        cfg = self._settings_tuple(settings) if settings else DEFAULTS
-        self._apply(cfg, None)
+        self._apply(self._settings_tuple(settings or {}), None)
         if not self.link_up:
             self._say("link down (no cable?); will serve as soon as it comes up")
 
     # ----- public API -----
     def configure(self, settings):
-        """Queue the network part of settings; poll() applies it within ~2 s. Nothing
-        happens when it equals what is in force."""
+        """Queue the network part of settings (validated: settings.validate); poll()
+        applies it within ~2 s. Nothing happens when it equals what is in force."""
         cfg = self._settings_tuple(settings)
         if cfg == self._config:
             self._pending = None
@@ -187,7 +177,13 @@ class Network:
         return self.dhcp
 
     def _settings_tuple(self, s):
-        return tuple(s.get(k, DEFAULTS[i]) for i, k in enumerate(_NET_KEYS))
+        if any(k not in s for k in _NET_KEYS):  # tools and tests: code.py passes them all
+            from han2x_core.settings import DEFAULTS
+
+            full = dict(DEFAULTS)
+            full.update(s)
+            s = full
+        return tuple(s[k] for k in _NET_KEYS)
 
     def _say(self, text):
         if self._log is not None:
@@ -230,7 +226,8 @@ class Network:
     def _apply(self, cfg, now_ms):
         old = self._config
         self._config = cfg
-        self.hostname = _clean_hostname(cfg[5], self.mac)
+        # Validated (settings.validate: a DNS label of at most 63), and sent whole: no cut.
+        self.hostname = cfg[5].lower() or default_hostname(self.mac)
         if cfg[0]:
             self._dhcp_client().hostname = self.hostname.encode()
             # DHCP: serve on the address in use (or the static one) until a lease comes.

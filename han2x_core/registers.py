@@ -43,6 +43,21 @@ _OFF_ENERGY_WH = const(61)  # 4 x uint32 cumulative, then 4 x uint32 estimated
 _OFF_ESTIMATE_WH = const(69)
 _OFF_FREE_MIN = const(77)  # uint32: lowest free heap since start, bytes
 
+# The map, register by register, as runs of (first offset, words per register, registers):
+# the one list the web's register page and /api/registers derive theirs from (webapi.layout;
+# names and units: www/registers.txt, one line per register in this order). 40080 (79) is
+# reserved and not listed. tests/test_register_map.py checks the page, the API, that file
+# and docs/registers.md against it.
+LAYOUT = (0, 2, 18,  # 40001-40036: powers, currents, voltages, energies, estimates
+          _OFF_CLOCK, 1, 8,  # 40037-40044: meter clock, firmware version, temperature
+          _OFF_SCALING_MIRROR, 2, 1,  # 40045-40046: scaling factor (alias)
+          46, 1, 2,  # 40047 reserved, 40048 hours since start
+          _OFF_SCALING, 2, 1,  # 40049-40050
+          _OFF_STATUS, 1, 5,  # 40051-40055: status, age, present, meter make, list
+          _OFF_TELEGRAMS, 2, 12,  # 40056-40079: telegrams ... lowest free heap
+          TARIFF_OFF, 1, 2,  # 40081-40082: tariff flags, step
+          TARIFF_OFF + 2, 2, 10)  # 40083-40102: tariff powers, energies, peaks
+
 # Status bits (register 40051).
 STATUS_DATA_VALID = const(1)
 STATUS_EVER_RECEIVED = const(2)

@@ -6,6 +6,10 @@ format is settings_toml.py. Pure core: no files, no clock.
 
 from micropython import const
 
+# The W5500 socket budget rule lives with the listeners (resident on the board, while this
+# module is loaded only to read or write settings); here for validate() and the tests.
+from han2x_core.listeners import W5500_SOCKETS, sockets_needed  # noqa: F401
+
 _BOOL = const(0)
 _INT = const(1)
 _ENUM = const(2)
@@ -16,9 +20,9 @@ _TEXT = const(6)
 _STEPS = const(7)
 _IPOPT = const(8)  # an IPv4 address or "" (off)
 _TOPIC = const(9)  # an MQTT topic prefix: no wildcards, no leading or trailing '/'
+_SECRET = const(10)  # text like _TEXT, never shown: a password box on the settings page
 
 _TEXT_MAX = const(64)
-W5500_SOCKETS = const(8)
 
 DEFAULTS = {
     "dhcp": False,
@@ -57,46 +61,53 @@ DEFAULTS = {
     "mqtt_interval_s": 0,
 }
 
-# (key, kind, a, b, comment written above the key). a/b: int range or enum choices.
+# (key, kind, a, b, group, comment written above the key). a/b: int range or enum choices.
+# group: the settings page's fieldset, None = settings.toml only. The page's form
+# (webfields.FIELDS) is derived from this table by tools/webfields.py, so that showing the
+# page never loads this module; tests/test_schema.py fails when the two differ.
 SCHEMA = (
-    ("dhcp", _BOOL, None, None, "true = get the address by DHCP; false = the static one below"),
-    ("ip", _IP, None, None, "static IPv4 address"),
-    ("netmask", _MASK, None, None, "static netmask"),
-    ("gateway", _IP, None, None, "default gateway (0.0.0.0 = none)"),
-    ("dns", _IP, None, None, "DNS server (0.0.0.0 = none)"),
-    ("hostname", _HOST, None, None, 'DHCP host name; "" = han2x-XXXXXX from the MAC'),
-    ("modbus_port", _INT, 1, 65535, "Modbus TCP port"),
-    ("modbus_max_clients", _INT, 1, 5, "simultaneous Modbus clients (1..5)"),
-    ("modbus_idle_timeout_s", _INT, 5, 3600, "close a Modbus client idle this long (s)"),
-    ("modbus_unit_id", _INT, 0, 255, "0 = answer any unit id; 1..255 = only that one"),
-    ("modbus_read_only", _BOOL, None, None,
+    ("dhcp", _BOOL, None, None, "net",
+     "true = get the address by DHCP; false = the static one below"),
+    ("ip", _IP, None, None, "net", "static IPv4 address"),
+    ("netmask", _MASK, None, None, "net", "static netmask"),
+    ("gateway", _IP, None, None, "net", "default gateway (0.0.0.0 = none)"),
+    ("dns", _IP, None, None, "net", "DNS server (0.0.0.0 = none)"),
+    ("hostname", _HOST, None, None, "net", 'DHCP host name; "" = han2x-XXXXXX from the MAC'),
+    ("modbus_port", _INT, 1, 65535, "modbus", "Modbus TCP port"),
+    ("modbus_max_clients", _INT, 1, 5, "modbus", "simultaneous Modbus clients (1..5)"),
+    ("modbus_idle_timeout_s", _INT, 5, 3600, "modbus", "close a Modbus client idle this long (s)"),
+    ("modbus_unit_id", _INT, 0, 255, "modbus", "0 = answer any unit id; 1..255 = only that one"),
+    ("modbus_read_only", _BOOL, None, None, "modbus",
      "true = refuse every Modbus write (the scaling factor is set here or on the web page)"),
-    ("sunspec_model", _INT, 0, 213,
+    ("sunspec_model", _INT, 0, 213, None,
      "SunSpec meter at protocol address 40000: 0 = off, 203 (int) or 213 (float)"),
-    ("em24_unit", _INT, 0, 247, "Carlo Gavazzi EM24 map on this unit id; 0 = off"),
-    ("sdm630_unit", _INT, 0, 247, "Eastron SDM630 map on this unit id; 0 = off"),
-    ("scaling_factor", _INT, 10, 1000000, "power/current/energy factor, 1000 = x1.000"),
-    ("han_line", _ENUM, ("auto", "8E1", "8N1"), None, "HAN line format: auto, 8E1, 8N1"),
-    ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None,
+    ("em24_unit", _INT, 0, 247, None, "Carlo Gavazzi EM24 map on this unit id; 0 = off"),
+    ("sdm630_unit", _INT, 0, 247, None, "Eastron SDM630 map on this unit id; 0 = off"),
+    ("scaling_factor", _INT, 10, 1000000, "modbus", "power/current/energy factor, 1000 = x1.000"),
+    ("han_line", _ENUM, ("auto", "8E1", "8N1"), None, "han", "HAN line format: auto, 8E1, 8N1"),
+    ("han_polarity", _ENUM, ("auto", "normal", "inverted"), None, "han",
      "HAN signal polarity: auto, normal, inverted"),
-    ("han_input", _ENUM, ("pio", "uart"), None, "HAN receiver: pio or uart (busio)"),
-    ("han_stream_port", _INT, 0, 65535,
+    ("han_input", _ENUM, ("pio", "uart"), None, "han", "HAN receiver: pio or uart (busio)"),
+    ("han_stream_port", _INT, 0, 65535, "han",
      "raw HAN stream for Home Assistant's amshan (TCP port; 0 = off, 3001 suggested)"),
-    ("web_port", _INT, 1, 65535, "web page port"),
-    ("web_password", _TEXT, None, None, 'web password; "" = none'),
-    ("web_protect", _ENUM, ("settings", "all"), None, "what the password protects"),
-    ("language", _ENUM, ("auto", "nb", "en"), None, "web page language: auto, nb, en"),
-    ("tariff", _BOOL, None, None, "capacity tariff (effekttrinn) on the page and registers"),
-    ("tariff_peaks", _INT, 1, 5, "capacity tariff: highest hours (different days) averaged"),
-    ("tariff_steps", _STEPS, None, None, "capacity tariff: step thresholds in kW, ascending"),
-    ("mqtt_host", _IPOPT, None, None, 'MQTT broker IPv4; "" = off'),
-    ("mqtt_port", _INT, 1, 65535, "MQTT port"),
-    ("mqtt_user", _TEXT, None, None, "MQTT user"),
-    ("mqtt_password", _TEXT, None, None, "MQTT password"),
-    ("mqtt_client_id", _HOST, None, None, '"" = host name'),
-    ("mqtt_prefix", _TOPIC, None, None, '"" = han2x/<meter id>'),
-    ("mqtt_discovery_prefix", _TOPIC, None, None, '"" = no discovery'),
-    ("mqtt_interval_s", _INT, 0, 3600, "power: 0 = every telegram, else every N s"),
+    ("web_port", _INT, 1, 65535, "web", "web page port"),
+    ("web_password", _SECRET, None, None, "web", 'web password; "" = none'),
+    ("web_protect", _ENUM, ("settings", "all"), None, "web", "what the password protects"),
+    ("language", _ENUM, ("auto", "nb", "en"), None, "web", "web page language: auto, nb, en"),
+    ("tariff", _BOOL, None, None, "tariff",
+     "capacity tariff (effekttrinn) on the page and registers"),
+    ("tariff_peaks", _INT, 1, 5, "tariff",
+     "capacity tariff: highest hours (different days) averaged"),
+    ("tariff_steps", _STEPS, None, None, "tariff",
+     "capacity tariff: step thresholds in kW, ascending"),
+    ("mqtt_host", _IPOPT, None, None, "mqtt", 'MQTT broker IPv4; "" = off'),
+    ("mqtt_port", _INT, 1, 65535, "mqtt", "MQTT port"),
+    ("mqtt_user", _TEXT, None, None, "mqtt", "MQTT user"),
+    ("mqtt_password", _SECRET, None, None, "mqtt", "MQTT password"),
+    ("mqtt_client_id", _HOST, None, None, "mqtt", '"" = host name'),
+    ("mqtt_prefix", _TOPIC, None, None, "mqtt", '"" = han2x/<meter id>'),
+    ("mqtt_discovery_prefix", _TOPIC, None, None, "mqtt", '"" = no discovery'),
+    ("mqtt_interval_s", _INT, 0, 3600, "mqtt", "power: 0 = every telegram, else every N s"),
 )
 
 _STEPS_MAX = const(16)
@@ -213,11 +224,11 @@ def _check(key, kind, a, b, value):
         if n is None or not _mask_ok(n):
             return None, "must be a netmask like 255.255.255.0"
         return ".".join(str(int(p)) for p in value.split(".")), None
-    if kind == _HOST:
+    if kind == _HOST:  # the one host name rule: a DNS label (docs/network.md)
         if len(value) > 63:
             return None, "must be at most 63 characters"
         for c in value:
-            if not (c.isalpha() or c.isdigit() or c == "-") or ord(c) > 127:
+            if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):
                 return None, "may only contain letters a-z, digits and '-'"
         if value[:1] == "-" or value[-1:] == "-":
             return None, "must not start or end with '-'"
@@ -240,7 +251,7 @@ def _check(key, kind, a, b, value):
         if value[:1] == "/" or value[-1:] == "/" or "//" in value:
             return None, "must not start or end with '/' or hold '//'"
         return value, None
-    # _TEXT
+    # _TEXT, _SECRET
     if len(value) > _TEXT_MAX:
         return None, "must be at most %d characters" % _TEXT_MAX
     for c in value:
@@ -260,7 +271,7 @@ def validate(d, old=None):
     base = old if old is not None else DEFAULTS
     clean = {}
     errors = {}
-    for key, kind, a, b, _ in SCHEMA:
+    for key, kind, a, b, _, _ in SCHEMA:
         fallback = base.get(key, DEFAULTS[key])
         if key not in d or (d[key] is None and key == "web_password"):
             clean[key] = fallback if key not in d else None
@@ -276,20 +287,6 @@ def validate(d, old=None):
     _check_ports(clean, errors, base)
     _check_sockets(clean, errors)
     return clean, errors
-
-
-def sockets_needed(s):
-    """W5500 hardware sockets the enabled services hold at most (docs/network.md, "Socket
-    budget"): DHCP (socket 0), each listener, each Modbus client, the HAN stream's client,
-    MQTT's connection. The web page's one connection is not counted: it takes a free socket
-    when there is one (one is free at the defaults) and waits otherwise. Every service that
-    takes sockets adds its share here: this is the one place of the rule."""
-    n = 1 + 1 + s["modbus_max_clients"] + 1  # DHCP, Modbus listener and clients, web listener
-    if s.get("han_stream_port"):
-        n += 2  # its listener and its one client
-    if s.get("mqtt_host"):
-        n += 1  # its one connection to the broker
-    return n
 
 
 def _check_sockets(clean, errors):

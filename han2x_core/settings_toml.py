@@ -172,7 +172,7 @@ def serialise(d, extra=None):
         "# A bad value is replaced by its default and reported on the web page.",
         "",
     ]
-    for key, kind, a, b, comment in SCHEMA:
+    for key, kind, a, b, _, comment in SCHEMA:
         lines.append("# " + comment)
         lines.append("%s = %s" % (key, format_value(d.get(key, DEFAULTS[key]))))
     if extra:
@@ -197,7 +197,7 @@ def from_text(text):
     if "web_password" in errors or clean["web_password"] is None:
         warnings.append(LOCKED % errors.pop("web_password", "cannot be read"))
         clean["web_password"] = None
-    for key, _, _, _, _ in SCHEMA:
+    for key, _, _, _, _, _ in SCHEMA:
         if key in errors:
             warnings.append("%s %s; using %s" % (key, errors[key], format_value(clean[key])))
     extra = {}

@@ -60,8 +60,21 @@ def _spring_gap(idx):
     return m == 3 and d >= 25 and (z + 4) % 7 == 0 and idx % 24 == 3
 
 
+def steps_of(text):
+    """tariff_steps as settings.validate leaves it ("2 5 10.25": kW, ascending, at most 3
+    decimals; what may be written is settings.steps_w) -> tuple of W."""
+    out = []
+    for part in text.split():
+        cut = part.find(".")
+        if cut < 0:
+            out.append(int(part) * 1000)
+        else:
+            out.append(int(part[:cut]) * 1000 + int((part[cut + 1:] + "00")[:3]))
+    return tuple(out)
+
+
 class Tariff:
-    """The month's peaks and this hour. steps: ascending thresholds in W (settings.steps_w);
+    """The month's peaks and this hour. steps: ascending thresholds in W (steps_of);
     peaks: how many of the highest days count (1..MAX_PEAKS); scaling as the registers'."""
 
     def __init__(self, peaks=3, steps=(2000, 5000, 10000, 15000, 20000, 25000, 50000,
@@ -88,12 +101,9 @@ class Tariff:
         self.hours = 0  # hourly totals taken (the app saves on change)
 
     def configure(self, settings):
-        from han2x_core import unload
-        from han2x_core.settings import steps_w
-
-        unload("settings")  # not kept resident for this one function
+        """Validated settings (settings.validate): the schema is not loaded for this."""
         self.n = settings.get("tariff_peaks", self.n)
-        self.steps = steps_w(settings.get("tariff_steps", "")) or self.steps
+        self.steps = steps_of(settings.get("tariff_steps", "")) or self.steps
         self.scaling = settings.get("scaling_factor", self.scaling)
 
     def _scaled(self, v):

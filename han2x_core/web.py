@@ -8,7 +8,7 @@ while sending), grows requests without bound, and importing it costs ~60 KB of h
 
 from micropython import const
 
-from han2x_core.listeners import Listeners
+from han2x_core.listeners import W5500_SOCKETS, Listeners, sockets_needed
 from han2x_core.ticks import ticks_add, ticks_diff
 from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS, Conn,
                                  Request, peer_gone, victim, would_block)
@@ -49,7 +49,7 @@ class WebServer:
         self.read_ms = _READ_MS  # a client must send its whole request within this
         self._lis = Listeners(pool, _BACKLOG)
         # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
-        # or what settings.sockets_needed leaves free (configure(); docs/network.md)
+        # or what listeners.sockets_needed leaves free (configure(); docs/network.md)
         self.budget = max_clients + 1
         self._want_port = None
         self._retry_ms = None
@@ -80,12 +80,8 @@ class WebServer:
         """Apply web_port (re-listen once open connections finish), password, language."""
         self.routes.configure(settings)
         if "modbus_max_clients" in settings:  # the sockets the rule leaves the web
-            from han2x_core import unload
-            from han2x_core.settings import W5500_SOCKETS, sockets_needed
-
             self.budget = max(1, min(len(self._conns) + 1,
                                      1 + W5500_SOCKETS - sockets_needed(settings)))
-            unload("settings")  # ~10 KB on the board, held until the first page otherwise
         port = settings.get("web_port")
         if port and port != self.port:
             self._want_port = port

@@ -1,7 +1,9 @@
-"""What the web pages and the JSON API show: the app's state as plain dicts and lists.
+"""What the web pages and the JSON API show: the app's state as plain dicts and lists, and
+the JSON API's GET handlers (routed by webroutes.ROUTES).
 
-Pure functions over the App (no sockets). Register values are read through
-registers.read() exactly as a Modbus client reads them. Documented in docs/web.md.
+Functions over the App (no sockets: a handler hands its answer to routes.json). Register
+values are read through registers.read() exactly as a Modbus client reads them. Imported
+per request and dropped again afterwards (webroutes.release). Documented in docs/web.md.
 """
 
 import gc
@@ -11,16 +13,8 @@ from micropython import const
 from han2x_core import __version__, FIRMWARE_VERSION
 
 _T_OFFSET = const(43)  # 40044 board temperature, degC x100
-
-# Every register of the map as (offset, words) pairs; names and units are in www/registers.txt.
-# Original map (han2x-spec) 0-49, extended block (registers.py, docs/registers.md) 50-76,
-# the capacity tariff 80-101.
-LAYOUT = (0, 2, 2, 2, 4, 2, 6, 2, 8, 2, 10, 2, 12, 2, 14, 2, 16, 2, 18, 2, 20, 2, 22, 2,
-          24, 2, 26, 2, 28, 2, 30, 2, 32, 2, 34, 2, 36, 1, 37, 1, 38, 1, 39, 1, 40, 1, 41, 1,
-          42, 1, 43, 1, 44, 2, 46, 1, 47, 1, 48, 2, 50, 1, 51, 1, 52, 1, 53, 1, 54, 1, 55, 2,
-          57, 2, 59, 2, 61, 2, 63, 2, 65, 2, 67, 2, 69, 2, 71, 2, 73, 2, 75, 2,
-          80, 1, 81, 1, 82, 2, 84, 2, 86, 2, 88, 2, 90, 2, 92, 2, 94, 2, 96, 2, 98, 2, 100, 2)
 _SIGNED = const(59)  # the one int32 register pair
+
 
 def read_register(regs, offset, words, buf):
     """One register value (1 or 2 words, big-endian) as Modbus reads it, or None."""
@@ -37,21 +31,41 @@ def read_register(regs, offset, words, buf):
     return value
 
 
+def layout():
+    """(offset, words) of every register of the map, in order, from registers.LAYOUT."""
+    from han2x_core.registers import LAYOUT
+
+    for i in range(0, len(LAYOUT), 3):
+        offset = LAYOUT[i]
+        words = LAYOUT[i + 1]
+        for _ in range(LAYOUT[i + 2]):
+            yield offset, words
+            offset += words
+
+
+def register_rows(path):
+    """(offset, words, English, Norwegian, unit) for every register of the map: layout()
+    joined with the lines of www/registers.txt (path), read from flash line by line so the
+    table costs no heap."""
+    with open(path) as f:
+        line = f.readline()
+        while line[:1] == "#":  # the header
+            line = f.readline()
+        for offset, words in layout():
+            if not line:
+                return
+            p = line.rstrip("\r\n").split("|")
+            yield offset, words, p[0], p[1], p[2]
+            line = f.readline()
+
+
 def registers(app):
     """[[offset, value], ...] for every register of the map."""
     buf = bytearray(4)
     out = []
-    for i in range(0, len(LAYOUT), 2):
-        offset = LAYOUT[i]
-        out.append([offset, read_register(app.registers, offset, LAYOUT[i + 1], buf)])
+    for offset, words in layout():
+        out.append([offset, read_register(app.registers, offset, words, buf)])
     return out
-
-
-def service_with(app, attr):
-    for s in app.services:
-        if hasattr(s, attr):
-            return s
-    return None
 
 
 def free_memory():
@@ -93,8 +107,8 @@ def _mac(net):
 def device(app, web, now_ms):
     """The "device" object of /api/status."""
     h = app.hdlc
-    mb = service_with(app, "client_count")
-    net = service_with(app, "hostname")
+    mb = app.modbus
+    net = app.network
     han = app.han
     line = getattr(han, "line_format", None) or getattr(han, "detected", None)
     t100 = read_register(app.registers, _T_OFFSET, 1, bytearray(2))
@@ -125,8 +139,7 @@ def device(app, web, now_ms):
         "web_errors": web.errors,
         "last_error": app.last_error or None,
         "settings_warning": app.settings_warning,
-        "scaling_unsaved": getattr(service_with(app, "scaling_unsaved"), "scaling_unsaved",
-                                   None),
+        "scaling_unsaved": getattr(app.scaling, "scaling_unsaved", None),
         "energy_warning": getattr(app, "energy_warning", None),
         # the raw HAN stream (hanstream.py): None while it is off
         "stream_clients": getattr(stream, "clients", None),
@@ -138,7 +151,7 @@ def device(app, web, now_ms):
 
 def _mqtt(app):
     """MQTT's state and last error in one line; None when MQTT is off (not loaded)."""
-    mqtt = service_with(app, "sessions")
+    mqtt = app.mqtt
     return mqtt.status() if mqtt is not None and app.settings.get("mqtt_host") else None
 
 
@@ -233,3 +246,45 @@ def public_settings(settings):
     out["web_password"] = settings.get("web_password") != ""  # None: unusable, locked
     out["mqtt_password"] = bool(settings.get("mqtt_password"))
     return out
+
+
+def drive_open(app):
+    """True when the computer already writes the drive (USB write mode at this start)."""
+    warning = app.settings_warning
+    if not warning:
+        return False
+    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
+
+    return READ_ONLY_MESSAGE in warning
+
+
+# -- GET handlers (webroutes.ROUTES): handler(routes, conn, request, ctx) ---------------------
+
+def get_status(routes, conn, request, ctx):
+    routes.json(conn, status(routes.app, routes.web, ctx.now_ms))
+
+
+def get_history(routes, conn, request, ctx):
+    routes.web.respond(conn, 200, "application/json", history_chunks(routes.app, ctx.now_ms),
+                       "Cache-Control: no-store\r\n")
+
+
+def get_registers(routes, conn, request, ctx):
+    routes.json(conn, {"registers": registers(routes.app)})
+
+
+def get_frame(routes, conn, request, ctx):
+    from binascii import hexlify
+
+    app = routes.app
+    age = app.data_age_ms(ctx.now_ms)
+    routes.json(conn, {"hex": hexlify(app.last_frame).decode(),
+                       "age_s": None if age is None else age // 1000})
+
+
+def get_data_json(routes, conn, request, ctx):  # evcc's amsleser template
+    routes.json(conn, data_json(routes.app))
+
+
+def get_settings(routes, conn, request, ctx):
+    routes.json(conn, public_settings(routes.app.settings))

@@ -1,4 +1,6 @@
-"""One HTTP connection of the web server: buffers, state, and the response being sent.
+"""One HTTP connection of the web server: buffers, state, and the response being sent; the
+HTTP status texts (STATUS, the one table); the request helpers handlers use (equal,
+local_path), here so that no handler imports webroutes.
 
 Responses are written without blocking: conn.out holds the bytes not yet sent; a generator
 body is pulled a piece at a time, coalesced into chunks of about _PIECE bytes (HTTP chunked
@@ -38,6 +40,26 @@ def peer_gone(e):
     """True for the OSError of a client that reset or closed its connection."""
     code = e.args[0] if e.args else None
     return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
+
+
+def equal(a, b):
+    """Compare a presented string a with the secret b in a time that depends only on b's
+    length: every character of b is read, whatever a is."""
+    n = len(a)
+    diff = n ^ len(b)
+    for i in range(len(b)):
+        diff |= (ord(a[i]) if i < n else 0x110000) ^ ord(b[i])
+    return diff == 0
+
+
+def local_path(target):
+    """Where to go after logging in: a path on this device, never another site."""
+    if not target or target[:1] != "/" or target[:2] == "//" or "\\" in target:
+        return "/"
+    for c in target:
+        if ord(c) < 33 or ord(c) > 126:  # no header injection, no spaces
+            return "/"
+    return target
 
 
 def pick_language(setting, accept_language):

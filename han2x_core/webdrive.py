@@ -4,14 +4,15 @@
 The board owns the CIRCUITPY drive (boot.py, docs/settings.md). App.usb_write writes the
 marker file usb_write.txt and hands back what restarts the board; the restart is put on the
 connection (Conn.after) and runs once the answer page is sent, so the browser gets its
-page first. A failed write (OSError) is shown instead, and nothing restarts. Loaded per
-request like webpages and dropped again afterwards (webroutes.release).
+page first. A failed write (OSError) is shown instead, and nothing restarts. Routed by
+webroutes.ROUTES, loaded per request and dropped again afterwards (webroutes.release).
 """
 
 from han2x_core.i18n import tr
+from han2x_core.webapi import drive_open
+from han2x_core.webconn import equal
+from han2x_core.webforms import read_form
 from han2x_core.webpages import esc, layout
-from han2x_core.websettings import drive_open
-from han2x_core.webroutes import equal
 
 
 def _answer(ctx, cls, key, detail=""):
@@ -27,30 +28,28 @@ def answer(ctx, cls, key, detail=""):
     return layout(ctx, "settings", "usb_title", _answer(ctx, cls, key, detail))
 
 
-def post(self, conn, request, ctx):
-    """POST /usb-write (self: the Routes; the password was checked by Routes.handle)."""
-    from han2x_core.webforms import read_form
-
-    form = read_form(self, conn, request)
+def post(routes, conn, request, ctx):
+    """POST /usb-write (the password was checked by Routes.handle)."""
+    form = read_form(routes, conn, request)
     if form is None:
         return
-    app = self.app
+    app = routes.app
     if app.usb_write is None:
-        self.web.respond(conn, 404, "text/plain", "not found\n")
+        routes.web.respond(conn, 404, "text/plain", "not found\n")
         return
-    if not self.same_origin(request):
-        self.page(conn, answer(ctx, "bad", "bad_request"), 403)
+    if not routes.same_origin(request):
+        routes.page(conn, answer(ctx, "bad", "bad_request"), 403)
         return
-    if not equal(form.get("csrf", ""), self.csrf):
-        self.page(conn, answer(ctx, "bad", "usb_expired"), 403)
+    if not equal(form.get("csrf", ""), routes.csrf):
+        routes.page(conn, answer(ctx, "bad", "usb_expired"), 403)
         return
     if drive_open(app):
-        self.page(conn, answer(ctx, "ok", "usb_open"))
+        routes.page(conn, answer(ctx, "ok", "usb_open"))
         return
     try:
         restart = app.usb_write()
     except OSError as e:
-        self.page(conn, answer(ctx, "bad", "usb_failed", str(e)), 500)
+        routes.page(conn, answer(ctx, "bad", "usb_failed", str(e)), 500)
         return
-    self.page(conn, answer(ctx, "ok", "usb_done"))
+    routes.page(conn, answer(ctx, "ok", "usb_done"))
     conn.after = restart  # web.py runs it when the connection closes, the page sent

@@ -1,17 +1,17 @@
 """Settings and login forms: the form schema, urlencoded parsing, and the POST handlers.
 
-Loaded only when a POST arrives. Handlers take the Routes object as `self`. Nothing is
-saved unless every field is valid (App.save_settings validates all, then persists).
+Loaded only when a POST arrives (routed by webroutes.ROUTES) and dropped again afterwards.
+Handlers take the Routes object as their first argument, `routes`. Nothing is saved unless
+every field is valid (App.save_settings validates all, then persists).
 """
 
 import json
 
 from micropython import const
 
-from han2x_core import webapi
 from han2x_core.settings import DEFAULTS, validate
+from han2x_core.webconn import equal, local_path
 from han2x_core.webfields import FIELDS
-from han2x_core.webroutes import equal, local_path
 
 _MAX_FIELDS = const(40)
 _JSON = "application/json"
@@ -110,129 +110,110 @@ def save(app, changes, errors):
     return errors if errors else app.save_settings(changes)
 
 
-def post_login(self, conn, request, ctx):
+def post_login(routes, conn, request, ctx):
     from han2x_core import webpages
 
-    form = read_form(self, conn, request)
+    form = read_form(routes, conn, request)
     if form is None:
         return
     target = local_path(form.get("next"))
-    if not (self.same_origin(request) and equal(form.get("csrf", ""), self.csrf)):
-        self.page(conn, webpages.login(ctx, target, "bad_request"), 403)
+    if not (routes.same_origin(request) and equal(form.get("csrf", ""), routes.csrf)):
+        routes.page(conn, webpages.login(ctx, target, "bad_request"), 403)
         return
-    ok = self.check_password(conn, form.get("password", ""), ctx.now_ms)
+    ok = routes.check_password(conn, form.get("password", ""), ctx.now_ms)
     if ok is None:
-        self.page(conn, webpages.login(ctx, target, "login_wait"), 429,
-                  "Retry-After: %d\r\n" % self.retry_s)
+        routes.page(conn, webpages.login(ctx, target, "login_wait"), 429,
+                    "Retry-After: %d\r\n" % routes.retry_s)
         return
     if not ok:
-        self.page(conn, webpages.login(ctx, target, "login_bad"), 401)
+        routes.page(conn, webpages.login(ctx, target, "login_bad"), 401)
         return
-    token = self.new_session()
-    self.web.respond(conn, 303, "text/plain", "", "Location: %s\r\nSet-Cookie: han2x=%s; "
-                     "Path=/; HttpOnly; SameSite=Strict\r\n" % (target, token))
+    token = routes.new_session()
+    routes.web.respond(conn, 303, "text/plain", "", "Location: %s\r\nSet-Cookie: han2x=%s; "
+                       "Path=/; HttpOnly; SameSite=Strict\r\n" % (target, token))
 
 
-def post_logout(self, conn, request, ctx):
-    form = read_form(self, conn, request)
+def post_logout(routes, conn, request, ctx):
+    form = read_form(routes, conn, request)
     if form is None:
         return
-    if not (self.same_origin(request) and equal(form.get("csrf", ""), self.csrf)):
-        self.web.respond(conn, 403, "text/plain", "not logged out: reload the page and try "
-                         "again\n")
+    if not (routes.same_origin(request) and equal(form.get("csrf", ""), routes.csrf)):
+        routes.web.respond(conn, 403, "text/plain", "not logged out: reload the page and try "
+                           "again\n")
         return
     token = request.cookie("han2x")
-    if token in self.sessions:
-        self.sessions.remove(token)  # this browser's session ends here, not only its cookie
-    self.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
-                     "Path=/; Max-Age=0\r\n")
+    if token in routes.sessions:
+        routes.sessions.remove(token)  # this browser's session ends here, not only its cookie
+    routes.web.respond(conn, 303, "text/plain", "", "Location: /\r\nSet-Cookie: han2x=; "
+                       "Path=/; Max-Age=0\r\n")
 
 
-def post_settings(self, conn, request, ctx):
+def post_settings(routes, conn, request, ctx):
     from han2x_core import websettings
 
-    form = read_form(self, conn, request)
+    form = read_form(routes, conn, request)
     if form is None:
         return
-    if not self.same_origin(request):
-        self.page(conn, websettings.settings_page(ctx, None, {}, "bad_request"), 403)
+    if not routes.same_origin(request):
+        routes.page(conn, websettings.settings_page(ctx, None, {}, "bad_request"), 403)
         return
     changes = form_changes(form)
-    if not equal(form.get("csrf", ""), self.csrf):
-        self.page(conn, websettings.settings_page(ctx, form, {}, "expired"), 403)
+    if not equal(form.get("csrf", ""), routes.csrf):
+        routes.page(conn, websettings.settings_page(ctx, form, {}, "expired"), 403)
         return
-    old = dict(self.app.settings)
-    errors = save(self.app, changes, {})
+    old = dict(routes.app.settings)
+    errors = save(routes.app, changes, {})
     if errors:
-        self.page(conn, websettings.settings_page(ctx, form, errors, "not_saved"), 422)
+        routes.page(conn, websettings.settings_page(ctx, form, errors, "not_saved"), 422)
         return
     moved = False
     for key in NETWORK_KEYS:
-        if old.get(key) != self.app.settings.get(key):
+        if old.get(key) != routes.app.settings.get(key):
             moved = True
     cookie = ""
-    if self.password and self.password != old.get("web_password"):
+    if routes.password and routes.password != old.get("web_password"):
         # whoever just set the password stays logged in
         cookie = "Set-Cookie: han2x=%s; Path=/; HttpOnly; SameSite=Strict\r\n" % (
-            self.new_session())
+            routes.new_session())
         ctx.authed = True
     if moved:  # show the new address here: a redirect would go to the old one
-        self.page(conn, websettings.settings_page(ctx, None, {}, "moved"), 200, cookie)
+        routes.page(conn, websettings.settings_page(ctx, None, {}, "moved"), 200, cookie)
     else:
-        self.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n" +
-                         cookie)
+        routes.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n" +
+                           cookie)
 
 
-def post_api_settings(self, conn, request, ctx):
+def post_api_settings(routes, conn, request, ctx):
     if request.content_type() != _JSON:
-        self.json(conn, {"error": "send application/json"}, 415)
+        routes.json(conn, {"error": "send application/json"}, 415)
         return
-    if not self.same_origin(request):
-        self.json(conn, {"error": "cross-origin request refused"}, 403)
+    if not routes.same_origin(request):
+        routes.json(conn, {"error": "cross-origin request refused"}, 403)
         return
     try:
         data = json.loads(request.body)
     except Exception:
         data = None
     if not isinstance(data, dict):
-        self.json(conn, {"error": "body must be a JSON object"}, 400)
+        routes.json(conn, {"error": "body must be a JSON object"}, 400)
         return
     changes, errors = json_changes(data)
-    errors = save(self.app, changes, errors)
+    errors = save(routes.app, changes, errors)
     if errors:
-        self.json(conn, {"saved": False, "errors": errors}, 422)
+        routes.json(conn, {"saved": False, "errors": errors}, 422)
         return
-    self.json(conn, {"saved": True, "settings": webapi.public_settings(self.app.settings)})
+    from han2x_core.webapi import public_settings
+
+    routes.json(conn, {"saved": True, "settings": public_settings(routes.app.settings)})
 
 
-def post_usb_write(self, conn, request, ctx):
-    from han2x_core.webdrive import post
-
-    post(self, conn, request, ctx)
-
-
-def post_tariff(self, conn, request, ctx):
-    from han2x_core.webtariffedit import post
-
-    post(self, conn, request, ctx)
-
-
-def read_form(self, conn, request):
+def read_form(routes, conn, request):
     if request.content_type() != "application/x-www-form-urlencoded":
-        self.web.respond(conn, 415, "text/plain", "send a form\n")
+        routes.web.respond(conn, 415, "text/plain", "send a form\n")
         return None
     try:
         return parse_form(request.body)
     except Exception:
-        self.web.respond(conn, 400, "text/plain", "malformed form\n")
+        routes.web.respond(conn, 400, "text/plain", "malformed form\n")
         return None
 
-
-POST = {
-    "/login": post_login,
-    "/logout": post_logout,
-    "/settings": post_settings,
-    "/api/settings": post_api_settings,
-    "/usb-write": post_usb_write,
-    "/tariff": post_tariff,
-}

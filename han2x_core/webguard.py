@@ -87,7 +87,7 @@ class Guard:
 def check(routes, conn, password, now_ms):
     """True or False for a presented password; None (not looked at) while conn's address
     must wait, routes.retry_s then says how long."""
-    from han2x_core.webroutes import equal
+    from han2x_core.webconn import equal
 
     guard = routes.guard
     if guard is None:

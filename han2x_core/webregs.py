@@ -12,19 +12,6 @@ def register_map(ctx):
     return layout(ctx, "regs", "nav_regs", _register_map(ctx))
 
 
-def _register_rows(path):
-    """(offset, words, English, Norwegian, unit) per line of www/registers.txt, streamed from
-    flash so the table costs no heap."""
-    with open(path) as f:
-        while True:
-            line = f.readline()
-            if not line:
-                break
-            if line[0] != "#" and line.strip():
-                p = line.rstrip("\r\n").split("|")
-                yield int(p[0]), int(p[1]), p[2], p[3], p[4]
-
-
 def _register_map(ctx):
     lang = ctx.lang
     yield '<section class="card wide"><h2>%s</h2><p class="note">%s</p>' % (
@@ -34,7 +21,7 @@ def _register_map(ctx):
         esc(tr("unit", lang)), esc(tr("value", lang)))
     buf = bytearray(4)
     regs = ctx.app.registers
-    for offset, words, en, nb, unit in _register_rows(ctx.routes.www + "/registers.txt"):
+    for offset, words, en, nb, unit in webapi.register_rows(ctx.routes.www + "/registers.txt"):
         last = offset + words - 1
         addr = "%d" % (40001 + offset) if words == 1 else "%d-%d" % (40001 + offset,
                                                                      40001 + last)

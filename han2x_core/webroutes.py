@@ -1,18 +1,22 @@
-"""Routes of the web server: access control, CSRF checks, settings saving, dispatch.
+"""Routes of the web server: the route table, access control, CSRF checks, dispatch.
 
 Password: a session cookie from the login form, or HTTP Basic (any user name) for scripts;
 every wrong one counts against the client's address (webguard.py). Changes only by POST:
 forms carry a per-boot token and must come from our own origin; JSON posts must be
 application/json (a cross-site form cannot send that without CORS). Every request must name
 this device in its Host header (DNS rebinding). docs/web.md has the threat model.
+
+Handlers live in modules imported for the request and dropped after it (release()); they
+import nothing from here: what they need of the server comes as their first argument, the
+Routes object (routes.page, routes.json, routes.same_origin, routes.csrf, ...).
 """
 
 import json
+import sys
 
 from micropython import const
 
-from han2x_core import webapi
-from han2x_core.webconn import file_chunks, pick_language
+from han2x_core.webconn import STATUS, equal, file_chunks, pick_language
 
 _SESSIONS = const(4)
 _JSON = "application/json"
@@ -20,34 +24,62 @@ _HTML = "text/html; charset=utf-8"
 # Pages: never cached, never framed by another site, only our own script and style.
 _PAGE_HEADERS = ("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
                  "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n")
-_POST_PATHS = ("/login", "/logout", "/settings", "/api/settings", "/usb-write", "/tariff")
 _STATIC = {"/static/app.js": ("app.js", "text/javascript"),
            "/static/style.css": ("style.css", "text/css")}
 
+_LOCKED = const(1)  # needs the password also when web_protect is "settings"
 
-# Loaded for a page or a form post, then dropped again (see release()).
-_TRANSIENT = ("webpages", "webfmt", "webstatus", "webdiag", "webregs", "websettings",
-              "webforms", "webfields", "webdrive", "webtariff", "webtariffedit",
-              "i18n", "settings", "settings_toml")
+# The route table, the one place a page or an endpoint is added: path -> (GET module, GET
+# function, POST module, POST function, flags); None where the method is not allowed. A
+# handler is function(routes, conn, request, ctx) in han2x_core.<module>. Every route is
+# transient: its module, and the page and text modules that one imports, are loaded for the
+# request and dropped after it (release()). HEAD is answered by the GET handler.
+ROUTES = {  # type: dict  # (for mypy: the tuples mix str, None and int)
+    "/": ("webget", "dashboard", None, None, 0),
+    "/diagnostics": ("webget", "diagnostics", None, None, 0),
+    "/registers": ("webget", "register_map", None, None, 0),
+    "/settings": ("webget", "settings", "webforms", "post_settings", _LOCKED),
+    "/login": ("webget", "login", "webforms", "post_login", 0),
+    "/logout": (None, None, "webforms", "post_logout", _LOCKED),
+    "/usb-write": (None, None, "webdrive", "post", _LOCKED),
+    "/tariff": (None, None, "webtariffedit", "post", _LOCKED),
+    "/api/status": ("webapi", "get_status", None, None, 0),
+    "/api/history": ("webapi", "get_history", None, None, 0),
+    "/api/registers": ("webapi", "get_registers", None, None, 0),
+    "/api/frame": ("webapi", "get_frame", None, None, 0),
+    "/api/settings": ("webapi", "get_settings", "webforms", "post_api_settings", _LOCKED),
+    "/data.json": ("webapi", "get_data_json", None, None, 0),  # evcc (docs/integration.md)
+}
+# The web modules that stay loaded: the server's own (webguard holds the wrong-password
+# counts). Every other web* module is a page, handler or helper of one request.
+_RESIDENT = ("web", "webconn", "webroutes", "webguard")
+
+
+def transient(key):
+    """True for a sys.modules key that release() drops: every han2x_core web* module but
+    the _RESIDENT ones, the page texts (i18n*) and the settings modules the forms load."""
+    if key[:11] != "han2x_core.":
+        return False
+    name = key[11:]
+    return ((name[:3] == "web" and name not in _RESIDENT) or name[:4] == "i18n"
+            or name in ("settings", "settings_toml"))
 
 
 def release():
-    """Forget the page, form and text modules once a page is sent (WebServer calls this when
-    the last connection that used them closes): the next page loads them again from flash,
-    and between page views their ~30 KB of heap stay free for Modbus and the network."""
-    import sys
-
+    """Forget the page, form, API and text modules once a request is answered (WebServer
+    calls this when the last connection that used them closes): the next request loads them
+    again from flash, and between requests their heap stays free for Modbus and the network."""
     import han2x_core
 
     i18n = sys.modules.get("han2x_core.i18n")
     if i18n is not None:
         i18n.close()  # its open text files
-    for name in _TRANSIENT:
-        if sys.modules.pop("han2x_core." + name, None) is not None:
-            try:
-                delattr(han2x_core, name)
-            except Exception:  # not bound on the package
-                pass
+    for key in [key for key in sys.modules if transient(key)]:  # allocates (a short list)
+        del sys.modules[key]
+        try:
+            delattr(han2x_core, key[11:])
+        except Exception:  # not bound on the package
+            pass
 
 
 def _token():
@@ -55,16 +87,6 @@ def _token():
     from binascii import hexlify
 
     return hexlify(os.urandom(16)).decode()
-
-
-def equal(a, b):
-    """Compare a presented string a with the secret b in a time that depends only on b's
-    length: every character of b is read, whatever a is."""
-    n = len(a)
-    diff = n ^ len(b)
-    for i in range(len(b)):
-        diff |= (ord(a[i]) if i < n else 0x110000) ^ ord(b[i])
-    return diff == 0
 
 
 def host_name(host):
@@ -80,16 +102,6 @@ def host_name(host):
     if name[-1:] == ".":
         name = name[:-1]
     return name or None
-
-
-def local_path(target):
-    """Where to go after logging in: a path on this device, never another site."""
-    if not target or target[:1] != "/" or target[:2] == "//" or "\\" in target:
-        return "/"
-    for c in target:
-        if ord(c) < 33 or ord(c) > 126:  # no header injection, no spaces
-            return "/"
-    return target
 
 
 class Ctx:
@@ -175,10 +187,10 @@ class Routes:
             return False
         if name in ("localhost", "127.0.0.1", self.web.host):
             return True
-        for part in self.app.services:
-            own = getattr(part, "hostname", None)
-            if own and name in (own.lower(), own.lower() + ".local", part.ip):
-                return True
+        net = self.app.network
+        own = getattr(net, "hostname", None)
+        if own and name in (own.lower(), own.lower() + ".local", net.ip):
+            return True
         try:  # CPython; the W5500 pool listens on the network's address (above)
             return name == conn.sock.getsockname()[0]
         except Exception:
@@ -228,10 +240,10 @@ class Routes:
         if authed is None:
             self.too_many(conn)
             return
-        ctx = Ctx(self, lang, now_ms, authed)
+        route = ROUTES.get(path)
         api = path[:5] == "/api/" or path == "/data.json"  # JSON: 401, never a redirect
-        locked = self.password != "" and not authed and (self.protect == "all" or path in (
-            "/settings", "/api/settings", "/logout", "/usb-write", "/tariff"))
+        locked = self.password != "" and not authed and (
+            self.protect == "all" or (route is not None and route[4] & _LOCKED))
         if locked and path != "/login":
             if api or method == "POST":
                 web.respond(conn, 401, _JSON, '{"error": "password required"}',
@@ -239,20 +251,16 @@ class Routes:
             else:
                 web.respond(conn, 303, "text/plain", "", "Location: /login?next=%s\r\n" % path)
             return
-        if method == "POST" and path in _POST_PATHS:
-            from han2x_core.webforms import POST
-
-            POST[path](self, conn, request, ctx)
-            conn.transient = self.unload
+        at = 2 if method == "POST" else 0
+        if route is None or route[at] is None:
+            status = 404 if route is None else 405
+            web.respond(conn, status, "text/plain", STATUS[status].lower() + "\n")
             return
-        handler = None if method == "POST" else self._get.get(path)
-        if handler is None:
-            allowed = path in _POST_PATHS or path in self._get
-            status = 405 if allowed else 404
-            web.respond(conn, status, "text/plain", STATUS_TEXT[status])
-            return
-        handler(self, conn, request, ctx)
-        conn.transient = self.unload and not api
+        conn.transient = self.unload  # set first: an import that fails may have loaded some
+        module = "han2x_core." + route[at]
+        __import__(module)
+        handler = getattr(sys.modules[module], route[at + 1])
+        handler(self, conn, request, Ctx(self, lang, now_ms, authed))
 
     def too_many(self, conn):
         self.web.respond(conn, 429, "text/plain", "too many wrong passwords: wait %d s\n" %
@@ -263,70 +271,3 @@ class Routes:
 
     def json(self, conn, data, status=200):
         self.web.respond(conn, status, _JSON, json.dumps(data), "Cache-Control: no-store\r\n")
-
-    # -- GET -----------------------------------------------------------------------------
-    def _page_dashboard(self, conn, request, ctx):
-        from han2x_core import webstatus
-
-        self.page(conn, webstatus.dashboard(ctx))
-
-    def _page_diag(self, conn, request, ctx):
-        from han2x_core import webdiag
-
-        self.page(conn, webdiag.diagnostics(ctx))
-
-    def _page_registers(self, conn, request, ctx):
-        from han2x_core import webregs
-
-        self.page(conn, webregs.register_map(ctx))
-
-    def _page_settings(self, conn, request, ctx):
-        from han2x_core import websettings
-
-        saved = request.arg("saved") is not None
-        self.page(conn, websettings.settings_page(ctx, None, {}, "saved" if saved else None))
-
-    def _page_login(self, conn, request, ctx):
-        from han2x_core import webpages
-
-        self.page(conn, webpages.login(ctx, local_path(request.arg("next")), None))
-
-    def _api_status(self, conn, request, ctx):
-        self.json(conn, webapi.status(self.app, self.web, ctx.now_ms))
-
-    def _api_history(self, conn, request, ctx):
-        self.web.respond(conn, 200, _JSON, webapi.history_chunks(self.app, ctx.now_ms),
-                         "Cache-Control: no-store\r\n")
-
-    def _api_registers(self, conn, request, ctx):
-        self.json(conn, {"registers": webapi.registers(self.app)})
-
-    def _api_frame(self, conn, request, ctx):
-        from binascii import hexlify
-
-        age = self.app.data_age_ms(ctx.now_ms)
-        self.json(conn, {"hex": hexlify(self.app.last_frame).decode(),
-                         "age_s": None if age is None else age // 1000})
-
-    def _data_json(self, conn, request, ctx):  # evcc's amsleser template (docs/integration.md)
-        self.json(conn, webapi.data_json(self.app))
-
-    def _api_settings(self, conn, request, ctx):
-        self.json(conn, webapi.public_settings(self.app.settings))
-
-    _get = {
-        "/": _page_dashboard,
-        "/settings": _page_settings,
-        "/diagnostics": _page_diag,
-        "/registers": _page_registers,
-        "/login": _page_login,
-        "/api/status": _api_status,
-        "/api/history": _api_history,
-        "/api/registers": _api_registers,
-        "/api/frame": _api_frame,
-        "/api/settings": _api_settings,
-        "/data.json": _data_json,
-    }
-
-
-STATUS_TEXT = {404: "not found\n", 405: "method not allowed\n"}

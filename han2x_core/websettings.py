@@ -4,7 +4,6 @@ this page only and dropped again afterwards (webroutes.release), like webpages.p
 layout it uses.
 """
 
-from han2x_core import webapi
 from han2x_core.i18n import tr
 from han2x_core.webpages import esc, layout
 
@@ -30,7 +29,7 @@ def _settings(ctx, form, errors, notice):
     if notice == "saved" or notice == "moved":
         yield '<p class="ok" id="notice">%s</p>' % esc(tr("saved", lang))
     if notice == "moved":
-        net = webapi.service_with(app, "hostname")
+        net = app.network
         if getattr(net, "stays", False):  # the PC simulator does not move (tools/simulate.py)
             yield '<p class="ok" id="moved-pc">%s</p>' % esc(tr("moved_pc", lang))
         if current.get("dhcp"):
@@ -51,7 +50,7 @@ def _settings(ctx, form, errors, notice):
     yield '<input type="hidden" name="csrf" value="%s">' % ctx.csrf
     for group, fields in FIELDS:
         yield '<fieldset><legend>%s</legend>' % esc(tr(group, lang))
-        net = webapi.service_with(app, "hostname") if group == "net" else None
+        net = app.network if group == "net" else None
         if net is not None and getattr(net, "ip", None):
             yield '<p class="note" id="addr-now">%s: %s (%s), %s</p>' % (
                 esc(tr("addr_now", lang)), esc(net.ip), esc(getattr(net, "mode", "")),
@@ -70,7 +69,7 @@ def _settings(ctx, form, errors, notice):
             elif kind == "c":
                 yield '<select id="%s" name="%s">' % (key, key)
                 for option in choices:  # type: ignore[union-attr]
-                    label = tr("o_" + option, lang) if ("o_" + option) in _OPTION_KEYS else option
+                    label = tr("o_" + option.lower(), lang)  # every choice has one (test_schema)
                     yield '<option value="%s"%s>%s</option>' % (
                         option, " selected" if option == value else "", esc(label))
                 yield "</select>"
@@ -97,16 +96,6 @@ def _settings(ctx, form, errors, notice):
     yield from _drive_section(ctx)
 
 
-def drive_open(app):
-    """True when the computer already writes the drive (USB write mode at this start)."""
-    warning = app.settings_warning
-    if not warning:
-        return False
-    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
-
-    return READ_ONLY_MESSAGE in warning
-
-
 def _drive_section(ctx):
     """The settings page's last part: the button that opens the drive for a firmware update
     (its POST: webdrive.py), or that the drive is already open; nothing when the device has
@@ -114,6 +103,8 @@ def _drive_section(ctx):
     app = ctx.app
     if app.usb_write is None:
         return
+    from han2x_core.webapi import drive_open  # dropped with the page (webroutes)
+
     lang = ctx.lang
     yield '<form method="post" action="/usb-write" id="usb"><fieldset><legend>%s</legend>' % (
         esc(tr("usb_title", lang)))
@@ -125,6 +116,3 @@ def _drive_section(ctx):
                    ctx.csrf, esc(tr("usb_note", lang)), esc(tr("usb_button", lang))))
     yield "</fieldset></form>"
 
-
-_OPTION_KEYS = ("o_auto", "o_settings", "o_all", "o_normal", "o_inverted", "o_pio", "o_uart",
-                "o_nb", "o_en")

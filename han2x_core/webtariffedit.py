@@ -72,38 +72,38 @@ def parse_peaks(form, year, month):
     return out
 
 
-def post(self, conn, request, ctx):
-    """POST /tariff (self: the Routes; the password was checked by Routes.handle)."""
+def post(routes, conn, request, ctx):
+    """POST /tariff (the password was checked by Routes.handle)."""
+    from han2x_core.webconn import equal
     from han2x_core.webforms import read_form
-    from han2x_core.webroutes import equal
 
-    form = read_form(self, conn, request)
+    form = read_form(routes, conn, request)
     if form is None:
         return
-    app = self.app
+    app = routes.app
     tariff = app.tariff
     if tariff is None:
-        self.web.respond(conn, 404, "text/plain", "not found\n")
+        routes.web.respond(conn, 404, "text/plain", "not found\n")
         return
-    if not self.same_origin(request) or not equal(form.get("csrf", ""), self.csrf):
-        self.web.respond(conn, 403, "text/plain", "refused: reload the settings page\n")
+    if not routes.same_origin(request) or not equal(form.get("csrf", ""), routes.csrf):
+        routes.web.respond(conn, 403, "text/plain", "refused: reload the settings page\n")
         return
     if not tariff.year:
-        self.page(conn, _answer(ctx, "bad", t("bad", ctx.lang) + t("none", ctx.lang)), 409)
+        routes.page(conn, _answer(ctx, "bad", t("bad", ctx.lang) + t("none", ctx.lang)), 409)
         return
     try:
         peaks = parse_peaks(form, tariff.year, tariff.month)
     except ValueError as e:
-        self.page(conn, _answer(ctx, "bad", t("bad", ctx.lang) + str(e)), 422)
+        routes.page(conn, _answer(ctx, "bad", t("bad", ctx.lang) + str(e)), 422)
         return
     tariff.clear()
     for day, hour, wh in peaks:
         tariff.add_peak(day, hour, wh)
     problem = app.save_tariff()
     if problem:
-        self.page(conn, _answer(ctx, "bad", t("bad", ctx.lang) + problem), 500)
+        routes.page(conn, _answer(ctx, "bad", t("bad", ctx.lang) + problem), 500)
         return
-    self.page(conn, _answer(ctx, "ok", t("saved", ctx.lang)))
+    routes.page(conn, _answer(ctx, "ok", t("saved", ctx.lang)))
 
 
 def _answer(ctx, cls, text):

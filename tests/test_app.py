@@ -3,7 +3,7 @@
 import pytest
 
 from han2x_core.app import App
-from util import load_corpus
+from support.util import load_corpus
 
 CORPUS = load_corpus()
 
@@ -188,7 +188,7 @@ def test_every_contained_error_sets_last_error_with_where_and_what(tmp_path):
     themselves still reach last_error (what /api/status and the diagnostics page show)."""
     import socket
 
-    from fakes._state import load
+    from support.fakes._state import load
     from han2x_core.han_reader import HanReader
     from han2x_core.han_uart import UartReceiver
     from han2x_core.modbus_server import ModbusServer

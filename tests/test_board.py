@@ -1,5 +1,5 @@
 """code.py, boot.py, safemode.py and han2x_core/board_io.py on CPython with the fakes in
-tests/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
+tests/support/fakes, the real adafruit_wiznet5k driver on the W5500 model, the PIO program in the
 emulator, and real Modbus requests over 127.0.0.1."""
 
 import contextlib
@@ -12,11 +12,11 @@ import threading
 
 import pytest
 
-from fakes._state import installed
+from support.fakes._state import installed
 from han2x_core import FIRMWARE_VERSION, board_io, bootio, indicators
 from han2x_core import settings as S
 from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
-from util import ROOT, free_port, load_corpus
+from support.util import ROOT, free_port, load_corpus
 
 def _stub_text(board_dir):
     import board_definitions
@@ -294,7 +294,7 @@ def test_code_py_serves_modbus_from_a_pio_telegram(board_id, web_memory, paths, 
     on the HAN pin shows up in the registers read by a Modbus client over 127.0.0.1.
     Without the memory for the web server (MemoryError building it) the device serves
     Modbus alone instead of restarting."""
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     from han2x_core import web
 
@@ -386,18 +386,23 @@ def test_code_py_start_up_failure_resets(paths, monkeypatch, capsys):
     assert "SCK in use" in capsys.readouterr().err
 
 
+def _wire_w5500(monkeypatch, hw, model):
+    """The W5500 model on the EVB-Pico's SPI bus and its chip select (GP17)."""
+    real_dio = hw.digitalio.DigitalInOut
+    monkeypatch.setattr(hw.digitalio, "DigitalInOut",
+                        lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
+    monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+
+
 def test_code_py_ctrl_c_stops_the_watchdog(paths, monkeypatch, capsys):
     """A developer's Ctrl-C must give a REPL that the watchdog does not reset 8 s later."""
-    from w5500_model import W5500Model, install_driver_shims
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     install_driver_shims()
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
     SettingsStore(paths[0]).save(dict(S.DEFAULTS, han_line="8N1", han_polarity="inverted"))
     with installed() as hw:
-        real_dio = hw.digitalio.DigitalInOut
-        monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                            lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-        monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+        _wire_w5500(monkeypatch, hw, model)
         calls = [0]
 
         def ticks_ms():
@@ -429,22 +434,18 @@ def code_py_first_step(monkeypatch, readonly=True):
 
     seen = {}
 
-    class Probe(app_mod.App):
-        def step(self, now_ms):
-            seen["app"] = self
-            raise StopLoop()
+    def step(self, now_ms):
+        seen["app"] = self
+        raise StopLoop()
 
-    monkeypatch.setattr(app_mod, "App", Probe)
-    from w5500_model import W5500Model, install_driver_shims
+    monkeypatch.setattr(app_mod.App, "step", step)  # wherever App was imported (assembly)
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     install_driver_shims()
     model = W5500Model(port_map={502: free_port(), 80: free_port()})
     try:
         with installed() as hw:
-            real_dio = hw.digitalio.DigitalInOut
-            monkeypatch.setattr(hw.digitalio, "DigitalInOut",
-                                lambda pin: model.cs if pin.name == "GP17" else real_dio(pin))
-            monkeypatch.setattr(hw.busio, "SPI", lambda *a, **k: model.spi)
+            _wire_w5500(monkeypatch, hw, model)
             hw.storage.getmount("/").readonly = readonly
             with pytest.raises(StopLoop):
                 runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
@@ -583,3 +584,44 @@ def test_code_py_start_order_han_and_modbus_before_the_web_server(paths, monkeyp
         assert app.free_memory_min == _hw.mem_free[0]  # gc.mem_free() once started
         out = bytearray(4)
         assert app.registers.read(77, 2, out, 0) == 0 and int.from_bytes(out, "big") == 150000
+
+
+def test_code_py_drops_the_startup_module_once_the_start_is_stable(paths, monkeypatch):
+    """After STABLE_MS of loop the failed-start count is cleared and han2x_core.startup is
+    forgotten (2.3 KB of the board's heap); Ctrl-C afterwards still stops cleanly."""
+    import sys
+
+    import han2x_core.app as app_mod
+    from han2x_core import startup
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
+
+    fails = bytes((0x5A, 1)) + b"MemoryError: x\0"
+    monkeypatch.setattr(startup, "begin", _begin_with(startup.begin, fails))
+    seen = []
+
+    class Probe(app_mod.App):
+        def step(self, now_ms):
+            seen.append((now_ms, "han2x_core.startup" in sys.modules))
+            if len(seen) > 20:
+                raise KeyboardInterrupt()
+
+    monkeypatch.setattr(app_mod, "App", Probe)
+    install_driver_shims()
+    model = W5500Model(port_map={502: free_port(), 80: free_port()})
+    clock = [0]
+
+    def ticks_ms():
+        clock[0] += 5000
+        return clock[0]
+
+    try:
+        with installed() as hw:
+            _wire_w5500(monkeypatch, hw, model)
+            monkeypatch.setattr(hw.supervisor, "ticks_ms", ticks_ms)
+            runpy.run_path(os.path.join(ROOT, "code.py"), run_name="__main__")
+            assert hw.microcontroller.nvm[2] == 0  # stable: the count is cleared
+    finally:
+        model.close()
+    start = seen[0][0]
+    held = [now - start < startup.STABLE_MS for now, _ in seen]
+    assert [m for _, m in seen] == held and True in held and False in held, seen

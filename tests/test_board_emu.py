@@ -1,5 +1,5 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
-emulator (tests/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
+emulator (tests/support/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
 board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus, urllib
 and headless Chromium (the dashboard and a settings save on the EVB-Pico).
 
@@ -25,11 +25,11 @@ import urllib.request
 
 import pytest
 
-from board_emu import MENV, Board, build_drive, read_drive_file
+from support.board_emu import MENV, Board, build_drive, read_drive_file
 from han2x_core import startup
 from test_browser import chromium, shown, wait_for
 from test_registers import ENERGY, MAP32, expected_map
-from util import load_corpus
+from support.util import load_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # one boot runs the whole story
 

@@ -1,4 +1,4 @@
-"""Issue 11, item 3, on the real CircuitPython 10.2.1 in the RP2040 emulator (tests/board_emu.py):
+"""Issue 11, item 3, on the real CircuitPython 10.2.1 in the RP2040 emulator (tests/support/board_emu.py):
 a start-up that runs out of memory backs off (Modbus only, then the safe state) instead of
 resetting for ever. han2x_core/startup.py has the rule, docs/troubleshooting.md tells users.
 
@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from board_emu import Board
+from support.board_emu import Board
 from test_board_emu import modbus_registers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),

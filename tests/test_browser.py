@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from util import ROOT, free_port, load_corpus, wait_port
+from support.util import ROOT, free_port, load_corpus, wait_port
 
 pytestmark = pytest.mark.slow
 

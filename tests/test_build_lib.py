@@ -17,9 +17,9 @@ import zipfile
 
 import pytest
 
+from tools import build_lib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import build_lib  # noqa: E402
 
 REQS = os.path.join(ROOT, "lib", "requirements.txt")
 

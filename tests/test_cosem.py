@@ -7,7 +7,7 @@ from han2x_core.cosem import (
     scale, to_python,
 )
 from han2x_core.meters import DecodeError as MetersDecodeError
-from hanframes import by_id, info_of
+from support.hanframes import by_id, info_of
 
 
 def test_decode_error_is_one_type_and_a_value_error():

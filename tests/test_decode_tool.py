@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tools.decode import main, read_capture, split_frames
-from hanframes import corpus
+from support.hanframes import corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = [f for _, f in corpus()]

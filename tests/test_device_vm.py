@@ -32,9 +32,9 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusTcpClient
 
 from han2x_core import FIRMWARE_VERSION
-from util import ROOT, free_port, load_corpus, wait_port
+from support import mpy
+from support.util import ROOT, free_port, load_corpus, wait_port
 
-MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 MBPOLL = shutil.which("mbpoll") or "/usr/bin/mbpoll"
 DEVICE_HEAP = "256k"
 # The 64-bit VM holds more than the board (it charges the W5500 driver 61 KB where the board
@@ -150,13 +150,12 @@ class Device:
             self.web_port = free_port()
         self.dir = str(tmp_path)
         self.lines = []
-        self.proc = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=" + heap, os.path.join("tests", "mpy", "device_vm.py"),
+        self.proc = mpy.start(
+            [os.path.join("tests", "mpy", "device_vm.py"),
              str(self.modbus_port), str(self.web_port), self.dir, "frames=" + ",".join(IDS),
              "schedule=" + ",".join(map(str, schedule)), "frame_ms=%d" % FRAME_MS,
              "chunk=%d" % CHUNK, "max_s=%d" % max_s, "stop=%d" % STOP_SCALING]
-            + (["core=" + core] if core else []),
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            + (["core=" + core] if core else []), heap)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -213,8 +212,7 @@ class Device:
 
 
 def _need_binaries():
-    if not os.path.exists(MICROPYTHON):
-        pytest.fail("no micropython binary next to %s: run `make setup`" % sys.executable)
+    mpy.require()
     if not os.path.exists(MBPOLL):
         pytest.fail("no mbpoll: run `make setup`")
 
@@ -402,8 +400,7 @@ def test_all_modules_import_at_once(tmp_path):
     installed, docs/install.md.)"""
     _need_binaries()
     core = _compiled(tmp_path)
-    proc = subprocess.run([MICROPYTHON, "-X", "heapsize=" + DEVICE_HEAP, "-c", _IMPORT_ALL]
-                          + list(OPT_IN), cwd=core, capture_output=True, text=True,
+    proc = subprocess.run(mpy.command(["-c", _IMPORT_ALL] + list(OPT_IN), DEVICE_HEAP), cwd=core, capture_output=True, text=True,
                           timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out

@@ -5,7 +5,7 @@ several pages state is stated the same everywhere."""
 import os
 import re
 
-from util import ROOT
+from support.util import ROOT
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*```")

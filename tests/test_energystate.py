@@ -1,6 +1,6 @@
 """Energy across restarts (docs/registers.md "Energy across restarts"): the state file on
 real files, a power cut at every step of its write, damaged files, and the App + Registers
-fed real Aidon frames (tools/metersim.encode_frame) before and after a restart."""
+fed real Aidon frames (tools/sim/metersim.encode_frame) before and after a restart."""
 
 import errno
 import os
@@ -12,7 +12,7 @@ from han2x_core.app import App
 from han2x_core.registers import NEVER_DECREASING, STATUS_RESTORED, Registers
 from han2x_core.storage import OsFiles, seal
 from test_storage import CrashingFiles, PowerCut, ReadOnlyFiles
-from tools.metersim import encode_frame
+from tools.sim.metersim import encode_frame
 
 ENERGIES = NEVER_DECREASING + (69, 71, 73, 75)  # + the estimates, 40070-40077
 

@@ -1,4 +1,4 @@
-"""The fakes in tests/fakes against circuitpython-stubs: every name a fake offers is one the
+"""The fakes in tests/support/fakes against circuitpython-stubs: every name a fake offers is one the
 stubs declare (or a test-only hook the fake lists in TEST_ONLY), every function and method
 takes exactly the stub's parameters with the stub's defaults, and the calls the board
 refuses raise here too."""
@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from fakes import _stubs
-from fakes._state import NAMES, installed, load
+from support.fakes import _stubs
+from support.fakes._state import NAMES, installed, load
 
 P = inspect.Parameter
 

@@ -18,10 +18,9 @@ import zipfile
 
 import pytest
 
+from tools import flash, mpycross
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import flash  # noqa: E402
-import mpycross  # noqa: E402
 
 CP_DIR = os.environ.get("HAN2X_CIRCUITPYTHON_DIR") or os.path.join(
     os.path.dirname(ROOT), "shared", "circuitpython")
@@ -790,7 +789,7 @@ def test_zip_copied_by_hand_into_fat_image_equals_flash_result(tmp_path):
 @pytest.fixture(scope="module")
 def real_lib(tmp_path_factory):
     """lib/ built from the real pins (offline, from the download cache), in a temporary folder."""
-    import build_lib
+    from tools import build_lib
 
     lib = tmp_path_factory.mktemp("reallib")
     reqs = os.path.join(ROOT, "lib", "requirements.txt")

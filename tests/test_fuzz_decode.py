@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from han2x_core import DecodeError, decode_frame
 from han2x_core.hdlc import HdlcReader, check_frame
 from han2x_core.meters import KEYS
-from hanframes import corpus, info_of, reframe
+from support.hanframes import corpus, info_of, reframe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = [f for _, f in corpus()]
@@ -115,7 +115,7 @@ def test_reader_survives_mutated_streams_with_bounded_memory(parts, chunks):
         assert r.feed(b"\x7e" * 100, 100) == 100
         while r.next_frame():
             pass
-    assert r._buf is buf and r.frame is frame and len(buf) == cap and len(frame) == 2049
+    assert r._buf is buf and r.frame is frame is buf and len(buf) == cap  # one fixed buffer
     assert min(r.frames_ok, r.hcs_errors, r.fcs_errors, r.discarded_bytes) >= 0
     assert r.frames_ok >= sum(1 for p in parts if p in FRAMES)
 

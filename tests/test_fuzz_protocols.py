@@ -23,6 +23,7 @@ from han2x_core.modbus_pdu import ModbusHandler
 from han2x_core.registers import Registers
 from han2x_core.storage import SettingsStore
 from han2x_core.webconn import Conn, Request
+from support.modbus_frames import mbap, rtu
 
 # make test explores the same 300 examples every run (CI must not turn red by chance);
 # FUZZ_EXAMPLES=5000 explores anew. Known open finding: docs/registers.md, "Framing".
@@ -58,16 +59,6 @@ def pdus(draw):
     if fc == 0x2B:
         return bytes([0x2B, 0x0E, draw(st.integers(0, 5)), draw(st.integers(0, 8))])
     return _pdu(fc, addr, qty)
-
-
-def mbap(tid, unit, pdu):
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
-
-
-def rtu(unit, pdu):
-    body = bytes([unit]) + pdu
-    crc = crc_modbus(body, 0, len(body))
-    return body + bytes([crc & 0xFF, crc >> 8])
 
 
 def run_stream(chunks, unit_id=0):

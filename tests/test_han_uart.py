@@ -8,15 +8,15 @@ import random
 import adafruit_pioasm
 import pytest
 
-from fakes._state import load
+from support.fakes._state import load
 from han2x_core import han_reader, han_uart
 from han2x_core.han_reader import HanReader
 from han2x_core.han_uart import PioReceiver, UartReceiver, program
 from han2x_core.hdlc import HdlcReader
 from tools.han_pio import program_source
-from util import load_corpus
+from support.util import load_corpus
 
-fake_busio = load("busio")  # tests/fakes: modules passed as arguments, sys.modules untouched
+fake_busio = load("busio")  # tests/support/fakes: modules passed as arguments, sys.modules untouched
 fake_rp2pio = load("rp2pio")
 
 PIN = load("microcontroller").Pin._make("GP1", 1)  # the W5500-EVB-Pico's HAN RX pin
@@ -89,6 +89,8 @@ def test_state_machine_settings_match_the_board():
     assert not sm.in_shift_right and sm.auto_push and sm.push_threshold == 10
     assert sm.pull_in_pin_up == 1 and sm.pull_in_pin_down == 0
     assert sm.ring is rx._ring and len(sm.ring) == 1024
+    # 16-bit DMA slots (2 KB): right-aligned words (not in_shift_right) of at most 10 bits
+    assert sm.ring.itemsize == 2 and sm.push_threshold <= 16
     inv = receiver("8N1", "inverted").sm
     assert inv.pull_in_pin_up == 0 and inv.pull_in_pin_down == 1
 

@@ -17,10 +17,10 @@ import urllib.request
 import pytest
 
 from han2x_core.settings import DEFAULTS, sockets_needed, validate
-from net_helpers import modbus_read
+from support.net_helpers import modbus_read
 from test_soak import connect
 from tools import simulate
-from util import free_port
+from support.util import free_port
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -58,7 +58,7 @@ class Running:
 
             # The driver's gc.collect() (every send) runs for real, as on the board; freeze
             # the test process's own objects so it costs what the firmware's heap costs
-            # (as tests/net_helpers.Device does; docs/w5500-model.md).
+            # (as tests/support/net_helpers.Device does; docs/w5500-model.md).
             gc.freeze()
             self.ports = {p: free_port() for p in (s["modbus_port"], s["web_port"],
                                                   s["han_stream_port"])}

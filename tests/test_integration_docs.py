@@ -9,7 +9,7 @@ import re
 import yaml
 
 from han2x_core.registers import COUNT, NEVER_DECREASING
-from util import ROOT
+from support.util import ROOT
 
 DOCS = os.path.join(ROOT, "docs")
 

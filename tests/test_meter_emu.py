@@ -17,12 +17,12 @@ from pymodbus.client import ModbusTcpClient
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from han2x_core import decode_frame
-from han2x_core.crc import crc_modbus
 from han2x_core.modbus_server import ModbusServer
 from han2x_core.registers import COUNT, NEVER_DECREASING, Registers
 from han2x_core.settings import DEFAULTS
-from hanframes import by_id
-from util import free_port
+from support.hanframes import by_id
+from support.modbus_frames import rtu
+from support.util import free_port
 
 MASK = (1 << 29) - 1
 THREE_PHASE = ("aidon-6534-l2-elwiz-x077", "aidon-6534-l3-elwiz-20221012T160000")
@@ -348,26 +348,21 @@ def test_sdm630_floats_through_pymodbus(device):
         c.close()
 
 
-def _rtu(unit, pdu):
-    body = bytes([unit]) + pdu
-    return body + struct.pack("<H", crc_modbus(body, 0, len(body)))
-
-
 def test_sdm630_rtu_over_tcp_like_evcc_rs485tcpip(device):
     d = device(sdm630_unit=1, modbus_unit_id=0)
     h = han(d.regs)
     with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
-        s.sendall(_rtu(1, struct.pack(">BHH", 4, 52, 2)))
+        s.sendall(rtu(1, struct.pack(">BHH", 4, 52, 2)))
         ans = _recv(s, 9)
         assert ans[:3] == bytes([1, 4, 4])
-        assert ans == _rtu(1, ans[1:7])  # CRC valid
+        assert ans == rtu(1, ans[1:7])  # CRC valid
         assert struct.unpack(">f", ans[3:7])[0] == h["power"]
-        s.sendall(_rtu(1, struct.pack(">BHH", 4, 72, 2)))
+        s.sendall(rtu(1, struct.pack(">BHH", 4, 72, 2)))
         ans = _recv(s, 9)
         assert struct.unpack(">f", ans[3:7])[0] == pytest.approx(h["totals"][0] / 1000)
-        s.sendall(_rtu(2, bytes.fromhex("03 00 0E 00 02")))  # the HAN2X map on unit 2
+        s.sendall(rtu(2, bytes.fromhex("03 00 0E 00 02")))  # the HAN2X map on unit 2
         ans = _recv(s, 9)
-        assert ans == _rtu(2, bytes([3, 4]) + struct.pack(">I", d.regs.value32(14)))
+        assert ans == rtu(2, bytes([3, 4]) + struct.pack(">I", d.regs.value32(14)))
 
 
 def _recv(s, n):

@@ -5,7 +5,7 @@ import pytest
 from han2x_core import DecodeError, decode_frame
 from han2x_core.meters import KEYS
 from han2x_core.hdlc import crc16
-from hanframes import by_id, corpus, header_len, info_of, reframe
+from support.hanframes import by_id, corpus, header_len, info_of, reframe
 
 CORPUS = corpus()
 NUMERIC = [k for k in KEYS if k.endswith(("_w", "_var", "_ma", "_dv", "_wh", "_varh"))]

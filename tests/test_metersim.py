@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from han2x_core import decode_frame
 from han2x_core.hdlc import HdlcReader
-from hanframes import by_id
-from tools.metersim import (
+from support.hanframes import by_id
+from tools.sim.metersim import (
     CURRENTS, ENERGIES, POWERS, VOLTAGES, MeterSimulator, encode_frame, quantise,
 )
 

@@ -12,25 +12,7 @@ import pytest
 from han2x_core.modbus import CLOSE, MODE_MBAP, MODE_RTU, ModbusConnection
 from han2x_core.modbus_pdu import ModbusHandler
 from han2x_core.registers import COUNT, Registers
-
-
-def crc_bitwise(data):
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return struct.pack("<H", crc)
-
-
-def rtu(unit, pdu):
-    body = bytes([unit]) + pdu
-    return body + crc_bitwise(body)
-
-
-def mbap(tid, unit, pdu, proto=0, length=None):
-    return struct.pack(">HHHB", tid, proto, len(pdu) + 1 if length is None else length,
-                       unit) + pdu
+from support.modbus_frames import crc_bitwise, mbap, rtu
 
 
 # Every test here runs twice: HAN2X alone, and with every meter profile on (units the

@@ -9,27 +9,22 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 
 import pytest
 from pymodbus import FramerType
 from pymodbus.client import ModbusTcpClient
 
-from util import ROOT, free_port, wait_port
+from support import mpy
+from support.util import free_port, wait_port
 
-MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 MBPOLL = shutil.which("mbpoll") or "/usr/bin/mbpoll"
 
 
 @pytest.fixture
 def mpy_server():
-    if not os.path.exists(MICROPYTHON):
-        pytest.fail("no micropython binary next to %s: run `make setup`" % sys.executable)
+    mpy.require()
     port = free_port()
-    proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=192k",
-                             os.path.join("tests", "mpy", "serve_modbus.py"), str(port), "60"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = mpy.start([os.path.join("tests", "mpy", "serve_modbus.py"), str(port), "60"])
     try:
         wait_port(port, timeout=15)
     except TimeoutError:

@@ -15,28 +15,14 @@ from pymodbus.client import ModbusTcpClient
 
 from han2x_core.modbus_server import ModbusServer
 from han2x_core.registers import Registers
-from util import free_port
+from support.modbus_frames import mbap_read
+from support.util import free_port, recv_exact
 
 MASK = (1 << 29) - 1
 
 
 def now_ms():
     return time.monotonic_ns() // 1_000_000 & MASK
-
-
-def mbap_read(tid, start=14, count=2, unit=1):
-    return struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, start, count)
-
-
-def recv_exact(sock, n, timeout=5.0):
-    sock.settimeout(timeout)
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed after %d bytes" % len(data))
-        data += chunk
-    return data
 
 
 def wait_for(cond, timeout=10.0):

@@ -2,8 +2,6 @@
 simulator's wiring (tools/simulate.build_device, as code.py) with the real settings store on
 a real directory, a real pymodbus client on 127.0.0.1."""
 
-import os
-import sys
 import threading
 import time
 
@@ -11,10 +9,8 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from han2x_core.storage import OsFiles, SettingsStore
-from util import ROOT, free_port, load_corpus
-
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import simulate  # noqa: E402
+from support.util import free_port, load_corpus
+from tools import simulate
 
 
 class CountingFiles(OsFiles):

@@ -1,5 +1,5 @@
 """MQTT end to end: tools/simulate.py (the firmware on the PC's sockets) publishing to
-Debian's mosquitto on 127.0.0.1; a subscriber (tests/mqtt_broker.py) checks the discovery
+Debian's mosquitto on 127.0.0.1; a subscriber (tests/support/mqtt_broker.py) checks the discovery
 configs against Home Assistant's documented keys and the states against the registers read
 with pymodbus. Broker restart, a broker that never answers CONNECT, a wrong password."""
 
@@ -17,9 +17,9 @@ from pymodbus.client import ModbusTcpClient
 
 from han2x_core import __version__
 from han2x_core.mqtt_connect import SENSORS, TARIFF_SENSORS
-from mqtt_broker import Broker, Subscriber
+from support.mqtt_broker import Broker, Subscriber
 from test_energystate import list2, list3
-from util import ROOT, free_port, wait_port
+from support.util import ROOT, free_port, wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -333,7 +333,7 @@ def test_state_payloads_say_what_the_registers_hold(factor):
 
     from han2x_core import mqtt_ha as ha
     from han2x_core.registers import Registers
-    from util import load_corpus
+    from support.util import load_corpus
 
     def word32(regs, offset):
         out = bytearray(4)

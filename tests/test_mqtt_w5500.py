@@ -1,5 +1,5 @@
 """MQTT on the board's network stack: the real adafruit_wiznet5k driver on the W5500 model
-(tests/w5500_model.py), wired as code.py wires it. MQTT + Modbus + web within the socket
+(tools/sim/w5500_model.py), wired as code.py wires it. MQTT + Modbus + web within the socket
 budget (settings.sockets_needed), and 1,000 broker reconnects without a leaked socket."""
 
 import json
@@ -12,8 +12,8 @@ import pytest
 
 from han2x_core import FIRMWARE_VERSION
 from han2x_core.settings import W5500_SOCKETS, sockets_needed
-from mqtt_broker import Broker, Subscriber
-from net_helpers import Device, modbus_read
+from support.mqtt_broker import Broker, Subscriber
+from support.net_helpers import Device, modbus_read
 from test_energystate import FrameHan, list2, list3
 from test_w5500_services import curl
 

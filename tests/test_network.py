@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from dhcp_server import DISCOVER, REQUEST, DhcpServer
-from net_helpers import UID, EchoService, make_network, now_ms, run
+from tools.sim.dhcp_server import DISCOVER, REQUEST, DhcpServer
+from support.net_helpers import UID, EchoService, make_network, now_ms, run
 from han2x_core import dhcp as dhcp_core
 from han2x_core.network import default_hostname, mac_from_uid
 
@@ -241,7 +241,7 @@ def test_start_up_budget_on_the_model():
     """The driver's real sleeps (1 s + chip probes) and our bring-up: a client is answered
     well within 5 s of creating the Network (board boot and imports come on top; see
     docs/network.md)."""
-    from w5500_model import install_driver_shims
+    from tools.sim.w5500_model import install_driver_shims
 
     install_driver_shims(sleep_scale=1.0)
     try:
@@ -259,8 +259,9 @@ def test_start_up_budget_on_the_model():
 
 _FRESH_DRIVER = r"""
 import sys
-sys.path[:0] = [ROOT, TESTS]
-from w5500_model import W5500Model
+sys.path.append(ROOT)
+import tools._host  # the tests' path set-up: root and tests/ after the stdlib
+from tools.sim.w5500_model import W5500Model
 from han2x_core.network import Network
 
 model = W5500Model(port_map={502: PORT})
@@ -270,7 +271,7 @@ print("LOADED", ",".join(loaded))
 import adafruit_wiznet5k
 print("LEFT", [n for n in dir(adafruit_wiznet5k) if n.endswith(("_dhcp", "_dns", "_debug"))])
 import socket, threading
-from net_helpers import EchoService, run  # the driver still serves a connection
+from support.net_helpers import EchoService, run  # the driver still serves a connection
 svc = EchoService(net.pool, 502)
 net.attach(svc)
 got = []
@@ -291,7 +292,7 @@ def test_driver_runs_without_its_dhcp_dns_and_debug_modules(tmp_path):
     import subprocess
     import sys
 
-    from util import ROOT, free_port
+    from support.util import ROOT, free_port
 
     script = tmp_path / "fresh.py"
     script.write_text("ROOT, TESTS, PORT, UID = %r, %r, %d, %r\n" % (

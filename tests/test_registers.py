@@ -11,7 +11,7 @@ import pytest
 from han2x_core import FIRMWARE_VERSION
 from han2x_core.registers import COUNT, Registers
 from han2x_core.ticks import ticks_add
-from util import load_corpus
+from support.util import load_corpus
 
 CORPUS = load_corpus()
 
@@ -504,12 +504,12 @@ def test_ticks_helpers_used_are_wrap_safe():
 
 @pytest.mark.parametrize("vendor,stale", [("aidon", 0.5), ("kaifa", 0), ("kamstrup", 0)])
 def test_estimate_tracks_the_simulated_meter(vendor, stale):
-    """tools/metersim.py integrates its power exactly (W x ms); our estimate, built only from
+    """tools/sim/metersim.py integrates its power exactly (W x ms); our estimate, built only from
     the telegrams (decoded for real), must follow it within the meter's energy resolution
     (10 Wh on Aidon) and a little rounding, never going backwards, also when Aidon repeats
     a stale hourly list."""
     from han2x_core import decode_frame
-    from tools.metersim import MeterSimulator
+    from tools.sim.metersim import MeterSimulator
 
     sim = MeterSimulator(vendor, 3, start=(2026, 11, 25, 10, 58, 0), seed=3,
                          stale_list3=stale)

@@ -244,3 +244,34 @@ def test_socket_budget_for_each_combination(stream, mqtt, most, key):
         assert tr(key, lang).endswith(" %d" % most)
         assert ("MQTT" in tr(key, lang)) == bool(mqtt)
     assert S.sockets_needed(dict(DEFAULTS, modbus_max_clients=5)) == S.W5500_SOCKETS
+
+
+def test_the_web_server_applies_the_socket_rule_without_loading_settings():
+    """The rule's home is listeners.py (resident on the board); settings.py re-exports it.
+    The web server's configure() applies it without importing settings.py, which the board
+    loads only to read or write settings.toml (12.7 KB of its heap, measured on
+    CircuitPython 10.2.1). A fresh interpreter, so no other test's import counts."""
+    import subprocess
+    import sys
+
+    from han2x_core import listeners
+    from support.util import ROOT
+
+    assert S.sockets_needed is listeners.sockets_needed
+    assert S.W5500_SOCKETS == listeners.W5500_SOCKETS == 8
+    script = (
+        "import socket, sys\n"
+        "from han2x_core.settings import DEFAULTS\n"
+        "from han2x_core import unload\n"
+        "from han2x_core.app import App\n"
+        "from han2x_core.registers import Registers\n"
+        "from han2x_core.web import WebServer\n"
+        "s = dict(DEFAULTS, mqtt_host='192.168.1.10')\n"
+        "unload('settings', 'settings_toml')\n"
+        "app = App(None, Registers(), 0, settings=s)\n"
+        "web = WebServer(socket, app, max_clients=3)\n"
+        "web.configure(s)\n"
+        "print(web.budget, 'han2x_core.settings' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["1", "False"], out.stderr  # 1 + 8 - (1 + 1 + 4 + 1 + 1)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from util import ROOT
+from support.util import ROOT
 
 MAKE = shutil.which("make")
 

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +17,8 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusTcpClient
 
 from test_registers import ENERGY, expected_map
-from util import ROOT, free_port, load_corpus, wait_port
+from support import simproc
+from support.util import free_port, load_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +36,9 @@ class Sim:
         capture = tmp_path / "capture.txt"
         capture.write_text("# %s\n%s\n" % (case_id, self.case["hex"]))
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay",
-             str(capture), "--interval", "0.2", "--modbus-port", str(self.port),
-             "--http-port", "0", "--settings", str(tmp_path / "settings.toml")],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_port(self.port, timeout=20)
-        except TimeoutError:
-            self.proc.kill()
-            raise AssertionError(self.proc.communicate()[0])
+        self.proc = simproc.start(
+            ["--replay", str(capture), "--interval", "0.2", "--modbus-port", str(self.port),
+             "--http-port", "0", "--settings", str(tmp_path / "settings.toml")], self.port)
 
     def client(self, framer=FramerType.SOCKET):
         c = ModbusTcpClient("127.0.0.1", port=self.port, framer=framer, timeout=3)
@@ -166,16 +159,13 @@ def test_mbpoll_reads_and_writes(sim):
 
 @pytest.mark.parametrize("meter", ["aidon", "kaifa", "kamstrup"])
 def test_simulated_meter_reaches_the_registers(meter, tmp_path):
-    """The default HAN source: tools/metersim.py's meter, 50x real time, across the full
+    """The default HAN source: tools/sim/metersim.py's meter, 50x real time, across the full
     hour (its clock starts at 10:59:30), so the hourly totals and the estimate appear."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--meter", meter,
-         "--speed", "50", "--modbus-port", str(port), "--http-port", "0",
-         "--settings", str(tmp_path / "settings.toml")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = simproc.start(["--meter", meter, "--speed", "50", "--modbus-port", str(port),
+                          "--http-port", "0", "--settings", str(tmp_path / "settings.toml")],
+                         port)
     try:
-        wait_port(port, timeout=20)
         client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
         assert client.connect()
         deadline = time.monotonic() + 20
@@ -207,13 +197,9 @@ def test_serial_source_through_a_pty(tmp_path):
     tty = os.ttyname(slave)
     case = CORPUS[CASES[0]]
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--serial",
-         tty, "--modbus-port", str(port), "--http-port", "0",
-         "--settings", str(tmp_path / "settings.toml")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = simproc.start(["--serial", tty, "--modbus-port", str(port), "--http-port", "0",
+                          "--settings", str(tmp_path / "settings.toml")], port)
     try:
-        wait_port(port, timeout=20)
         client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
         assert client.connect()
         frame = bytes.fromhex(case["hex"])
@@ -338,9 +324,7 @@ def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
 def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
     """On the PC a saved new address does not move the simulator: the page says so, names
     the address a board would use, and the DHCP hint names han2x- plus the MAC suffix."""
-    import threading
-
-    import webdevice
+    from support import webdevice
     from han2x_core.network import default_hostname, mac_from_uid
     from han2x_core.storage import SettingsStore
     from tools import simulate
@@ -355,10 +339,7 @@ def test_a_network_change_on_the_pc_says_the_simulator_stays(tmp_path):
             dev = simulate.build_device(args, store=self.store, settings=settings)
             self.app, self.han, self.modbus = dev.app, dev.han, dev.modbus
             self.web = dev.services["web"]
-            self.max_step_s = 0.0
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+            self.start_loop()
 
     dev = SimWeb()
     try:

@@ -4,10 +4,7 @@ sensors read (docs/integration.md; the never-decreasing block of docs/registers.
 return a lower value: not across a restart before the first hourly value, just after one,
 or mid-hour with the estimate above the meter's next hourly value."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +12,8 @@ from pymodbus.client import ModbusTcpClient
 
 from han2x_core.registers import NEVER_DECREASING, STATUS_RESTORED
 from test_energystate import ENERGIES, list1, list3
-from util import ROOT, free_port, wait_port
+from support import simproc
+from support.util import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +28,10 @@ class Run:
         capture = folder / "capture.txt"
         capture.write_text("".join(f.hex() + "\n" for f in frames))
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay",
-             str(capture), "--interval", "0.2", "--modbus-port", str(self.port),
+        self.proc = simproc.start(
+            ["--replay", str(capture), "--interval", "0.2", "--modbus-port", str(self.port),
              "--http-port", "0", "--quiet", "--settings", str(folder / "settings.toml")],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_port(self.port, timeout=20)
-        except TimeoutError:
-            self.proc.kill()
-            raise AssertionError(self.proc.communicate()[0])
+            self.port)
         self.client = ModbusTcpClient("127.0.0.1", port=self.port, timeout=3)
         assert self.client.connect()
 

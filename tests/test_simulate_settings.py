@@ -12,14 +12,15 @@ import pytest
 
 from han2x_core import settings as S
 from han2x_core.storage import SettingsStore
-from util import ROOT, free_port, load_corpus, wait_port
+from support.modbus_frames import mbap
+from support.util import ROOT, free_port, load_corpus, wait_port
 
 pytestmark = pytest.mark.slow
 
 
 def _request(port, pdu):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(struct.pack(">HHHB", 1, 0, len(pdu) + 1, 1) + pdu)
+        s.sendall(mbap(1, 1, pdu))
         data = b""
         while len(data) < 7 or len(data) < 6 + struct.unpack(">H", data[4:6])[0]:
             chunk = s.recv(260)

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from han2x_core import FIRMWARE_VERSION
-from net_helpers import Device, modbus_read
-from util import ROOT, free_port, wait_port
+from support.net_helpers import Device, modbus_read
+from support.util import ROOT, free_port, wait_port
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]

@@ -5,7 +5,7 @@ the formula; steps without a cap; state round trip."""
 
 from han2x_core import decode_frame, tariffstate
 from han2x_core.tariff import Tariff, civil, days, hour_index
-from tariffmonth import START_UTC, consumption, expected, frames, local
+from support.tariffmonth import START_UTC, consumption, expected, frames, local
 
 ELVIA = (2000, 5000, 10000, 15000, 20000, 25000, 50000, 75000, 100000)
 MASK = (1 << 29) - 1
@@ -129,7 +129,7 @@ def test_kwh_left_at_chosen_moments_matches_the_formula():
     import copy
     import datetime
 
-    from tools.metersim import encode_frame
+    from tools.sim.metersim import encode_frame
 
     starts = {}
 

@@ -10,7 +10,7 @@ from han2x_core.app import App
 from han2x_core.registers import TARIFF_OFF, Registers
 from test_energystate import METER_A, FrameHan, list2
 from test_storage import CrashingFiles, PowerCut
-from tools.metersim import encode_frame
+from tools.sim.metersim import encode_frame
 
 ON = {"tariff": True, "tariff_peaks": 3, "tariff_steps": "2 5 10 15 20 25 50 75 100",
       "scaling_factor": 1000}

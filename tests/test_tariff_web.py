@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from han2x_core import energystate
-from webdevice import Device
+from support.webdevice import Device
 
 T13 = "aidon-6534-l3-elwiz-20221012T130000"  # 163 607 700 Wh at 13:00
 T16 = "aidon-6534-l3-elwiz-20221012T160000"  # 163 613 870 Wh at 16:00

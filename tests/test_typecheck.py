@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from util import ROOT
+from support.util import ROOT
 
 FILES = ["code.py", "boot.py", "safemode.py"] + sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "han2x_core", "*.py")))

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from dhcp_server import DhcpServer
-from util import free_port
-from w5500_model import CLOSE_WAIT, CLOSED, ESTABLISHED, LISTEN, W5500Model, \
+from tools.sim.dhcp_server import DhcpServer
+from support.util import free_port
+from tools.sim.w5500_model import CLOSE_WAIT, CLOSED, ESTABLISHED, LISTEN, W5500Model, \
     install_driver_shims
 
 install_driver_shims()

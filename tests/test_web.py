@@ -15,8 +15,8 @@ import time
 import pytest
 
 from han2x_core import decode_frame
-from util import ROOT, free_port, wait_port
-from webdevice import Device, frame, now_ms
+from support.util import ROOT, free_port, wait_port
+from support.webdevice import Device, frame, now_ms
 
 AIDON_L2 = "aidon-6534-l2-elwiz-x077"
 KAIFA_L3 = "kaifa-ma304h3e-l3-elwiz-20221013T120010"
@@ -178,7 +178,7 @@ def test_valid_settings_are_saved_applied_and_persisted(dev):
     assert status == 303 and headers["location"] == "/settings?saved=1"
     assert dev.app.settings["modbus_port"] == new_port
     assert dev.regs.scaling == 2000
-    loaded, warning = dev.store.load()
+    loaded, warning = dev.on_loop(dev.store.load)
     assert warning is None and loaded["modbus_port"] == new_port
     assert loaded["scaling_factor"] == 2000
     assert b'id="notice">Saved.' in dev.get("/settings?saved=1")[2]
@@ -215,7 +215,8 @@ def test_settings_page_shows_the_address_in_use(dev):
             pass
 
     assert b'id="addr-now"' not in dev.get("/settings")[2]  # the PC has no Network
-    dev.app.add(FakeNetwork())
+    dev.app.network = FakeNetwork()  # the app's named network, as assembly.build sets it
+    dev.app.add(dev.app.network)
     page = dev.get("/settings")[2].decode()
     assert 'id="addr-now">Address now: 10.0.0.7 (dhcp), han2x-0a0b0c<' in page
     assert json.loads(dev.get("/api/status")[2])["device"]["ip"] == "10.0.0.7"
@@ -399,7 +400,7 @@ def test_mqtt_settings_on_the_page_and_its_password_never_shown(dev):
     s = dev.app.settings
     assert (s["mqtt_host"], s["mqtt_user"], s["mqtt_password"], s["mqtt_prefix"],
             s["mqtt_interval_s"]) == ("192.168.1.10", "han2x", "Sekret-pw9", "home/ams", 10)
-    assert dev.store.load()[0]["mqtt_password"] == "Sekret-pw9"
+    assert dev.on_loop(dev.store.load)[0]["mqtt_password"] == "Sekret-pw9"
     for lang in ("en", "nb"):
         page = dev.get("/settings", {"Accept-Language": lang})[2].decode()
         assert '<input id="mqtt_host" name="mqtt_host" value="192.168.1.10">' in page
@@ -772,7 +773,7 @@ def test_accept_is_looked_for_every_10_ms_and_at_once_after_a_connection(tmp_pat
     from han2x_core.registers import Registers
     from han2x_core.settings import DEFAULTS
     from han2x_core.web import WebServer
-    from webdevice import FeedHan
+    from support.webdevice import FeedHan
 
     app = App(FeedHan(), Registers(), 0, settings=dict(DEFAULTS))
     web = WebServer(socket, app, port=free_port())

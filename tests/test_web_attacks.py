@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from han2x_core.webroutes import equal
-from webdevice import Device
+from han2x_core.webconn import equal
+from support.webdevice import Device
 
 JS = {"Content-Type": "application/json"}
 
@@ -82,7 +82,8 @@ def test_the_network_address_and_host_name_are_the_device(dev):
         def poll(self, now_ms):
             pass
 
-    dev.app.add(Net())
+    dev.app.network = Net()  # the app's named network, as assembly.build sets it
+    dev.app.add(dev.app.network)
     for host in ("192.168.1.232", "192.168.1.232:80", "han2x-abcdef", "HAN2X-abcdef.local",
                  "han2x-abcdef.local.:8080"):
         assert dev.get("/api/status", {"Host": host})[0] == 200, host
@@ -253,7 +254,7 @@ def test_a_password_that_cannot_be_used_keeps_the_pages_locked(dev, line):
     with open(dev.store.path, "w") as f:
         f.write('web_protect = "settings"\nmodbus_port = %d\nweb_port = %d\n%s\n' % (
             dev.app.settings["modbus_port"], dev.port, line))
-    settings, warning = dev.store.load()
+    settings, warning = dev.on_loop(dev.store.load)
     dev.app.settings_warning = warning  # as code.py and tools/simulate.py do
     dev.app.configure(settings)
     assert dev.get("/settings")[0] == 303
@@ -270,4 +271,4 @@ def test_a_password_that_cannot_be_used_keeps_the_pages_locked(dev, line):
     # a change the device would save (a Modbus write) never writes "no password" back
     assert dev.app.save_settings({"scaling_factor": 2000})
     assert "web_password" in open(dev.store.path).read()
-    assert dev.store.load()[0]["web_password"] is None
+    assert dev.on_loop(dev.store.load)[0]["web_password"] is None

@@ -13,7 +13,7 @@ import pytest
 
 from han2x_core import board_io
 from han2x_core.storage import READ_ONLY_MESSAGE
-from webdevice import Device
+from support.webdevice import Device
 
 
 @pytest.fixture

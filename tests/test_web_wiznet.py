@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from net_helpers import make_network, now_ms, run
+from support.net_helpers import make_network, now_ms, run
 from han2x_core import FIRMWARE_VERSION
 from han2x_core.app import App
 from han2x_core.registers import Registers
 from han2x_core.settings import DEFAULTS
 from han2x_core.web import WebServer
-from webdevice import FeedHan, frame
+from support.webdevice import FeedHan, frame
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -56,6 +56,7 @@ def test_pages_json_and_bad_input_on_the_w5500():
     regs = Registers(firmware_version=FIRMWARE_VERSION)
     app = App(han, regs, now_ms(), settings=dict(DEFAULTS))
     app.add(net)
+    app.network = net  # what the pages show (assembly.build sets it on the board)
     modbus = ModbusServer(net.pool, regs, port=502, max_clients=2)
     web = WebServer(net.pool, app, port=80, max_clients=1, send_timeout_s=0.5)
     net.attach(modbus)
@@ -126,6 +127,7 @@ def test_all_w5500_sockets_in_use_makes_the_page_wait_not_fail():
     regs = Registers(firmware_version=FIRMWARE_VERSION)
     app = App(FeedHan(), regs, now_ms(), settings=dict(DEFAULTS))
     app.add(net)
+    app.network = net
     modbus = ModbusServer(net.pool, regs, port=502, max_clients=4)
     web = WebServer(net.pool, app, port=80, max_clients=2, send_timeout_s=0.5)
     for service in (modbus, web):

@@ -16,8 +16,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import tools._host  # noqa: E402,F401  (repo root on sys.path, micropython.const)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 
 from han2x_core import DecodeError, decode_frame  # noqa: E402
 from han2x_core.cosem import content_pos, to_python  # noqa: E402

@@ -17,6 +17,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 DOC = os.path.join(ROOT, "docs", "install.md")
 MARKER = "<!-- sample: tools/docs_sample.py -->"
 BOOT_OUT = ("Adafruit CircuitPython 10.2.1 on 2026-11-30; Adafruit Feather RP2040 with rp2040\r\n"
@@ -27,7 +29,6 @@ SHOWN_MPY_CROSS = "/home/pat/bin/mpy-cross-linux-amd64-10.2.1.static"
 
 def run_flash(mpy_cross):
     """flash.py's lines for a first install on an empty drive, as a user would see them."""
-    sys.path.insert(0, ROOT)
     from tools import flash
 
     with tempfile.TemporaryDirectory() as tmp:

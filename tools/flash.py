@@ -41,9 +41,9 @@ import zipfile
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
-sys.path.insert(0, TOOLS)
-import build_lib  # noqa: E402
-import mpycross  # noqa: E402
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from tools import build_lib, mpycross  # noqa: E402
 
 MANIFEST = ".han2x-manifest"
 STAGING = ".han2x-new"

@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 
-import build_lib
+from tools import build_lib
 
 ENV_PATH = "HAN2X_MPY_CROSS"
 ENV_DIR = "HAN2X_CIRCUITPYTHON_DIR"

@@ -18,6 +18,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 OUT = os.path.join(ROOT, "docs", "img")
 
 
@@ -66,7 +68,6 @@ def main():
     p.add_argument("--lang", default="en", help="browser language (en or nb)")
     args = p.parse_args()
     os.makedirs(OUT, exist_ok=True)
-    sys.path.insert(0, ROOT)
     from han2x_core.settings import DEFAULTS
     from tools import simulate
 

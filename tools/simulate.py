@@ -20,14 +20,12 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tools._host import ROOT as _ROOT  # noqa: E402  (sys.path, micropython.const)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+from tools._host import ROOT as _ROOT  # noqa: E402
 
 from han2x_core import FIRMWARE_VERSION, __version__  # noqa: E402
-from han2x_core.app import App  # noqa: E402
-from han2x_core.modbus_server import ModbusServer  # noqa: E402
-from han2x_core.registers import Registers  # noqa: E402
-from han2x_core.scaling import ScalingSaver  # noqa: E402
+from han2x_core.assembly import build  # noqa: E402
 from han2x_core.settings import DEFAULTS, validate  # noqa: E402
 from han2x_core.storage import SettingsStore  # noqa: E402
 
@@ -65,12 +63,12 @@ class _FrameFeed:
 
 
 class SimulatedHan(_FrameFeed):
-    """tools/metersim.py's meter at its real cadence, `speed` times faster."""
+    """tools/sim/metersim.py's meter at its real cadence, `speed` times faster."""
 
     def __init__(self, meter="aidon", phases=3, speed=1.0, seed=1, start=None,
                  monotonic=time.monotonic):
         super().__init__()
-        from tools.metersim import MeterSimulator
+        from tools.sim.metersim import MeterSimulator
 
         kwargs = {"vendor": meter, "phases": phases, "seed": seed}
         if start is not None:
@@ -170,15 +168,24 @@ def load_frames(path):
 # ---- the device ----------------------------------------------------------------------------
 
 class Device:
-    """What build_device returns: the app and the parts later flags hook into."""
+    """What build_device returns: the app (han2x_core.assembly.build, as on the board) and
+    handles on its parts."""
 
-    def __init__(self, app, registers, han, modbus, settings):
+    def __init__(self, app, model=None):
         self.app = app
-        self.registers = registers
-        self.han = han
-        self.modbus = modbus
-        self.settings = settings
-        self.services = {"modbus": modbus}
+        self.registers = app.registers
+        self.han = app.han
+        self.modbus = app.modbus
+        self.settings = app.settings
+        self.model = model  # --w5500: the chip model
+
+    @property
+    def services(self):
+        """The app's named services that exist now (the HAN stream once it is on)."""
+        a = self.app
+        named = {"modbus": a.modbus, "scaling": a.scaling, "network": a.network,
+                 "web": a.web, "mqtt": a.mqtt, "han_stream": a.raw_tap}
+        return {name: part for name, part in named.items() if part is not None}
 
     def step(self):
         self.app.step(now_ms())
@@ -272,123 +279,41 @@ def describe_han(han):
     return text
 
 
-def _watch(han, app):
-    if hasattr(han, "watch"):  # the board's HanReader judges line formats by valid frames
-        han.watch(app.hdlc)
-
-
 def build_w5500_device(args, on_frame=None, store=None, settings=None, han=None,
                        port_map=None):
-    """--w5500: the board's wiring (as code.py) on the W5500 model (tests/w5500_model.py,
-    docs/w5500-model.md) with the real adafruit_wiznet5k driver: Network, ModbusServer and
-    WebServer on its SocketPool. Device port P is served on 127.0.0.1:P (so ports below
-    1024 need root; build_settings already maps 502/80 to 5020/8080), or on
-    127.0.0.1:port_map[P] (tools/screenshots.py: the board's own 502/80 on free ports)."""
-    sys.path.insert(0, os.path.join(_ROOT, "tests"))
-    from w5500_model import W5500Model, install_driver_shims
+    """--w5500: the board's wiring (assembly.build, as code.py) on the W5500 model
+    (tools/sim/w5500_model.py, docs/w5500-model.md) with the real adafruit_wiznet5k driver:
+    Network, ModbusServer and WebServer on its SocketPool. Device port P is served on
+    127.0.0.1:P (so ports below 1024 need root; build_settings already maps 502/80 to
+    5020/8080), or on 127.0.0.1:port_map[P] (tools/screenshots.py: the board's own 502/80 on
+    free ports)."""
+    from tools.sim.w5500_model import W5500Model, install_driver_shims
 
     install_driver_shims()  # no 1 s boot sleep; board-like EAGAIN errno; no __del__
     from han2x_core.network import Network
 
     settings = settings if settings is not None else build_settings(args)
     model = W5500Model(port_map=port_map, port_offset=0)
-    net = Network(model.spi, model.cs, uid=b"simulate", settings=settings)
-    registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
     han = han or build_han(args, settings)
-    modbus = ModbusServer(net.pool, registers, settings["modbus_port"],
-                          settings["modbus_max_clients"],
-                          settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
-                          send_timeout_s=0.1)
-    app = App(han, registers, now_ms(), on_frame=on_frame, settings=settings, store=store)
-    _watch(han, app)
-    saver = ScalingSaver(app)
-    registers.on_scaling_change = saver.changed
-    app.add(saver)
-    app.add(net)
-    net.attach(modbus)
-    app.add(modbus)
-    device = Device(app, registers, app.han, modbus, settings)
-    device.services["scaling"] = saver
-    device.services["network"] = net
-    device.model = model
+    app = build(han, settings, store, now_ms(),
+                lambda: Network(model.spi, model.cs, uid=b"simulate", settings=settings),
+                full=getattr(args, "http_port", 0) != 0, on_frame=on_frame, web_clients=2)
+    device = Device(app, model)
     device.wait = lambda seconds=LOOP_WAIT_S: time.sleep(seconds / 4)  # nothing to select()
-    if getattr(args, "http_port", 0) != 0:
-        from han2x_core.web import WebServer
-
-        web = WebServer(net.pool, app, port=settings["web_port"], send_timeout_s=0.1)
-        net.attach(web)
-        app.add(web)
-        device.services["web"] = web
-    _add_mqtt(device, net.pool, net.hostname, net)
-    app.stream_factory = _stream_factory(device, net.pool, net.attach)
-    app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
     return device
-
-
-def _add_mqtt(device, pool, hostname, net=None):
-    """As code.py: MQTT only when mqtt_host is set (the module is not imported otherwise)."""
-    if not device.settings["mqtt_host"]:
-        return
-    from han2x_core import __version__
-    from han2x_core.mqtt import MqttClient
-
-    mqtt = MqttClient(pool, device.app, hostname, __version__)
-    if net is not None:
-        net.attach(mqtt)
-    device.app.add(mqtt)
-    device.services["mqtt"] = mqtt
-
-
-def _stream_factory(device, pool, start, send_timeout_s=0.1):
-    """App.stream_factory as code.py's: the raw HAN stream, built when han_stream_port is
-    set (start: the network's attach, or listening on the PC's host at once)."""
-
-    def make(port):
-        from han2x_core.hanstream import HanStream
-
-        stream = HanStream(pool, port, send_timeout_s=send_timeout_s)
-        start(stream)
-        device.app.add(stream)
-        device.services["han_stream"] = stream
-        return stream
-
-    return make
 
 
 def build_device(args, on_frame=None, store=None, settings=None, han=None):
-    """Wire the device: HAN source -> App -> Registers -> Modbus server (started)."""
+    """Wire the device as code.py does (han2x_core.assembly.build): HAN source -> App ->
+    Registers -> Modbus server (listening), and the web server unless --http-port 0."""
     if getattr(args, "w5500", False):
         return build_w5500_device(args, on_frame, store, settings, han)
     settings = settings if settings is not None else build_settings(args)
-    registers = Registers(scaling=settings["scaling_factor"], firmware_version=FIRMWARE_VERSION)
-    modbus = ModbusServer(socket, registers, port=settings["modbus_port"],
-                          max_clients=settings["modbus_max_clients"],
-                          idle_timeout_ms=settings["modbus_idle_timeout_s"] * 1000,
-                          unit_id=settings["modbus_unit_id"])
     han = han or build_han(args, settings)
-    app = App(han, registers, now_ms(), services=[modbus], on_frame=on_frame,
-              settings=settings, store=store)
-    _watch(han, app)
-
-    saver = ScalingSaver(app)  # saved at most once a minute, and at a clean stop
-    registers.on_scaling_change = saver.changed
-    app.add(saver)
-    modbus.start(args.host)
-    device = Device(app, registers, han, modbus, settings)
-    device.services["scaling"] = saver
-    pc_net = PcNetwork(args.host)
-    app.add(pc_net)
-    if getattr(args, "http_port", 0) != 0:  # the web pages (han2x_core/web.py); None = on
-        from han2x_core.web import WebServer
-
-        web = WebServer(socket, app, port=settings["web_port"])
-        web.start(args.host)
-        app.add(web)
-        device.services["web"] = web
-    _add_mqtt(device, socket, pc_net.hostname)
-    app.stream_factory = _stream_factory(device, socket, lambda s: s.start(args.host), None)
-    app.configure(settings)  # as code.py: every part takes its settings (modbus_read_only...)
-    return device
+    app = build(han, settings, store, now_ms(), lambda: PcNetwork(args.host),
+                full=getattr(args, "http_port", 0) != 0, on_frame=on_frame, web_clients=2,
+                send_timeout_s=None)
+    return Device(app)
 
 
 class PcNetwork:
@@ -400,6 +325,7 @@ class PcNetwork:
     name = "network"
     stays = True
     mode = "pc"
+    pool = socket  # the servers listen on the PC's own sockets
 
     def __init__(self, host):
         from han2x_core.network import default_hostname, mac_from_uid
@@ -407,6 +333,10 @@ class PcNetwork:
         self.ip = host
         self.mac = mac_from_uid(b"simulate")
         self.hostname = default_hostname(self.mac)
+
+    def attach(self, server):
+        """As Network.attach with the link up: the server listens at once."""
+        server.start(self.ip)
 
     def poll(self, now_ms):
         pass
@@ -491,7 +421,7 @@ def build_parser():
                    "(default: the settings file's han_stream_port; 0 = off)")
     p.add_argument("--quiet", action="store_true", help="no line per telegram")
     p.add_argument("--w5500", action="store_true", help="run the board's network stack: "
-                   "the real adafruit_wiznet5k driver on the W5500 model (tests/w5500_model.py)")
+                   "the real adafruit_wiznet5k driver on the W5500 model (tools/sim/w5500_model.py)")
     simdata = os.environ.get("HAN2X_SIMDATA") or os.path.join(_ROOT, "simdata")
     p.add_argument("--settings", metavar="PATH", default=os.path.join(simdata, "settings.toml"),
                    help="settings file, as settings.toml on the board (simdata/settings.toml,"

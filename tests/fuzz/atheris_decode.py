@@ -11,9 +11,8 @@ import sys
 import atheris
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-import conftest  # noqa: E402,F401  (micropython.const on CPython)
+sys.path.append(ROOT)
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 
 with atheris.instrument_imports():
     from han2x_core import DecodeError, decode_frame

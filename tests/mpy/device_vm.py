@@ -8,14 +8,15 @@ Usage: micropython -X heapsize=192k tests/mpy/device_vm.py MODBUS_PORT WEB_PORT 
   max_s=40           stop after this many seconds whatever happens
   heap_ms=250        how often to print a heap line
   start_ms=0         no telegram before this (bench/bench_heap.py measures the idle loop)
-  stop=4242          stop when a Modbus client writes this scaling factor (it is saved in
-                     DIR/settings.toml through App.save_settings first, as on the board)
+  stop=4242          stop when a Modbus client writes this scaling factor and the scaling
+                     saver has saved it in DIR/settings.toml (a second later, as on the board)
   core=FOLDER        import han2x_core from FOLDER (compiled to .mpy, with its www/)
 
-App + Registers + ModbusServer + WebServer + board_io's LED/button, temperature and
-watchdog services, all as code.py builds them, on 127.0.0.1. What is left out is what needs
-the hardware: the W5500 (Network: the servers are started here instead of by net.attach)
-and the PIO HAN reader (a corpus feed instead). Pins, cpu and watchdog are small stand-ins.
+The device as code.py builds it (han2x_core.assembly.build: App, Registers, ModbusServer,
+WebServer, board_io's LED/button, temperature and watchdog services) on 127.0.0.1. What is
+left out is what needs the hardware: the W5500 (a network stand-in whose attach() starts a
+server at once) and the PIO HAN reader (a corpus feed instead). Pins, cpu and watchdog are
+small stand-ins.
 
 The socket pool is MicroPython's socket module in CircuitPython's shape (vmsock.Pool): bind()
 takes an (host, port) tuple and connections have recv_into() that raises OSError(EAGAIN)
@@ -83,13 +84,11 @@ FRAMES = load_frames([s for s in ARGS[3]["frames"].split(",") if s])
 gc.collect()
 _F0 = gc.mem_free()
 
-# As code.py imports them (minus han_reader and network: hardware; web in main(), as there).
-from han2x_core import FIRMWARE_VERSION, __version__, board_io, indicators  # noqa: E402
-from han2x_core.app import App  # noqa: E402
-from han2x_core.modbus_server import ModbusServer  # noqa: E402
-from han2x_core.registers import Registers  # noqa: E402
+# As code.py imports them (minus han_reader and network: hardware; web in assembly.build).
+from han2x_core import __version__, board_io  # noqa: E402
 from han2x_core.settings import validate  # noqa: E402
 from han2x_core.storage import SettingsStore  # noqa: E402
+from han2x_core import assembly  # noqa: E402
 
 _MASK = (1 << 29) - 1
 
@@ -200,6 +199,25 @@ class CorpusHan:
         return n
 
 
+class _Net:
+    """What network.Network gives the servers, on the VM's sockets: attach() starts a server
+    at once, as Network does with the link up."""
+
+    name = "network"
+    mode = "vm"
+    ip = "127.0.0.1"
+
+    def __init__(self, hostname):
+        self.hostname = hostname
+        self.pool = Pool()
+
+    def attach(self, server):
+        server.start(self.ip)
+
+    def poll(self, now_ms):
+        pass
+
+
 class _NoWeb:
     _conns = ()
     requests = errors = 0
@@ -207,6 +225,15 @@ class _NoWeb:
 
     def stop(self):
         pass
+
+
+def _drop_assembly():
+    """As code.py: the assembly module is not kept after the start."""
+    global assembly
+    assembly = None
+    from han2x_core import unload
+
+    unload("assembly")
 
 
 def main():
@@ -219,7 +246,7 @@ def main():
     heap_ms = int(opts["heap_ms"])
     stop_value = int(opts["stop"])
 
-    # ---- code.py's main(), in its order -----------------------------------------------------
+    # ---- code.py's main(), in its order: assembly.build, then the module dropped ---------
     now = now_ms()
     board = _Board()
     prof, known = board_io.profile_for(board.board_id)
@@ -234,44 +261,21 @@ def main():
     if errors:
         raise SystemExit("bad settings: %s" % errors)
     print("HAN2X", __version__, "on", prof["name"], "" if known else "(unknown board)")
-    regs = Registers(settings["scaling_factor"], FIRMWARE_VERSION)
     han = CorpusHan(frames, schedule, int(opts["frame_ms"]), int(opts["chunk"]), now_ms,
-                   int(opts["start_ms"]))
-    app = App(han, regs, now, settings=settings, store=store)
+                    int(opts["start_ms"]))
+    app = assembly.build(han, settings, store, now, lambda: _Net("han2x-vm"),
+                         io=(_Digitalio, board, _Microcontroller, _Watchdog, prof, han_led,
+                             power_led))
+    _drop_assembly()
     app.settings_warning = warning
     app.usb_write = board_io.usb_write_hook(_Microcontroller, folder + "/usb_write.txt")
-    regs.on_scaling_change = lambda value: app.save_settings({"scaling_factor": value})
-    pool = Pool()
-    modbus = ModbusServer(pool, regs, settings["modbus_port"], settings["modbus_max_clients"],
-                          settings["modbus_idle_timeout_s"] * 1000, settings["modbus_unit_id"],
-                          send_timeout_s=0.1)
-    app.add(modbus)
-    try:  # as code.py: without the memory for the web server, Modbus alone
-        from han2x_core.web import WebServer
-
-        web = WebServer(pool, app, port=settings["web_port"], max_clients=1, send_timeout_s=0.1)
-    except (ImportError, MemoryError) as e:
-        print("web page unavailable:", repr(e))
-        web = None
-        gc.collect()
-    else:
-        app.add(web)
+    regs = app.registers
+    modbus = app.modbus
+    web = app.web
     web_up = web is not None
-    ind = indicators.Indicators(now, on_factory_reset=lambda t: board_io.factory_reset(app))
-    if board_io.dhcp_requested(_Microcontroller):
-        ind.blink(indicators.BLINK_DHCP, now)
-    btn = board_io.button(_Digitalio, board, prof["button"])
-    app.add(board_io.LedButton(ind, app, btn, han_led, power_led))
-    app.add(board_io.BoardStatus(_Microcontroller, regs, now))
-    dog = board_io.Watchdog(_Microcontroller, _Watchdog)
-    app.add(dog)
-    app.configure(settings)
-    # What net.attach() does once the link is up.
-    modbus.start("127.0.0.1")
-    if web_up:
-        web.start("127.0.0.1")
-    else:
+    if not web_up:
         web = _NoWeb()  # counters for the lines below
+    dog = [s for s in app.services if isinstance(s, board_io.Watchdog)][0]
     gc.collect()
     print("started free", gc.mem_free())
     print("listening", modbus_port, web_port if web_up else 0)
@@ -300,8 +304,8 @@ def main():
             print("heap", elapsed, gc.mem_free(), peak, quiet, app.hdlc.frames_ok,
                   modbus.requests, web.requests, allocated, steps)
             peak = 0
-        if regs.scaling == stop_value:
-            reason = "stop"
+        if regs.scaling == stop_value and app.scaling.scaling_unsaved is None:
+            reason = "stop"  # written over Modbus and saved by the ScalingSaver, as on the board
             break
         if elapsed > max_ms:
             break

@@ -95,3 +95,18 @@ def test_read_path_allocates_nothing():
         regs.tick(t)
     # tick() runs every loop: integer work only (small ints), nothing kept
     assert gc.mem_alloc() - before < 256, gc.mem_alloc() - before
+
+
+def test_zz_release_modules():
+    """Runs last in this file: drop the Modbus and register modules from the shared heap (the
+    runner keeps one process for every file; the files tested later do not need them)."""
+    import sys
+
+    import han2x_core
+
+    for name in ("modbus", "modbus_pdu", "registers", "energy", "scaling"):
+        sys.modules.pop("han2x_core." + name, None)
+        try:
+            delattr(han2x_core, name)
+        except AttributeError:
+            pass

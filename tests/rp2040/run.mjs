@@ -1,9 +1,9 @@
-// The real CircuitPython on an emulated RP2040 (rp2040js 1.4.1), for tests/board_emu.py.
+// The real CircuitPython on an emulated RP2040 (rp2040js 1.4.1), for tests/support/board_emu.py.
 //
 //   node run.mjs --uf2=IMG --bootrom=BIN --drive=FAT.img --drive-out=DUMP.img
 //                --spi=0 --cs=17 --inputs=1:1,15:1 --fds=IN,OUT [--timeout=600]
 //
-// Channels (tests/board_emu.py is the other end; docs/architecture.md, "The board emulator"):
+// Channels (tests/support/board_emu.py is the other end; docs/architecture.md, "The board emulator"):
 // - fds OUT -> IN (pipes from the parent): the W5500 on SPI `--spi`, chip select GPIO `--cs`. Every request starts with
 //   an opcode and the simulated time (float64 ns, little-endian); counts are uint16 BE.
 //     'W' t len frame   a whole write frame, sent when CS rises; no answer

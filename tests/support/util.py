@@ -5,7 +5,7 @@ import os
 import socket
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.environ.get("HAN2X_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
 DATA = os.path.join(ROOT, "tests", "data")
 
@@ -23,6 +23,18 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def recv_exact(sock, n, timeout=5.0):
+    """Exactly n bytes from a socket; ConnectionError when the peer closes first."""
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed after %d bytes" % len(data))
+        data += chunk
+    return data
 
 
 def wait_port(port, timeout=10.0, host="127.0.0.1"):

@@ -1,7 +1,7 @@
 """Test helpers for HAN frames: the corpus as bytes, and re-framing edited payloads."""
 
 from han2x_core.hdlc import crc16
-from util import load_corpus
+from support.util import load_corpus
 
 
 def corpus():

@@ -19,7 +19,7 @@ import os
 import sys
 import types
 
-from fakes import _stubs
+from support.fakes import _stubs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = ("watchdog", "microcontroller", "board", "busio", "digitalio", "rp2pio", "storage",

@@ -163,7 +163,10 @@ class StateMachine:
                 word = fifo.popleft()
                 self.pushed += 1
                 if self.ring is not None:
-                    self.ring[self.dma_pos] = word
+                    # CircuitPython's background_read reads the FIFO register at its own
+                    # address in transfers of the ring's item size: the word's low bytes
+                    # (a left-aligned word from in_shift_right would lose its data).
+                    self.ring[self.dma_pos] = word & ((1 << 8 * self.ring.itemsize) - 1)
                     self.dma_pos = (self.dma_pos + 1) % len(self.ring)
                 elif len(self.fifo) < 4:
                     self.fifo.append(word)

@@ -1,5 +1,5 @@
 """The real CircuitPython 10.2.1 on an emulated RP2040 (rp2040js, tests/rp2040/run.mjs), with
-the project's W5500 model (tests/w5500_model.py) on the board's SPI pins and the HAN line
+the project's W5500 model (tools/sim/w5500_model.py) on the board's SPI pins and the HAN line
 driven at 2400 baud in simulated time.
 
     with Board("wiznet_w5500_evb_pico", tmp_path) as dev:
@@ -24,8 +24,8 @@ import threading
 import time
 
 from han2x_core import board_io
-from util import ROOT, SHARED, free_port
-from w5500_model import W5500Model
+from support.util import ROOT, SHARED, free_port
+from tools.sim.w5500_model import W5500Model
 
 CP_VERSION = "10.2.1"
 CP_DIR = os.environ.get("HAN2X_CIRCUITPYTHON_DIR", os.path.join(SHARED, "circuitpython"))
@@ -106,6 +106,7 @@ class _Bridge(threading.Thread):
         self.resp = resp_fd
         self.sim_ns = 0.0  # simulated time of the last SPI request
         self.error = None
+        self.state = "waiting for a request"  # what it does now: a stalled clock's first clue
 
     def _read(self, n):
         data = self.req.read(n)
@@ -117,7 +118,9 @@ class _Bridge(threading.Thread):
         m = self.model
         try:
             while True:
+                self.state = "waiting for a request"
                 op = self._read(9)
+                self.state = "answering %r (node waits for an answer)" % op[:1]
                 self.sim_ns = struct.unpack_from("<d", op, 1)[0]
                 if op[:1] == b"W":
                     frame = self._read(int.from_bytes(self._read(2), "big"))
@@ -138,6 +141,7 @@ class _Bridge(threading.Thread):
         except Exception as e:  # reported by Board.close(); the runner then stops too
             self.error = e
         finally:
+            self.state = "stopped (%r)" % self.error
             os.close(self.resp)
             self.req.close()
 
@@ -168,6 +172,7 @@ class Board:
         self.han_done = {}  # burst id -> simulated ns of its end
         self.exit = None
         self.stats = {}  # the runner's counters: SPI bytes, PIO clocks
+        self._stats_at = time.monotonic()  # node reports every 200 ms unless it is blocked
         self._han_id = 0
         self._lock = threading.Lock()
         req_r, req_w = os.pipe()
@@ -208,6 +213,7 @@ class Board:
                     self.exit = msg["why"]
                 elif "spi" in msg:
                     self.stats = msg
+                    self._stats_at = time.monotonic()
 
     # ----- what a test reads -----
     @property
@@ -222,8 +228,10 @@ class Board:
     def tail(self, n=3000):
         self._stderr.seek(0)
         err = self._stderr.read()[-n:]
-        return "--- console (last %d) ---\n%s\n--- runner %s; node stderr ---\n%s" % (
-            n, self.console[-n:], self.stats, err)
+        return ("--- console (last %d) ---\n%s\n--- runner %s (%.0f s ago); bridge %s; "
+                "node stderr ---\n%s" % (n, self.console[-n:], self.stats,
+                                          time.monotonic() - self._stats_at, self.bridge.state,
+                                          err))
 
     def wait_for(self, text, timeout, since=0):
         """Wall seconds to wait until `text` is on the console (after offset `since`);

@@ -4,7 +4,7 @@ server over any socket pool, and a Network booted on the W5500 model."""
 import errno
 import time
 
-from w5500_model import W5500Model, install_driver_shims
+from tools.sim.w5500_model import W5500Model, install_driver_shims
 
 install_driver_shims()
 
@@ -34,7 +34,7 @@ def run(parts, seconds, until=None, sleep=0.001):
 def make_network(model=None, settings=None, **kw):
     """A Network on a fresh model (ports 502 and 80 mapped to free host ports)."""
     from han2x_core.network import Network
-    from util import free_port
+    from support.util import free_port
 
     if model is None:
         model = W5500Model(port_map={502: free_port(), 80: free_port(), 503: free_port()})
@@ -130,7 +130,7 @@ class Device:
         from han2x_core.modbus_server import ModbusServer
         from han2x_core.registers import Registers
         from han2x_core.settings import DEFAULTS
-        from util import free_port
+        from support.util import free_port
 
         self.settings = dict(DEFAULTS)
         self.settings.update(settings or {})
@@ -149,6 +149,8 @@ class Device:
                                    unit_id=s["modbus_unit_id"], send_timeout_s=0.1)
         self.net.attach(self.modbus)
         self.app.add(self.modbus)
+        self.app.network = self.net
+        self.app.modbus = self.modbus
         self.web = None
         if web:
             from han2x_core.web import WebServer
@@ -157,6 +159,7 @@ class Device:
                                  send_timeout_s=0.1)
             self.net.attach(self.web)
             self.app.add(self.web)
+            self.app.web = self.web
         self.mqtt = None
         if s["mqtt_host"]:  # as code.py
             from han2x_core import __version__
@@ -166,6 +169,7 @@ class Device:
                                    **(mqtt_kw or {}))
             self.net.attach(self.mqtt)
             self.app.add(self.mqtt)
+            self.app.mqtt = self.mqtt
         self._calls = []
         self._stop = False
         self._max_s = max_s
@@ -228,11 +232,13 @@ def modbus_read(port, start=0, count=2, unit=1, tid=1, timeout=3.0, sock=None):
     import socket
     import struct
 
+    from support.modbus_frames import mbap_read
+
     own = sock is None
     if own:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        sock.sendall(struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, start, count))
+        sock.sendall(mbap_read(tid, start, count, unit))
         want = 9 + 2 * count
         data = b""
         while len(data) < want:

@@ -13,7 +13,7 @@ from han2x_core.registers import Registers
 from han2x_core.settings import DEFAULTS
 from han2x_core.storage import SettingsStore
 from han2x_core.web import WebServer
-from util import free_port, load_corpus
+from support.util import free_port, load_corpus
 
 CORPUS = load_corpus()
 
@@ -67,15 +67,22 @@ class Device:
         self.web.read_ms = 1000  # a half request gets its 408 after 1 s
         self.web.start("127.0.0.1")
         self.app.add(self.web)
+        self.app.web = self.web
         self.modbus = None
         if modbus:
             from han2x_core.modbus_server import ModbusServer
             self.modbus = ModbusServer(socket, self.regs, port=s["modbus_port"])
             self.modbus.start("127.0.0.1")
             self.app.add(self.modbus)
+            self.app.modbus = self.modbus
         self.app.configure(s)
+        self.start_loop()
+
+    def start_loop(self):
+        """app.step() in a background thread, as the board's loop."""
         self.max_step_s = 0.0
         self._stop = False
+        self._calls = []  # (fn, result holder, done Event): run between two steps
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -88,7 +95,20 @@ class Device:
             t = time.monotonic()
             self.app.step(now_ms())
             self.max_step_s = max(self.max_step_s, time.monotonic() - t)
+            while self._calls:
+                fn, out, done = self._calls.pop(0)
+                out.append(fn())
+                done.set()
             time.sleep(0.001)
+
+    def on_loop(self, fn, timeout=5):
+        """fn() run on the device's loop thread between two steps, as the board (one thread)
+        would: the firmware loads and drops modules (han2x_core.unload), which a second
+        thread doing the same at once would race."""
+        out, done = [], threading.Event()
+        self._calls.append((fn, out, done))
+        assert done.wait(timeout), "the device loop did not run the call"
+        return out[0]
 
     def feed(self, *frame_ids, wait=True):
         before = self.app.hdlc.frames_ok

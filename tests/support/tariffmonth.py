@@ -11,7 +11,7 @@ same as encoded frames; expected() the hand calculation of the month's peaks in 
 import datetime
 import functools
 
-from tools.metersim import encode_frame
+from tools.sim.metersim import encode_frame
 
 H = datetime.timedelta(hours=1)
 START_UTC = datetime.datetime(2026, 9, 30, 22)  # 2026-10-01 00:00 CEST

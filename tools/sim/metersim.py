@@ -7,15 +7,12 @@ telegrams at its real cadence, with power on a random walk and energies integrat
 """
 
 import datetime
-import os
 import random
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import tools._host  # noqa: E402,F401  (repo root on sys.path, micropython.const)
+import tools._host  # noqa: F401  (micropython.const on CPython without Blinka)
 
-from han2x_core.hdlc import crc16  # noqa: E402
+from han2x_core.hdlc import crc16
 
 VENDORS = ("aidon", "kaifa", "kamstrup")
 POWERS = ("active_power_import_w", "active_power_export_w", "reactive_power_import_var",

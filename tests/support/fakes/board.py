@@ -2,7 +2,7 @@
 stubs' board_definitions/ (a pin name that board lacks raises AttributeError, as on the
 board). Aliases (RX and D0) are one Pin object. board_id is set by _state.installed()."""
 
-from fakes import _stubs
+from support.fakes import _stubs
 import microcontroller
 
 board_id = "wiznet_w5500_evb_pico"

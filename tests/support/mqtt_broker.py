@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 
-from util import free_port, wait_port
+from support.util import free_port, wait_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
