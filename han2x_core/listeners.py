@@ -18,6 +18,11 @@ from han2x_core.ticks import ticks_add, ticks_diff
 W5500_SOCKETS = const(8)  # hardware sockets of the chip
 _LISTENERS = const(2)
 _RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
+# W5500 socket states (Sn_SR, datasheet 4.2)
+_LISTEN = const(0x14)
+_SYNRECV = const(0x16)
+_ESTABLISHED = const(0x17)
+_CLOSE_WAIT = const(0x1C)
 _ADDR_IN_USE = (48, 98, 10048)  # EADDRINUSE (BSD, Linux/MicroPython, Windows)
 
 
@@ -25,9 +30,10 @@ class Listeners:
     """The listening sockets (`socks`) on `addr`; accept() and top_up() take the budget
     left: the hardware sockets the server may still hold beside its clients."""
 
-    def __init__(self, pool, backlog):
+    def __init__(self, pool, backlog, adopt=False):
         self.pool = pool
         self.backlog = backlog
+        self.adopt = adopt  # W5500: take connections without the driver's accept() (take())
         self.socks = []
         self.addr = None  # what open() bound
         self.shared = True  # False once the pool refused a second socket on the port
@@ -86,6 +92,11 @@ class Listeners:
         (after dropping a dead listener) for the server to count."""
         socks = self.socks
         for sock in socks:
+            if self.adopt and hasattr(sock, "_status"):
+                got = self.take(sock)
+                if got is not None or sock not in socks:  # taken, or closed: next look
+                    return got
+                continue
             try:
                 got = sock.accept()
             except OSError as e:
@@ -110,6 +121,28 @@ class Listeners:
                 socks.remove(sock)
                 _close(sock)
             return got
+        return None
+
+
+    def take(self, sock):
+        """adafruit_wiznet5k without its accept(): a listener whose hardware socket holds an
+        established connection becomes that connection, and the server listens again on
+        another socket (top_up(), or the server's own re-listen when none is left). The
+        driver's accept() swaps sockets and listens again itself, and raises "Failed to
+        open new listening socket" when a SYN lands in between: the client it accepted is
+        lost with its hardware socket (the janitor frees it seconds later, unanswered), and
+        the new listener's client too. Here nothing is lost, a look with nobody connecting
+        costs one register read and no exception object (accept() raises EAGAIN), and no
+        socket is taken beyond the budget. A listener the client reset (CLOSED) is closed
+        for a new one."""
+        status = sock._status  # Sn_SR
+        if status in (_LISTEN, _SYNRECV):
+            return None
+        self.socks.remove(sock)
+        if status in (_ESTABLISHED, _CLOSE_WAIT):  # CLOSE_WAIT: sent its request, then FIN
+            self.adopted += 1
+            return sock, sock.getpeername()
+        _close(sock)
         return None
 
 

@@ -47,7 +47,7 @@ class WebServer:
         self.port = port
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
-        self._lis = Listeners(pool, _BACKLOG)
+        self._lis = Listeners(pool, _BACKLOG, adopt=True)  # see Listeners.take
         # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
         # or what listeners.sockets_needed leaves free (configure(); docs/network.md)
         self.budget = max_clients + 1
@@ -110,9 +110,7 @@ class WebServer:
         if self._want_port is not None and not any(self._conns):
             if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
                 self._relisten(now_ms)
-        if lis.addr is not None and not lis.socks and (
-                self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0):
-            self._listen_again(now_ms)  # every listener was taken by a client, or died
+        self._listen_again(now_ms)
         if lis.socks and (
                 self._accept_ms < 0 or ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS):
             self._accept_ms = now_ms
@@ -127,6 +125,7 @@ class WebServer:
 
                 gc.collect()
                 self._note("accept: out of memory")
+            self._listen_again(now_ms)  # at once: while nothing listens, SYNs meet RST
             lis.top_up(self._left(), now_ms)
         for i in range(len(self._conns)):
             conn = self._conns[i]
@@ -150,6 +149,13 @@ class WebServer:
         return left
 
     def _listen_again(self, now_ms):
+        """Listen again when every listener was taken by a client or died; after a
+        failure (no hardware socket free, link down) on a later poll: a second later, or
+        at once when one of our connections closes (_close)."""
+        lis = self._lis
+        if lis.addr is None or lis.socks or (
+                self._retry_ms is not None and ticks_diff(now_ms, self._retry_ms) < 0):
+            return
         try:
             self.start(self.host)
             self._retry_ms = None
