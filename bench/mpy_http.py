@@ -109,7 +109,7 @@ def main():
         figure("import_and_start", gc.mem_alloc() - base)
         print("ready")
         now = time.ticks_ms
-        peak, allocated = serve(server._sock, lambda: server.poll(now() & 0x1FFFFFFF),
+        peak, allocated = serve(server._lis.socks[0], lambda: server.poll(now() & 0x1FFFFFFF),
                                 lambda: server.requests >= 1 and not any(server._conns))
     else:
         sys.path.insert(0, SITE)
