@@ -125,8 +125,6 @@ class WebServer:
 
                 gc.collect()
                 self._note("accept: out of memory")
-            self._listen_again(now_ms)  # at once: while nothing listens, SYNs meet RST
-            lis.top_up(self._left(), now_ms)
         for i in range(len(self._conns)):
             conn = self._conns[i]
             if conn is None:
@@ -139,6 +137,9 @@ class WebServer:
                     self._close(i)
                 else:
                     self._fail(i, e)
+        # At once, not at the next look: while fewer listen, a browser's SYNs meet RST
+        self._listen_again(now_ms)  # the listener went to a client (or died)
+        lis.top_up(self._left(), now_ms)  # a connection closed: its socket listens again
 
     def _left(self):
         """Hardware sockets the budget leaves beside the open connections."""
