@@ -138,8 +138,10 @@ def _settings_page(dev, browser):
     field.clear()
     field.send_keys(IDLE_TIMEOUT_S)
     browser.find_element("id", "save").click()
-    return wait_for(lambda: browser.find_elements("id", "notice"), timeout=STEP_WALL_S,
-                    what="the save notice")[0].text
+    notice = wait_for(lambda: browser.find_elements("id", "notice"), timeout=STEP_WALL_S,
+                      what="the save notice")[0].text
+    store = browser.find_elements("id", "store")  # why the drive was not written
+    return notice + (" " + store[0].text if store else "")
 
 
 def _dashboard(dev, browser):
