@@ -18,6 +18,11 @@ from han2x_core.ticks import ticks_add, ticks_diff
 W5500_SOCKETS = const(8)  # hardware sockets of the chip
 _LISTENERS = const(2)
 _RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
+# W5500 socket states (Sn_SR, datasheet 4.2)
+_LISTEN = const(0x14)
+_SYNRECV = const(0x16)
+_ESTABLISHED = const(0x17)
+_CLOSE_WAIT = const(0x1C)
 _ADDR_IN_USE = (48, 98, 10048)  # EADDRINUSE (BSD, Linux/MicroPython, Windows)
 # Checked in args[0]: on CPython the wiznet driver's OSError(EAGAIN) has .errno None.
 # Would block: EAGAIN/EWOULDBLOCK (Linux 11, BSD 35), ETIMEDOUT (110: a recv or send with a
@@ -80,9 +85,10 @@ class Listeners:
     left: the hardware sockets the server may still hold beside its clients. note(text) is
     the server's error counter (its _note); every_ms its accept throttle (due())."""
 
-    def __init__(self, pool, backlog, note, every_ms):
+    def __init__(self, pool, backlog, note, every_ms, adopt=False):
         self.pool = pool
         self.backlog = backlog
+        self.adopt = adopt  # W5500: take connections without the driver's accept() (take())
         self.note = note
         self.every_ms = every_ms
         self.socks = []
@@ -153,6 +159,11 @@ class Listeners:
         accept that fails is counted (note) and the server goes on serving."""
         socks = self.socks
         for sock in socks:
+            if self.adopt and hasattr(sock, "_status"):
+                got = self.take(sock)
+                if got is not None or sock not in socks:  # taken, or closed: next look
+                    return got
+                continue
             try:
                 got = sock.accept()
             except OSError as e:
@@ -182,6 +193,29 @@ class Listeners:
                 _close(sock)
             self._accept_ms = -1
             return got
+        return None
+
+
+    def take(self, sock):
+        """adafruit_wiznet5k without its accept(): a listener whose hardware socket holds an
+        established connection becomes that connection, and the server listens again on
+        another socket (top_up(), or the server's own re-listen when none is left). The
+        driver's accept() swaps sockets and listens again itself, and raises "Failed to
+        open new listening socket" when a SYN lands in between: the client it accepted is
+        lost with its hardware socket (the janitor frees it seconds later, unanswered), and
+        the new listener's client too. Here nothing is lost, a look with nobody connecting
+        costs one register read and no exception object (accept() raises EAGAIN), and no
+        socket is taken beyond the budget. A listener the client reset (CLOSED) is closed
+        for a new one."""
+        status = sock._status  # Sn_SR
+        if status in (_LISTEN, _SYNRECV):
+            return None
+        self.socks.remove(sock)
+        if status in (_ESTABLISHED, _CLOSE_WAIT):  # CLOSE_WAIT: sent its request, then FIN
+            self.adopted += 1
+            self._accept_ms = -1
+            return sock, sock.getpeername()
+        _close(sock)
         return None
 
 

@@ -46,7 +46,7 @@ class WebServer:
         self.port = port
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
-        self._lis = Listeners(pool, _BACKLOG, self._note, _ACCEPT_EVERY_MS)
+        self._lis = Listeners(pool, _BACKLOG, self._note, _ACCEPT_EVERY_MS, adopt=True)
         # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
         # or what netio.sockets_needed leaves free (configure(); docs/network.md)
         self.budget = max_clients + 1
@@ -107,9 +107,7 @@ class WebServer:
         if self._want_port is not None and not any(self._conns):
             if self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0:
                 self._relisten(now_ms)
-        if lis.addr is not None and not lis.socks and (
-                self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0):
-            self._listen_again(now_ms)  # every listener was taken by a client, or died
+        self._listen_again(now_ms)
         if lis.due(now_ms):
             try:
                 for _ in range(_ACCEPTS):
@@ -120,7 +118,6 @@ class WebServer:
 
                 gc.collect()
                 self._note("accept: out of memory")
-            lis.top_up(self._left(), now_ms)
         for i in range(len(self._conns)):
             conn = self._conns[i]
             if conn is None:
@@ -132,6 +129,9 @@ class WebServer:
                     self._gone(i)
                 else:
                     self._fail(i, e)
+        # At once, not at the next look: while fewer listen, a browser's SYNs meet RST
+        self._listen_again(now_ms)  # the listener went to a client (or died)
+        lis.top_up(self._left(), now_ms)  # a connection closed: its socket listens again
 
     def _left(self):
         """Hardware sockets the budget leaves beside the open connections."""
@@ -142,6 +142,13 @@ class WebServer:
         return left
 
     def _listen_again(self, now_ms):
+        """Listen again when every listener was taken by a client or died; after a
+        failure (no hardware socket free, link down) on a later poll: a second later, or
+        at once when one of our connections closes (_close)."""
+        lis = self._lis
+        if lis.addr is None or lis.socks or (
+                self._retry_ms is not None and ticks_diff(now_ms, self._retry_ms) < 0):
+            return
         try:
             self.start(self.host)
             self._retry_ms = None

@@ -16,6 +16,10 @@ _BODY_MAX = const(1024)  # the settings form is ~500 bytes
 REQUEST_MAX = const(3072)  # _HEAD_MAX + _BODY_MAX: each connection slot's buffer
 _PIECE = const(512)
 _GRACE_MS = const(1000)  # a connection this new is not closed for another (victim())
+# ... or this new when it has sent nothing at all: a browser's speculative connection (a
+# client's request follows its handshake within milliseconds; Chromium retries a request on
+# an unused speculative connection that was closed)
+_IDLE_GRACE_MS = const(250)
 _CHUNK = const(1024)  # bytes per send() call
 READING = const(0)
 SENDING = const(1)
@@ -78,8 +82,9 @@ def victim(conns, now_ms):
     draining or has handed its whole answer to the socket (its client may already have it
     all and be connecting again: poll() accepts before it services, so the slot would still
     look busy), else the one that has waited longest for its request, once it has waited
-    _GRACE_MS (a slow or idle client must not lock others out, but a browser's two
-    connections at once must not close each other); -1 when none: the new client waits."""
+    _GRACE_MS, or _IDLE_GRACE_MS if it has sent nothing (a slow or idle client must not
+    lock others out, but a browser's two connections at once must not close each other);
+    -1 when none: the new client waits."""
     from han2x_core.ticks import ticks_diff
 
     oldest = -1
@@ -88,7 +93,8 @@ def victim(conns, now_ms):
         if c.state == DRAINING or (c.state == SENDING and c.gen is None
                                    and c.pos >= len(c.out)):
             return i
-        if c.state == READING and ticks_diff(now_ms, c.t0) >= _GRACE_MS and (
+        if c.state == READING and ticks_diff(now_ms, c.t0) >= (
+                _GRACE_MS if c.n else _IDLE_GRACE_MS) and (
                 oldest < 0 or ticks_diff(conns[oldest].t0, c.t0) > 0):
             oldest = i
     return oldest

@@ -232,8 +232,8 @@ def test_an_accept_that_fails_with_an_os_error_is_counted_by_both_servers():
 def test_the_drivers_accept_runtime_error_is_survived_and_counted_by_both_servers():
     """On the W5500 (the real adafruit_wiznet5k driver on the W5500 model) a client that
     resets before accept() leaves the listening socket CLOSED and accept() raises
-    RuntimeError("The socket has been closed."). Both servers count it as an accept error
-    and listen again: the next client is served."""
+    RuntimeError("The socket has been closed."). Modbus counts it as an accept error and
+    listens again; the web never calls accept() there. Both serve the next client."""
     from han2x_core import FIRMWARE_VERSION
     from support.net_helpers import Device, modbus_read
 
@@ -269,7 +269,10 @@ def test_the_drivers_accept_runtime_error_is_survived_and_counted_by_both_server
                 time.sleep(0.1)
         assert retry(lambda: modbus_read(mb, 42, 1, timeout=1.0)) == [FIRMWARE_VERSION]
         assert retry(lambda: page(web)) == 200
-        for server, before in zip((dev.modbus, dev.web), errors):
-            assert server.errors > before, server.name
-            assert server.last_error.startswith("accept: ") and "closed" in server.last_error, (
-                server.name, server.last_error)
+        modbus = dev.modbus
+        assert modbus.errors > errors[0]
+        assert modbus.last_error.startswith("accept: ") and "closed" in modbus.last_error, (
+            modbus.last_error)
+        # The web takes connections without the driver's accept() (netio.Listeners.take):
+        # a client that reset is closed like any client that hung up, and the next one is
+        # served (above).

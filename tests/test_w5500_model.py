@@ -159,6 +159,35 @@ def test_port_is_refused_when_no_socket_holds_it(chip):
         socket.create_connection(("127.0.0.1", chip.host_port(502)), timeout=1)
 
 
+def test_no_backlog_each_listening_socket_takes_one_syn_the_rest_are_reset(chip):
+    """Four clients at once on a port where two sockets listen: the chip has no backlog,
+    so two land (one on each socket) and the other two meet RST; a socket that listens
+    afterwards does not get a client that came before it."""
+    eth, pool = boot(chip)
+    a, b = listener(pool), listener(pool)
+    time.sleep(0.01)  # past the SYN round trip (syn_delay_s)
+    clients = [socket.create_connection(("127.0.0.1", chip.host_port(502)), timeout=2)
+               for _ in range(4)]
+    assert a._status in (0x16, ESTABLISHED)  # reading one socket's status runs the chip
+    late = listener(pool)
+    time.sleep(0.01)
+    assert late._status == LISTEN  # the SYNs came before it listened
+    assert b._status in (0x16, ESTABLISHED)  # the other listener took the second
+    reset = 0
+    for c in clients:
+        c.settimeout(1)
+        try:
+            c.sendall(b"x")
+            if c.recv(1) == b"":
+                reset += 1
+        except (ConnectionResetError, BrokenPipeError):
+            reset += 1
+        except socket.timeout:
+            pass  # landed: established, nobody answers
+        c.close()
+    assert reset == 2
+
+
 def test_eagain_carries_errno_after_the_shim(chip):
     _, pool = boot(chip)
     srv = listener(pool)

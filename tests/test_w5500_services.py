@@ -254,3 +254,98 @@ def test_simulate_w5500_serves_mbpoll_and_curl():
         proc.terminate()
         text = proc.communicate(timeout=10)[0]
     assert "han2x network: 192.168.1.232" in text
+
+
+def test_more_connections_at_once_than_web_slots_are_all_answered():
+    """A browser opens several connections at once (its requests, its speculative ones). On
+    the board the web page has one slot and two listeners; the W5500 has no backlog, so a
+    SYN that finds no socket listening is reset, and the client tries again. Every request
+    must be answered whole in the end: none accepted and then closed unanswered, no web
+    error, no hardware socket lost; afterwards both listeners are back and two requests at
+    once (more than the one slot) are both answered. Racers: a request whose SYN lands the
+    instant a web socket listens (on the slow emulated board Chromium's connections do),
+    which made the driver's accept() raise "Failed to open new listening socket" after its
+    socket swap, losing the client it had accepted and the racer with it."""
+    import threading
+
+    LISTEN = 0x14
+    with Device() as dev:
+        web = dev.port(80)
+        assert curl(web) == "200"
+        model, results, resets = dev.model, [], []
+        real_listen = model._listen
+
+        def read(s, path):
+            try:
+                with s:
+                    out = b""
+                    while True:
+                        piece = s.recv(4096)
+                        if not piece:
+                            break
+                        out += piece
+            except (ConnectionRefusedError, ConnectionResetError):
+                return False
+            results.append((path, out[:12], out.endswith(b"0\r\n\r\n") or
+                            out.endswith(b"}")))
+            return True
+
+        def request(path):
+            s = socket.create_connection(("127.0.0.1", web), timeout=10)
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (path.encode(), web))
+            return s
+
+        def get(path):
+            for _ in range(50):
+                try:
+                    if read(request(path), path):
+                        return
+                except (ConnectionRefusedError, ConnectionResetError):
+                    pass
+                resets.append(path)  # the chip's RST: nobody listened (no backlog)
+                time.sleep(0.05)
+
+        racers = []
+
+        def listen_then_syn(s):
+            real_listen(s)
+            if s.port == 80 and len(racers) < 6:
+                sock = request("/api/status")  # the kernel completes it at once
+                racers.append(threading.Thread(target=lambda: read(sock, "racer") or get(
+                    "/api/status")))  # reset (more SYNs than listeners): it tries again
+                racers[-1].start()
+
+        model.syn_delay_s = 0
+        model._listen = listen_then_syn
+        threads = []
+        for _ in range(3):
+            paths = ["/", "/api/status", "/static/app.js", "/settings", "/api/status",
+                     "/registers"]
+            threads = [threading.Thread(target=get, args=(p,)) for p in paths]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        model._listen = real_listen
+        model.syn_delay_s = 0.001
+        for t in racers:
+            t.join(30)
+        assert len(racers) == 6
+        assert len(results) == 18 + 6, (results, resets)
+        assert all(head == b"HTTP/1.1 200" and whole for _p, head, whole in results), results
+        assert dev.web.errors == 0, dev.web.last_error
+        assert dev.net.reclaimed == 0  # no hardware socket lost and freed by the janitor
+        for _ in range(3):  # two listen: two SYNs at once both land, neither is reset
+            deadline = time.monotonic() + 5
+            while dev.sockets_in_use()[1].count(LISTEN) != 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert dev.sockets_in_use() == (4, [0] * 4 + [LISTEN] * 4)  # 2 Modbus + 2 web
+            del results[:], resets[:]
+            threads = [threading.Thread(target=get, args=(p,)) for p in ("/", "/api/status")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert sorted(r[1] for r in results) == [b"HTTP/1.1 200"] * 2, results
+            assert resets == []
+        assert dev.web.errors == 0, dev.web.last_error

@@ -755,9 +755,13 @@ def test_a_finished_answer_makes_room_for_the_next_request():
     answering.respond(200, "text/plain", "ok")
     answering.pos = 1
     assert reading.state == READING
+    reading.n = 5  # part of its request is in
     assert victim([answering, done], 3) == 1
     assert victim([answering, reading], 1003) == 1
     assert victim([answering, reading], 1002) == -1  # too new to close: the new client waits
+    silent = conn(3)  # sent nothing yet: a browser's speculative connection makes room sooner
+    assert victim([answering, silent], 253) == 1
+    assert victim([answering, silent], 252) == -1
     assert victim([answering], 5000) == -1
     chunked = conn(4)
     chunked.respond(200, "text/plain", iter(["more to come"]))

@@ -482,19 +482,7 @@ class W5500Model:
         if s.status == LISTEN:
             if time.monotonic() - s.listen_at < self.syn_delay_s:
                 return
-            try:
-                conn, (ip, port) = self._listeners[s.port].accept()
-            except OSError:
-                return
-            conn.setblocking(False)
-            # A small kernel buffer, so a peer that stops reading stalls TX soon, as on
-            # the chip (2 KB TX buffer, no more).
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            s.conn = conn
-            s.regs[0x0C:0x10] = bytes(int(x) for x in ip.split("."))
-            s.set16(0x10, port)
-            self._unlisten(s)  # SYN taken: this socket no longer listens
-            self._enter(s, SYNRECV)
+            self._syns(s)
             return
         if s.status == UDP:
             self._pump_udp(s)
@@ -521,6 +509,33 @@ class W5500Model:
             return
         self._rx_put(s, data)
         s.ir |= IR_RECV
+
+    def _syns(self, s):
+        """The SYNs waiting for s's port: the chip has no backlog, so each socket that
+        listens on the port takes one (s first, then the others in socket order) and the
+        rest are reset, as the chip answers a SYN that no LISTEN socket takes with RST.
+        (The host kernel queued them since the last poll; they arrived while at most these
+        sockets listened.)"""
+        port = s.port
+        ls = self._listeners.get(port)
+        takers = [s] + [o for o in self.sockets if o is not s and o.status == LISTEN
+                        and o.port == port]
+        while ls is not None and takers:
+            try:
+                conn, (ip, peer) = ls.accept()
+            except OSError:
+                return
+            t = takers.pop(0)
+            conn.setblocking(False)
+            # A small kernel buffer, so a peer that stops reading stalls TX soon, as on
+            # the chip (2 KB TX buffer, no more).
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            t.conn = conn
+            t.regs[0x0C:0x10] = bytes(int(x) for x in ip.split("."))
+            t.set16(0x10, peer)
+            self._unlisten(t)  # SYN taken: this socket no longer listens
+            self._enter(t, SYNRECV)
+            ls = self._listeners.get(port)  # closed (the rest reset) once the last took one
 
     def _pump_udp(self, s):
         for _ in range(8):
