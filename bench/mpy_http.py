@@ -6,8 +6,8 @@ before the request: the collector runs after every poll, as in code.py), request
 (bytes allocated by all polls of the request), after_request_free.
 
 Run as: micropython -X heapsize=192k bench/mpy_http.py han2x|adafruit PORT SITE_PACKAGES
-  han2x:    han2x_core.web.WebServer (with han2x_core imported first: its package import,
-            the decoder, is on the board anyway and is reported apart)
+  han2x:    han2x_core.web.WebServer (with han2x_core imported first: its package import
+            is on the board anyway and is reported apart)
   adafruit: adafruit_httpserver 4.8.2 from SITE_PACKAGES, the library web.py's docstring
             says it replaced. It does not import on stock MicroPython: it takes
             time.monotonic / time.monotonic_ns and traceback.print_exception from
@@ -109,7 +109,7 @@ def main():
         figure("import_and_start", gc.mem_alloc() - base)
         print("ready")
         now = time.ticks_ms
-        peak, allocated = serve(server._sock, lambda: server.poll(now() & 0x1FFFFFFF),
+        peak, allocated = serve(server._lis.socks[0], lambda: server.poll(now() & 0x1FFFFFFF),
                                 lambda: server.requests >= 1 and not any(server._conns))
     else:
         sys.path.insert(0, SITE)

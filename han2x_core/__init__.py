@@ -10,6 +10,12 @@ __version__ = "0.1.0"
 FIRMWARE_VERSION = 10
 
 
+class DecodeError(ValueError):
+    """A frame that cannot be decoded: bad CRC, truncated, or an unknown layout. Defined
+    here, not in cosem.py, so that importing the package (boot.py, safemode.py) does not
+    load the decoder."""
+
+
 def decode_frame(frame):
     """Decode one complete HDLC frame (flag to flag) into a reading dict.
 
@@ -30,10 +36,3 @@ def unload(*names):
         sys.modules.pop("han2x_core." + name, None)
         globals().pop(name, None)
 
-
-try:
-    from han2x_core.meters import DecodeError
-except ImportError:  # during bring-up, before meters.py exists
-
-    class DecodeError(ValueError):
-        pass

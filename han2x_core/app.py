@@ -8,7 +8,8 @@ from array import array
 
 from micropython import const
 
-from han2x_core import decode_frame, DecodeError
+from han2x_core import DecodeError
+from han2x_core.meters import decode_frame  # at start-up, before the heap fragments
 from han2x_core.hdlc import HdlcReader
 from han2x_core.ticks import ticks_add, ticks_diff
 

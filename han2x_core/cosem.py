@@ -7,6 +7,8 @@ positions or ints, so stepping through a list allocates nothing.
 
 from micropython import const
 
+from han2x_core import DecodeError
+
 T_NULL = const(0x00)
 T_ARRAY = const(0x01)
 T_STRUCTURE = const(0x02)
@@ -28,10 +30,6 @@ _SIZES = (
 
 
 _POW10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
-
-
-class DecodeError(ValueError):
-    """A frame that cannot be decoded: bad CRC, truncated, or an unknown layout."""
 
 
 def scale(value, shift):
@@ -150,29 +148,3 @@ def read_text(buf, p, n):
         b[i] = c if 0x20 <= c < 0x7F else 0x3F
     return b.decode()
 
-
-def to_python(buf, pos, end, depth=0):
-    """Host-side helper: (value, next_pos) for the item at pos, as plain Python values.
-
-    Arrays/structures become lists, strings bytes, numbers ints, null None. Used by
-    tools/decode.py to show the layout of an unknown meter; allocates freely.
-    """
-    stop = item_end(buf, pos, end, depth)
-    tag = buf[pos]
-    if tag == T_ARRAY or tag == T_STRUCTURE:
-        n = length_at(buf, pos + 1, end)
-        p = content_pos(buf, pos)
-        out = []
-        for _ in range(n):
-            v, p = to_python(buf, p, end, depth + 1)
-            out.append(v)
-        return out, stop
-    v = read_int(buf, pos)
-    if v is not None:
-        return v, stop
-    if tag == T_NULL:
-        return None, stop
-    if tag == 0x03:
-        return buf[pos + 1] != 0, stop
-    p = content_pos(buf, pos) if _SIZES[tag] == 0xFF else pos + 1
-    return bytes(buf[p:stop]), stop

@@ -16,7 +16,6 @@ REQUESTING = const(2)
 BOUND = const(3)
 RENEWING = const(4)
 REBINDING = const(5)
-STATE_NAMES = ("off", "selecting", "requesting", "bound", "renewing", "rebinding")
 
 EV_NONE = const(0)
 EV_BOUND = const(1)  # a new lease: apply ip/netmask/gateway/dns
@@ -220,9 +219,3 @@ class DhcpClient:
                 self._enter(RENEWING, now_ms)
                 self._req_secs = self._secs
         return EV_NONE
-
-    def seconds_left(self):
-        """Seconds until the lease ends (0 when not bound)."""
-        if self.state in (BOUND, RENEWING, REBINDING):
-            return max(0, self._end - self._secs)
-        return 0

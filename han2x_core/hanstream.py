@@ -12,7 +12,7 @@ socket budget: docs/network.md.
 
 from micropython import const
 
-from han2x_core.modbus_slot import _GONE, again
+from han2x_core.netio import listen, peer_gone, send, would_block
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
@@ -150,7 +150,7 @@ class HanStream:
         try:
             sock, _ = self._listener.accept()
         except OSError as e:
-            if not again(e):
+            if not would_block(e):
                 self._error("accept", e)
             return
         except RuntimeError as e:
@@ -185,9 +185,9 @@ class HanStream:
             else:
                 n = self._client.readinto(self._scratch)  # MicroPython: None = nothing
         except OSError as e:
-            if again(e):
+            if would_block(e):
                 return
-            if e.args and e.args[0] in _GONE:
+            if peer_gone(e):
                 n = 0
             else:
                 raise
@@ -214,26 +214,17 @@ class HanStream:
                 n = free
         sent = 0
         if n:
-            sock = self._client
-            timeout = self.send_timeout_s
-            if timeout:
-                sock.settimeout(timeout)
+            view = self._mv[self._head:self._head + n]  # allocates (a view)
             try:
-                sent = sock.send(self._mv[self._head:self._head + n])  # allocates (a view)
-            except OSError as e:
-                if e.args and e.args[0] in _GONE:
-                    self._drop_client()
-                    return
-                if not again(e):
-                    raise
+                sent = send(self._client, view, self.send_timeout_s)
             except RuntimeError as e:  # adafruit_wiznet5k: the send timed out (or closed)
                 self.stalled += 1
                 self._error("send", e)
                 self._drop_client()
                 return
-            finally:
-                if timeout and self._client is not None:
-                    sock.settimeout(0)
+            if sent < 0:
+                self._drop_client()
+                return
         if sent:
             self.bytes_sent += sent
             self._head = (self._head + sent) % size
@@ -268,18 +259,5 @@ class HanStream:
 
     def _bind(self):
         self._close_listener()
-        pool = self.pool
-        sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
-        try:
-            try:
-                sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
-            except (OSError, AttributeError):
-                pass
-            host = self.host if self.host is not None else "0.0.0.0"
-            sock.bind(pool.getaddrinfo(host, self.port)[0][-1])
-            sock.listen(1)
-            sock.settimeout(0)
-        except Exception:
-            self._close(sock)
-            raise
-        self._listener = sock
+        host = self.host if self.host is not None else "0.0.0.0"
+        self._listener = listen(self.pool, self.pool.getaddrinfo(host, self.port)[0][-1], 1)

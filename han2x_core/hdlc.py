@@ -41,7 +41,7 @@ def error_text(code):
     return _ERROR_TEXT[-code]
 
 
-def _hcs_pos(buf, s, avail, total):
+def hcs_pos(buf, s, avail, total):
     """Index of the HCS of the frame whose opening flag is at s.
 
     0 = need more bytes (avail is the end of the data present), -1 = not a valid header.
@@ -83,7 +83,7 @@ def check_frame(frame, n):
         return ERR_FORMAT
     if ((f & 7) << 8 | frame[2]) + 2 != n:
         return ERR_LENGTH
-    h = _hcs_pos(frame, 0, n, n)
+    h = hcs_pos(frame, 0, n, n)
     if h <= 0:
         return ERR_ADDRESS
     if crc16(frame, 1, h) != frame[h] | frame[h + 1] << 8:
@@ -178,7 +178,7 @@ class HdlcReader:
             if total < _MIN_LENGTH + 2:
                 s += 1
                 continue
-            h = _hcs_pos(buf, s, e, total)
+            h = hcs_pos(buf, s, e, total)
             if h == 0:
                 self._start = s
                 return 0

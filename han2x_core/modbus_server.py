@@ -8,15 +8,14 @@ This is the listener, accepting and the client budget; each client is a ClientSl
 
 from micropython import const
 
-from han2x_core.listeners import Listeners
 from han2x_core.modbus import ADU_SIZE
 from han2x_core.modbus_pdu import ModbusHandler
-from han2x_core.modbus_slot import MORE, PEER_CLOSED, STALLED, TIMED_OUT, ClientSlot, again
+from han2x_core.modbus_slot import MORE, PEER_CLOSED, STALLED, TIMED_OUT, ClientSlot
+from han2x_core.netio import Listeners
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _MAX_ACCEPTS = const(2)  # connections taken per poll
-_ACCEPT_EVERY_MS = const(5)  # accept() with nothing waiting raises (allocates) and costs SPI
-# transfers on the W5500: try it at most this often while nothing is coming in
+_ACCEPT_EVERY_MS = const(5)  # look for new connections at most this often (netio.due)
 _REBIND_MS = const(1000)  # retry a failed bind this often
 
 
@@ -45,11 +44,10 @@ class ModbusServer:
         self.port = port  # the port asked for (the bound one when 0 was asked, see bound_port)
         self.bound_port = None
         self._want_port = port
-        self._lis = Listeners(pool, None)  # backlog set at bind time
+        self._lis = Listeners(pool, None, self._note, _ACCEPT_EVERY_MS)  # backlog: at bind
         self._running = False
         self._bind_retry_ms = None
         self._more = False
-        self._accept_ms = -1  # last accept() attempt; -1 = try at the next poll
         self._scratch = bytearray(ADU_SIZE)
         level = getattr(pool, "IPPROTO_TCP", None)
         option = getattr(pool, "TCP_NODELAY", None)
@@ -57,7 +55,6 @@ class ModbusServer:
         self._clients = [ClientSlot(self.handler) for _ in range(max_clients)]
         self.client_count = 0
         self.accepted = 0
-        self.accept_tries = 0  # polls that called accept() (rate-limited, see _ACCEPT_EVERY_MS)
         self.evicted = 0  # closed to make room for a new client (_victim)
         self.timed_out = 0  # closed after idle_timeout_ms without a request byte
         self.stalled = 0  # closed because their answers could not be sent
@@ -151,14 +148,10 @@ class ModbusServer:
             self._maybe_rebind(now_ms)
         if self.client_count > self.max_clients:
             self._shrink()
-        if lis.socks and (
-                ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS or self._accept_ms < 0):
-            self._accept_ms = now_ms
-            self.accept_tries += 1
+        if lis.due(now_ms):
             for _ in range(_MAX_ACCEPTS):
                 if not self._accept(now_ms):
                     break
-                self._accept_ms = -1  # one came in: look again at the next poll
             if not lis.socks:  # the last listener took a client: listen again at once
                 self._maybe_rebind(now_ms)
             lis.top_up(self.max_clients + 1 - self.client_count, now_ms)
@@ -190,20 +183,9 @@ class ModbusServer:
     # ---- accepting and the listener (each client's socket calls: modbus_slot.py) -----------
 
     def _accept(self, now_ms):
-        """Take one waiting connection; True when one was taken."""
-        try:
-            got = self._lis.accept(self.max_clients + 1 - self.client_count)
-        except OSError as e:
-            if not again(e):
-                self._note("accept: %s" % (e,))
-            return False
-        except RuntimeError as e:
-            # adafruit_wiznet5k: a client that resets before accept() leaves the listening
-            # hardware socket CLOSED; accept() then closes our listener object and raises
-            # "The socket has been closed." for ever. Listeners dropped it; poll() binds a
-            # new one if none is left (tests/test_w5500_services.py).
-            self._note("accept: %s" % (e,))
-            return False
+        """Take one waiting connection; True when one was taken. A failed accept is
+        counted by the listeners; poll() binds again if none is left."""
+        got = self._lis.accept(self.max_clients + 1 - self.client_count)
         if got is None:
             return False
         sock = got[0]
@@ -297,13 +279,6 @@ class ModbusServer:
         host = self.host if self.host is not None else "0.0.0.0"
         lis = self._lis
         lis.backlog = self.backlog if self.backlog is not None else self.max_clients + 2
-        lis.open(self.pool.getaddrinfo(host, port)[0][-1])
-        sock = lis.socks[0]
+        lis.open(host, port)
         self.port = port
-        self.bound_port = port
-        if port == 0:
-            try:
-                self.bound_port = sock.getsockname()[1]
-                lis.addr = self.pool.getaddrinfo(host, self.bound_port)[0][-1]  # spare: same
-            except (OSError, AttributeError):
-                pass
+        self.bound_port = lis.port

@@ -2,21 +2,21 @@
 
 A slot is preallocated and reused for every connection it serves: framing state
 (modbus.ModbusConnection), a 260-byte answer buffer and a cached memoryview, so a request
-costs no allocation. Its socket calls are each in one place, for the W5500's quirks; the
-listener, accepting and the client budget are modbus_server.py.
+costs no allocation. Its socket calls are each in one place, for the W5500's quirks (the
+errno sets and the bounded send: netio.py); the listener, accepting and the client budget
+are modbus_server.py.
 """
 
 from micropython import const
 
 from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection
+from han2x_core.netio import peer_gone, send, would_block
 from han2x_core.ticks import ticks_diff
 
 _TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
 if _TYPE_CHECKING:
     from cpmodules import Any
 
-_EAGAIN = (11, 35, 115, 119)  # EAGAIN/EWOULDBLOCK (Linux, BSD), EINPROGRESS/EALREADY
-_GONE = (32, 54, 104, 103, 107, 128)  # EPIPE, ECONNRESET (BSD, Linux), ECONNABORTED, ENOTCONN
 _MAX_FRAMES = const(4)  # requests served per client per poll: fairness
 _SEND_STALL_MS = const(10000)  # a client whose answer cannot be sent for this long is dropped
 
@@ -26,11 +26,6 @@ PEER_CLOSED = const(2)
 STALLED = const(4)
 TIMED_OUT = const(8)
 FRAMING = const(16)  # the stream cannot be trusted (the handler counted it as malformed)
-
-
-def again(e):
-    """True for 'would block' errors, portable: CPython's wiznet OSError has errno None."""
-    return bool(e.args) and e.args[0] in _EAGAIN
 
 
 class ClientSlot:
@@ -130,9 +125,9 @@ class ClientSlot:
             else:
                 n = self.sock.readinto(buf, size)  # MicroPython: None when nothing is waiting
         except OSError as e:
-            if again(e):
+            if would_block(e):
                 return -1
-            if e.args and e.args[0] in _GONE:
+            if peer_gone(e):
                 return 0  # reset by the peer: a normal way to leave
             raise
         if n is None:
@@ -155,23 +150,9 @@ class ClientSlot:
                 data = self.view
             else:
                 data = self.tx_mv[self.tx_pos:self.tx_len]  # allocates (partial send: rare)
-            if send_timeout_s:
-                # adafruit_wiznet5k's send() with timeout 0 or None waits for ever when the
-                # client stops reading: a bounded wait instead (modbus_server.py)
-                sock.settimeout(send_timeout_s)
-            gone = False
-            try:
-                sent = sock.send(data)  # wiznet: RuntimeError on timeout -> client closed
-            except OSError as e:
-                if again(e):
-                    return True
-                if e.args and e.args[0] in _GONE:
-                    gone = True
-                    return False
-                raise
-            finally:
-                if send_timeout_s and not gone:
-                    sock.settimeout(0)
+            sent = send(sock, data, send_timeout_s)  # wiznet: RuntimeError on timeout -> closed
+            if sent < 0:
+                return False
             if not sent:
                 return True
             self.tx_pos += sent

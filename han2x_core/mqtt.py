@@ -10,7 +10,6 @@ mqtt_ha.py; what is done once per connection (opening it, meter info, discovery)
 mqtt_connect.py, loaded for it and dropped again.
 """
 
-import errno
 import sys
 
 from micropython import const
@@ -18,6 +17,7 @@ from micropython import const
 from han2x_core import mqtt_ha as ha
 from han2x_core import mqtt_wire as wire
 from han2x_core.app import _drop as _unload
+from han2x_core.netio import would_block
 from han2x_core.ticks import ticks_add, ticks_diff
 
 _TYPE_CHECKING = const(0)  # mypy: true (pyproject always_true); the compiler drops the block
@@ -194,7 +194,7 @@ class MqttClient:
         try:
             n = sock.recv_into(self._rx)
         except OSError as e:
-            if e.args[0] not in (errno.EAGAIN, errno.ETIMEDOUT):
+            if not would_block(e):
                 raise
             n = -1
         if n == 0:

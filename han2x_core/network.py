@@ -141,31 +141,7 @@ class Network:
             self.last_error = "%s: %s" % (type(e).__name__, e)
             self._udp_open = False
 
-    def status(self):
-        """A small dict for the web page and the JSON API."""
-        pending = None
-        if self._pending is not None:
-            pending = "dhcp" if self._pending[0] else self._pending[1]
-        return {
-            "ip": self.ip, "netmask": self.netmask, "gateway": self.gateway,
-            "dns": self.dns, "mode": self.mode, "link": self.link_up,
-            "hostname": self.hostname, "mac": ":".join("%02x" % b for b in self.mac),
-            "dhcp_state": self._dhcp_state(),
-            "lease_left_s": self.dhcp.seconds_left() if self.dhcp else 0,
-            "pending": pending,
-            "generation": self.generation, "errors": self.errors,
-            "reclaimed_sockets": self.reclaimed,
-            "last_error": self.last_error,
-        }
-
     # ----- internals -----
-    def _dhcp_state(self):
-        if self.dhcp is None:
-            return "off"
-        from han2x_core.dhcp import STATE_NAMES
-
-        return STATE_NAMES[self.dhcp.state]
-
     def _dhcp_client(self):
         """The DHCP client, made (with its buffers) the first time DHCP is turned on."""
         if self.dhcp is None:

@@ -254,7 +254,7 @@ class Registers:
         return 0
 
     def value(self, offset):
-        """One register as an int (tests, web page)."""
+        """One register as an int (the meter profiles, MQTT state, tests)."""
         return (self.image[2 * offset] << 8) | self.image[2 * offset + 1]
 
     def value32(self, offset):

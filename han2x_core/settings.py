@@ -8,7 +8,7 @@ from micropython import const
 
 # The W5500 socket budget rule lives with the listeners (resident on the board, while this
 # module is loaded only to read or write settings); here for validate() and the tests.
-from han2x_core.listeners import W5500_SOCKETS, sockets_needed  # noqa: F401
+from han2x_core.netio import W5500_SOCKETS, sockets_needed  # noqa: F401
 
 _BOOL = const(0)
 _INT = const(1)

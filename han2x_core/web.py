@@ -8,19 +8,18 @@ while sending), grows requests without bound, and importing it costs ~60 KB of h
 
 from micropython import const
 
-from han2x_core.listeners import W5500_SOCKETS, Listeners, sockets_needed
+from han2x_core.netio import (W5500_SOCKETS, Listeners, peer_gone, send, sockets_needed,
+                               would_block)
 from han2x_core.ticks import ticks_add, ticks_diff
 from han2x_core.webconn import (DRAINING, READING, REQUEST_MAX, SENDING, STATUS, Conn,
-                                 Request, peer_gone, victim, would_block)
+                                 Request, victim)
 
 _READ_MS = const(5000)  # the whole request must arrive within this
 _SEND_MS = const(15000)
 _DRAIN_MS = const(1000)
-_BACKLOG = const(4)  # CPython; on the W5500 two listening sockets (listeners.py)
+_BACKLOG = const(4)  # CPython; on the W5500 two listening sockets (netio.py)
 _ACCEPTS = const(2)  # connections taken per poll
-# accept() with nothing waiting costs an exception object (heap) and, on the W5500, SPI
-# reads: look for new connections at most this often, and at once again after one came in.
-_ACCEPT_EVERY_MS = const(10)
+_ACCEPT_EVERY_MS = const(10)  # look for new connections at most this often (netio.due)
 _STEPS = const(4)  # sends per connection per poll
 # The answer to a request that ran out of memory before its answer started: preallocated,
 # so that sending it needs no heap.
@@ -47,9 +46,9 @@ class WebServer:
         self.port = port
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
-        self._lis = Listeners(pool, _BACKLOG)
+        self._lis = Listeners(pool, _BACKLOG, self._note, _ACCEPT_EVERY_MS)
         # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
-        # or what listeners.sockets_needed leaves free (configure(); docs/network.md)
+        # or what netio.sockets_needed leaves free (configure(); docs/network.md)
         self.budget = max_clients + 1
         self._want_port = None
         self._retry_ms = None
@@ -61,8 +60,6 @@ class WebServer:
         self.evicted = 0
         self.resets = 0  # connections the client reset or closed mid-answer
         self.starved = 0  # polls that found no W5500 socket free to listen again on
-        self.accept_tries = 0  # polls that looked for a new connection (_ACCEPT_EVERY_MS)
-        self._accept_ms = -1  # last look; -1 = look at the next poll
         self.last_error = ""
         self.report = None  # App.error(where, what), set by the App
         self.uptime_s = 0
@@ -74,7 +71,7 @@ class WebServer:
         self.host = host
         if port is not None:
             self.port = port
-        self._lis.open((host, self.port))
+        self._lis.open(host, self.port)
 
     def configure(self, settings):
         """Apply web_port (re-listen once open connections finish), password, language."""
@@ -113,15 +110,11 @@ class WebServer:
         if lis.addr is not None and not lis.socks and (
                 self._retry_ms is None or ticks_diff(now_ms, self._retry_ms) >= 0):
             self._listen_again(now_ms)  # every listener was taken by a client, or died
-        if lis.socks and (
-                self._accept_ms < 0 or ticks_diff(now_ms, self._accept_ms) >= _ACCEPT_EVERY_MS):
-            self._accept_ms = now_ms
-            self.accept_tries += 1
+        if lis.due(now_ms):
             try:
                 for _ in range(_ACCEPTS):
                     if not self._accept(now_ms):
                         break
-                    self._accept_ms = -1  # one came in: look again at the next poll
             except MemoryError:  # in the driver's accept(): the janitor finds its socket
                 import gc
 
@@ -136,8 +129,7 @@ class WebServer:
                 self._service(conn, now_ms)
             except Exception as e:  # MemoryError included: this request fails alone
                 if isinstance(e, OSError) and peer_gone(e):  # the client hung up: normal
-                    self.resets += 1
-                    self._close(i)
+                    self._gone(i)
                 else:
                     self._fail(i, e)
 
@@ -235,19 +227,7 @@ class WebServer:
         if slot < 0 and victim(conns, now_ms) < 0:
             return False  # every slot is answering: a new client waits (in the backlog, or
             # on the W5500 established on a listener's socket) until one is done
-        try:
-            got = self._lis.accept(self._left())
-        except OSError as e:
-            if would_block(e):
-                return False
-            raise
-        except RuntimeError as e:
-            # adafruit_wiznet5k: a client that reset before accept() leaves the listening
-            # hardware socket CLOSED; accept() then closes our listener object and raises
-            # "The socket has been closed." for ever. Listeners dropped it; poll() listens
-            # again (tests/test_w5500_services.py).
-            self._note(str(e))
-            return False
+        got = self._lis.accept(self._left())  # a failure is counted there; poll() listens again
         if got is None:
             return False
         sock, addr = got
@@ -265,11 +245,15 @@ class WebServer:
 
     def _refuse(self, sock, answer):
         try:
-            sock.settimeout(self.send_timeout_s or 0)
-            sock.send(answer)
+            send(sock, answer, self.send_timeout_s)
         except Exception:
             pass
         self._close_sock(sock)
+
+    def _gone(self, i):
+        """The client reset or closed the connection: normal, counted apart from errors."""
+        self.resets += 1
+        self._close(i)
 
     def _close(self, i):
         conn = self._conns[i]
@@ -343,7 +327,12 @@ class WebServer:
                     else:
                         self._close(i)
                     return
-                if step == _STEPS or not conn.send(self.send_timeout_s):
+                if step == _STEPS:
+                    return
+                k = conn.send(self.send_timeout_s)
+                if k <= 0:
+                    if k < 0:
+                        self._gone(i)
                     return
         else:  # _DRAINING: read what the client still sends so that close() is not a RST
             k = self._recv(conn, 0)

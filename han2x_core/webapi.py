@@ -75,7 +75,7 @@ def free_memory():
 
 
 def _line_errors(han):
-    """Framing + parity errors counted by the HAN reader (han_uart.HanReader.errors), None
+    """Framing + parity errors counted by the HAN reader (han_reader.HanReader.errors), None
     when the source does not count them (the PC's simulated meter)."""
     errors = getattr(han, "errors", None)
     return errors if isinstance(errors, int) else None

@@ -9,6 +9,8 @@ transfer coding), so a page is never built as one big string.
 
 from micropython import const
 
+from han2x_core.netio import send
+
 _HEAD_MAX = const(2048)  # request line + headers
 _BODY_MAX = const(1024)  # the settings form is ~500 bytes
 REQUEST_MAX = const(3072)  # _HEAD_MAX + _BODY_MAX: each connection slot's buffer
@@ -18,8 +20,6 @@ _CHUNK = const(1024)  # bytes per send() call
 READING = const(0)
 SENDING = const(1)
 DRAINING = const(2)
-_EAGAIN = const(11)
-_ETIMEDOUT = const(110)
 
 STATUS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -27,19 +27,6 @@ STATUS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
           421: "Misdirected Request", 422: "Unprocessable Content", 429: "Too Many Requests",
           431: "Request Header Fields Too Large", 500: "Internal Server Error",
           503: "Service Unavailable"}
-
-
-def would_block(e):
-    """True for the OSError of a non-blocking call that has nothing to do yet. Checks
-    args[0]: on CPython the wiznet driver's OSError(EAGAIN) has .errno None."""
-    code = e.args[0] if e.args else None
-    return code in (_EAGAIN, _ETIMEDOUT, 35)  # 35: EAGAIN on BSD/macOS
-
-
-def peer_gone(e):
-    """True for the OSError of a client that reset or closed its connection."""
-    code = e.args[0] if e.args else None
-    return code in (32, 104, 54, 107, 128)  # EPIPE, ECONNRESET (Linux, BSD), ENOTCONN
 
 
 def equal(a, b):
@@ -271,22 +258,11 @@ class Conn:
         return True
 
     def send(self, timeout_s):
-        """Send some of self.out; False when the socket cannot take more now."""
-        sock = self.sock
+        """Send some of self.out (netio.send): the count, 0 when the socket cannot take
+        more now, -1 when the client has gone."""
         end = min(len(self.out), self.pos + _CHUNK)
-        if timeout_s:
-            sock.settimeout(timeout_s)
-        try:
-            k = sock.send(memoryview(self.out)[self.pos:end])
-        except OSError as e:
-            if would_block(e):
-                return False
-            raise
-        finally:
-            if timeout_s:
-                sock.settimeout(0)
-        if not k:
-            return False
-        self.pos += k
-        self.sent += k
-        return True
+        k = send(self.sock, memoryview(self.out)[self.pos:end], timeout_s)
+        if k > 0:
+            self.pos += k
+            self.sent += k
+        return k

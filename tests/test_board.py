@@ -184,6 +184,45 @@ def test_boot_survives_errors(paths, capsys, monkeypatch):
     assert "boot.py: flash on fire" in out
 
 
+_LOADED = r"""
+import os, runpy, sys
+sys.path.append(%(root)r)
+import tools._host
+import han2x_core
+package = sorted(m for m in sys.modules if m.startswith("han2x_core"))
+from support.fakes._state import installed
+from han2x_core import board_io
+board_io.SETTINGS_PATH = os.path.join(%(tmp)r, "settings.toml")
+board_io.USB_WRITE_MARKER = os.path.join(%(tmp)r, "usb_write.txt")
+with installed() as hw:
+    hw.supervisor.runtime.safe_mode_reason = hw.supervisor.SafeModeReason.PROGRAMMATIC
+    runpy.run_path(os.path.join(%(root)r, %(script)r), run_name="__main__")
+print("package", *package)
+print("after", *sorted(m for m in sys.modules if m.startswith("han2x_core")))
+"""
+
+
+@pytest.mark.parametrize("script", ["boot.py", "safemode.py"])
+def test_boot_and_safemode_do_not_load_the_decoder(script, tmp_path):
+    """The package itself holds no import of the decoder (21 KB of cosem and meters on the
+    board), and boot.py and safemode.py, which import only bootio, never load it. A fresh
+    interpreter: this test process has long loaded the decoder."""
+    import subprocess
+    import sys
+
+    code = _LOADED % {"root": ROOT, "tmp": str(tmp_path), "script": script}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = dict(line.split(" ", 1) for line in p.stdout.splitlines()
+                 if line.startswith(("package ", "after ")))
+    assert lines["package"].split() == ["han2x_core"]
+    after = lines["after"].split()
+    assert "han2x_core.bootio" in after, p.stdout  # the script did run
+    for decoder in ("han2x_core.cosem", "han2x_core.meters", "han2x_core.hdlc"):
+        assert decoder not in after, after
+
+
 # --- safemode.py --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reason,resets", [

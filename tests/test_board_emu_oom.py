@@ -2,7 +2,7 @@
 EVB-Pico image, one boot for the whole story.
 
 Issue 22: with a fixed HAN line (8E1, normal), garbage on the line gives han_state "garbled",
-and the dashboard shows the garbled advice (i18n_en's han_garbled, docs/han-input.md);
+and the dashboard shows the garbled advice (www/en.txt's han_garbled, docs/han-input.md);
 han_bytes equals the bytes sent (garbage first, then Aidon frames), counted while the
 receiver that got them is still running.
 

@@ -4,7 +4,7 @@ import pytest
 
 from han2x_core.cosem import (
     DecodeError, content_pos, item_end, length_at, read_datetime, read_int, read_text,
-    scale, to_python,
+    scale,
 )
 from han2x_core.meters import DecodeError as MetersDecodeError
 from support.hanframes import by_id, info_of
@@ -58,7 +58,6 @@ def test_lengths_short_and_long_form():
 def test_structures_arrays_and_nesting_limit():
     b = bytes.fromhex("0202" "0f01" "161e")  # scaler-unit
     assert item_end(b, 0, len(b)) == len(b)
-    assert to_python(b, 0, len(b)) == ([1, 30], len(b))
     deep = b"\x02\x01" * 10 + b"\x00"
     with pytest.raises(DecodeError, match="nested"):
         item_end(deep, 0, len(deep))
@@ -97,9 +96,6 @@ def test_whole_aidon_body_walks_to_the_end():
     info = info_of(f)
     body = 3 + 5 + 1  # LLC, tag + 4-byte invoke id, 00 = no date-time
     assert item_end(info, body, len(info)) == len(info)
-    tree, _ = to_python(info, body, len(info))
-    assert len(tree) == 18
-    assert tree[3] == [bytes.fromhex("0100010700ff"), 3356, [0, 27]]
 
 
 def test_scale_integer_powers_of_ten():

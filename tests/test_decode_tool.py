@@ -6,8 +6,11 @@ import random
 import subprocess
 import sys
 
-from tools.decode import main, read_capture, split_frames
-from support.hanframes import corpus
+import pytest
+
+from han2x_core.cosem import DecodeError
+from tools.decode import main, read_capture, split_frames, to_python
+from support.hanframes import by_id, corpus, info_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = [f for _, f in corpus()]
@@ -117,3 +120,18 @@ def test_hex_line_with_bad_header_checksum_is_still_reported(capsys, tmp_path):
     assert main(["decode.py", str(path)]) == 1
     lines = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
     assert lines[1] == {"error": "header checksum (HCS) mismatch"}
+
+
+def test_to_python_gives_the_cosem_tree():
+    b = bytes.fromhex("0202" "0f01" "161e")  # scaler-unit
+    assert to_python(b, 0, len(b)) == ([1, 30], len(b))
+    b = bytes.fromhex("0203" "0903414243" "0300" "0401c0")  # string, boolean, 1-bit string
+    assert to_python(b, 0, len(b)) == ([b"ABC", False, b"\xc0"], len(b))
+    _, f = by_id("aidon-6534-l3")
+    info = info_of(f)
+    body = 3 + 5 + 1  # LLC, tag + 4-byte invoke id, 00 = no date-time
+    tree, end = to_python(info, body, len(info))
+    assert end == len(info) and len(tree) == 18
+    assert tree[3] == [bytes.fromhex("0100010700ff"), 3356, [0, 27]]
+    with pytest.raises(DecodeError):
+        to_python(info, body, len(info) - 1)

@@ -1,7 +1,8 @@
 """Guard tests: the board code stays portable (CircuitPython/MicroPython) and the cores pure.
 
-Checks (shared/docs/style.md sections 1 and 6): every core imports with the hardware
-modules blocked; no forbidden imports or syntax anywhere in han2x_core/; the cores never
+Checks (shared/docs/style.md sections 1 and 6): every module is labelled core (sans-I/O)
+or shell in docs/architecture.md's folder map, which is where the list of cores comes
+from; every core imports with the hardware modules blocked; no forbidden imports or syntax anywhere in han2x_core/; the cores never
 import hardware, library or clock modules; mpy-cross compiles everything that goes onto
 the board. Necessary, not sufficient: tests/mpy/ runs the code on MicroPython itself.
 """
@@ -17,9 +18,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "han2x_core")
-CORES = ("hdlc", "cosem", "meters", "registers", "energy", "scaling", "modbus", "modbus_pdu",
-         "settings", "settings_toml", "indicators", "ticks", "app", "tariff",
-         "tariffstate")
+ARCHITECTURE = os.path.join(ROOT, "docs", "architecture.md")
 HARDWARE = ("board", "busio", "digitalio", "microcontroller", "supervisor", "socketpool",
             "rp2pio", "time", "adafruit_")
 FORBIDDEN_MODULES = ("typing", "dataclasses", "enum", "abc", "re", "logging", "datetime")
@@ -35,8 +34,63 @@ BOARD_FILES = sorted(glob.glob(os.path.join(PKG, "*.py"))) + [
 PKG_FILES = sorted(glob.glob(os.path.join(PKG, "*.py")))
 
 
+def folder_map_labels(text):
+    """{module: "core" | "shell"} from the han2x_core part of the folder map: an entry is a
+    line that starts with two spaces and module names, and the lines indented under it; its
+    label is the first "(core" or "(shell" in them. Names listed twice give a list."""
+    block = text.split("## Folder map", 1)[1].split("```", 2)[1]
+    lines = block.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("han2x_core/"))
+    labels = {}
+    names = []
+    entry = ""
+    for line in lines[start + 1:] + ["end"]:
+        m = re.match(r"  ((?:\w+\.py\s+)+)", line)
+        if m is None and line.startswith("   "):
+            entry += line
+            continue
+        for name in names:  # the entry before is complete
+            label = re.search(r"\((core|shell)\b", entry)
+            labels.setdefault(name, []).append(label.group(1) if label else None)
+        if m is None and not line.startswith(" "):
+            break  # lib/: the end of han2x_core
+        names = [n[:-3] for n in m.group(1).split()] if m else []
+        entry = line
+    return {name: found[0] if len(found) == 1 else found for name, found in labels.items()}
+
+
+def _labels():
+    with open(ARCHITECTURE) as f:
+        return folder_map_labels(f.read())
+
+
+CORES = sorted(name for name, label in _labels().items() if label == "core")
+
+
 def _existing_cores():
     return [c for c in CORES if os.path.exists(os.path.join(PKG, c + ".py"))]
+
+
+def test_every_module_is_labelled_core_or_shell_in_the_folder_map():
+    """A new module gets its line in docs/architecture.md with its label: a sans-I/O one
+    is then guarded by the tests below without anyone editing a list here."""
+    labels = _labels()
+    modules = sorted(os.path.basename(p)[:-3] for p in PKG_FILES)
+    assert sorted(labels) == modules, "listed, not in han2x_core: %s; not listed: %s" % (
+        sorted(set(labels) - set(modules)), sorted(set(modules) - set(labels)))
+    bad = {name: label for name, label in labels.items()
+           if name != "__init__" and label not in ("core", "shell")}
+    assert not bad, bad
+    assert labels["__init__"] is None  # the package: neither, it imports nothing
+
+
+def test_folder_map_reader_finds_missing_and_shared_labels():
+    text = ("## Folder map\n\n```\nhan2x_core/   x\n  a.py   one         (core)\n"
+            "  b.py  c.py   two, on\n                 two lines (shell;\n"
+            "                 more)\n  d.py   none\n  e.py   (core)\n  e.py   (shell)\n"
+            "lib/   y\n  f.py  (core)\n```\n")
+    assert folder_map_labels(text) == {"a": "core", "b": "shell", "c": "shell", "d": None,
+                                       "e": ["core", "shell"]}
 
 
 def _rel(path):
@@ -59,7 +113,7 @@ def _imports(tree):
 
 
 def test_decoding_cores_exist():
-    for name in ("hdlc", "cosem", "meters", "ticks", "app"):
+    for name in ("crc", "dhcp", "hdlc", "cosem", "meters", "ticks", "app"):
         assert name in _existing_cores()
 
 

@@ -247,18 +247,18 @@ def test_socket_budget_for_each_combination(stream, mqtt, most, key):
 
 
 def test_the_web_server_applies_the_socket_rule_without_loading_settings():
-    """The rule's home is listeners.py (resident on the board); settings.py re-exports it.
+    """The rule's home is netio.py (resident on the board); settings.py re-exports it.
     The web server's configure() applies it without importing settings.py, which the board
     loads only to read or write settings.toml (12.7 KB of its heap, measured on
     CircuitPython 10.2.1). A fresh interpreter, so no other test's import counts."""
     import subprocess
     import sys
 
-    from han2x_core import listeners
+    from han2x_core import netio
     from support.util import ROOT
 
-    assert S.sockets_needed is listeners.sockets_needed
-    assert S.W5500_SOCKETS == listeners.W5500_SOCKETS == 8
+    assert S.sockets_needed is netio.sockets_needed
+    assert S.W5500_SOCKETS == netio.W5500_SOCKETS == 8
     script = (
         "import socket, sys\n"
         "from han2x_core.settings import DEFAULTS\n"

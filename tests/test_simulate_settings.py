@@ -29,14 +29,18 @@ def _request(port, pdu):
     return data[7:]
 
 
-def _start(tmp_path, settings_path, http_port=0):
+def _start(tmp_path, settings_path, http_port=0, port=None):
+    """The simulator with --modbus-port (a free port), or without it when `port` is given:
+    then it listens where the settings file says, which must be `port`. http_port None:
+    the file's web port too."""
     capture = tmp_path / "capture.txt"
     capture.write_text(load_corpus()[0]["hex"] + "\n")
-    port = free_port()
+    override = ["--modbus-port", str(free_port())] if port is None else []
+    port = port or int(override[1])
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tools", "simulate.py"), "--replay", str(capture),
-         "--modbus-port", str(port), "--http-port", str(http_port), "--quiet",
-         "--settings", str(settings_path)],
+         "--quiet", "--settings", str(settings_path)] + override
+        + ([] if http_port is None else ["--http-port", str(http_port)]),
         cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_port(port, 20)
@@ -62,11 +66,35 @@ def test_scaling_written_over_modbus_survives_a_restart(tmp_path):
         _stop(proc)
     saved, warning = SettingsStore(str(path)).load()
     assert warning is None
-    # the command line's port is part of what was in force, so it is saved too
-    assert saved == dict(S.DEFAULTS, scaling_factor=2500, modbus_port=saved["modbus_port"])
+    # the command line's port is not saved: the file keeps the board's 502 (5020 on a PC)
+    assert saved == dict(S.DEFAULTS, scaling_factor=2500)
     proc, port = _start(tmp_path, path)
     try:
         assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x09\xc4"
+    finally:
+        _stop(proc)
+
+
+def test_command_line_ports_are_never_saved(tmp_path):
+    """A run with --modbus-port and --http-port that saves (a scaling write), then a plain
+    run: it listens on the file's ports, not on the last run's overrides."""
+    path = tmp_path / "settings.toml"
+    own, web = free_port(), free_port()
+    path.write_text("modbus_port = %d\nweb_port = %d\n" % (own, web))
+    proc, port = _start(tmp_path, path, http_port=free_port())
+    assert port != own
+    try:
+        pdu = struct.pack(">BHHBHH", 0x10, 48, 2, 4, 0, 2500)
+        assert _request(port, pdu)[:1] == b"\x10"
+    finally:
+        out = _stop(proc)
+    saved, warning = SettingsStore(str(path)).load()
+    assert warning is None and saved["scaling_factor"] == 2500, out
+    assert (saved["modbus_port"], saved["web_port"]) == (own, web)
+    proc, port = _start(tmp_path, path, http_port=None, port=own)
+    try:
+        assert _request(port, struct.pack(">BHH", 3, 48, 2)) == b"\x03\x04\x00\x00\x09\xc4"
+        wait_port(web, 10)
     finally:
         _stop(proc)
 

@@ -20,8 +20,10 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
 
 from han2x_core import DecodeError, decode_frame  # noqa: E402
-from han2x_core.cosem import content_pos, to_python  # noqa: E402
-from han2x_core.hdlc import crc16  # noqa: E402
+from han2x_core.cosem import (  # noqa: E402
+    T_ARRAY, T_NULL, T_STRUCTURE, content_pos, item_end, length_at, read_int,
+)
+from han2x_core.hdlc import crc16, hcs_pos  # noqa: E402
 
 _HEX = set("0123456789abcdefABCDEF")
 _SEPARATORS = " \t,:;-|"
@@ -90,31 +92,14 @@ def split_frames(stream):
             i += 1
             continue
         total = ((stream[i + 1] & 7) << 8 | stream[i + 2]) + 2
-        h = _hcs_index(stream, i, n)
-        if (h < 0 or i + total > n or stream[i + total - 1] != 0x7E or h + 2 > i + total - 3
+        h = hcs_pos(stream, i, n, total)  # the firmware's own header walk
+        if (h <= 0 or i + total > n or stream[i + total - 1] != 0x7E
                 or crc16(stream, i + 1, h) != stream[h] | stream[h + 1] << 8):
             i += 1
             continue
         frames.append(bytes(stream[i:i + total]))
         i += total - 1  # the closing flag may open the next frame
     return frames, skipped
-
-
-def _hcs_index(stream, s, n):
-    i = s + 3
-    for _ in range(2):
-        k = 0
-        while True:
-            if i >= n:
-                return -1
-            k += 1
-            if stream[i] & 1:
-                break
-            if k == 4:
-                return -1
-            i += 1
-        i += 1
-    return i + 1
 
 
 def read_capture(data):
@@ -162,6 +147,32 @@ def _hexify(value):
     if isinstance(value, list):
         return [_hexify(v) for v in value]
     return value
+
+_BYTES_WITH_LENGTH = (0x04, 0x09, 0x0A, 0x0C)  # bit, octet, visible and UTF-8 strings
+
+
+def to_python(buf, pos, end, depth=0):
+    """(value, next_pos) for the A-XDR item at pos, as plain Python values: arrays and
+    structures become lists, strings and other types bytes, numbers ints, null None,
+    booleans bool. cosem.item_end checks the item (DecodeError if it overruns end)."""
+    stop = item_end(buf, pos, end, depth)
+    tag = buf[pos]
+    if tag == T_ARRAY or tag == T_STRUCTURE:
+        p = content_pos(buf, pos)
+        out = []
+        for _ in range(length_at(buf, pos + 1, end)):
+            v, p = to_python(buf, p, end, depth + 1)
+            out.append(v)
+        return out, stop
+    v = read_int(buf, pos)
+    if v is not None:
+        return v, stop
+    if tag == T_NULL:
+        return None, stop
+    if tag == 0x03:
+        return buf[pos + 1] != 0, stop
+    p = content_pos(buf, pos) if tag in _BYTES_WITH_LENGTH else pos + 1
+    return bytes(buf[p:stop]), stop
 
 
 def cosem_tree(frame):

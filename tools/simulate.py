@@ -316,6 +316,30 @@ def build_device(args, on_frame=None, store=None, settings=None, han=None):
     return Device(app)
 
 
+class OverridesStay:
+    """The settings store on the PC: what the command line and the PC's port mapping put in
+    force (--modbus-port, --http-port, --han-stream-port, 502 -> 5020, 80 -> 8080) is never
+    written to the file. A save keeps the file's value of such a key unless the save changes
+    it (a port set on the settings page is saved). Wraps a SettingsStore."""
+
+    def __init__(self, store, saved, running):
+        self.store = store
+        self.saved = dict(saved)  # the file's settings
+        self.running = dict(running)  # build_settings' result: the file's plus the overrides
+
+    def load(self):
+        return self.store.load()
+
+    def save(self, settings):
+        out = dict(settings)
+        for key, value in self.running.items():
+            if out.get(key) == value != self.saved.get(key):
+                out[key] = self.saved[key]
+        self.store.save(out)
+        self.saved = out
+        self.running = dict(settings)
+
+
 class PcNetwork:
     """The PC's stand-in for the board's Network service: where the simulator listens, and
     the host name a board would give DHCP (han2x- and the last three bytes of its MAC; the
@@ -453,6 +477,7 @@ def main(argv=None):
         if warning:
             print(warning, file=sys.stderr)
         settings = build_settings(args, base)
+        store = OverridesStay(store, base, settings)
     except OSError as e:
         print("cannot use the settings file %s: %s" % (args.settings, e), file=sys.stderr)
         return 1

@@ -12,7 +12,10 @@ when the block is out of date. Host only.
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools._host  # noqa: E402,F401  (root and tests/ after the stdlib: docs/architecture.md)
+
+ROOT = tools._host.ROOT
 TARGET = os.path.join(ROOT, "han2x_core", "webfields.py")
 BEGIN = "# Settings form, derived from settings.SCHEMA by tools/webfields.py: do not edit.\n"
 END = "# End of the derived form.\n"
@@ -51,8 +54,6 @@ def source(fields):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    sys.path.insert(0, ROOT)
-    from tools import _host  # noqa: F401  (micropython.const on CPython)
     from han2x_core import settings
 
     with open(TARGET) as f:

@@ -161,7 +161,7 @@ class _Watchdog:
 # ---- the HAN source: corpus frames in chunks over time ----------------------------------------
 
 class CorpusHan:
-    """readinto(buf) -> n like han_uart.HanReader: telegram schedule[i] starts every frame_ms
+    """readinto(buf) -> n like han_reader.HanReader: telegram schedule[i] starts every frame_ms
     and comes out `chunk` bytes per call; copies without allocating."""
 
     def __init__(self, frames, schedule, frame_ms, chunk, now, start_ms=0):

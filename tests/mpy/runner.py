@@ -22,6 +22,8 @@ ROOT = _dirname(_dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+from testrun import run  # noqa: E402
+
 
 def main(argv):
     pattern = argv[1] if len(argv) > 1 else ""
@@ -46,16 +48,10 @@ def main(argv):
             full = name + "." + attr
             if pattern and pattern not in full:
                 continue
-            gc.collect()
-            try:
-                test()
-            except Exception as e:
-                failed += 1
-                print("FAIL", full)
-                sys.print_exception(e)
-            else:
+            if run(full, test):
                 passed += 1
-                print("PASS", full)
+            else:
+                failed += 1
         # Free the module (and what only it referenced) before the next one: the heap is
         # shared by all modules in this one process.
         mod = None

@@ -1,6 +1,7 @@
 """network.py's own code on MicroPython, over a fake driver (the real one needs CPython or
 the board): static bring-up, a DHCP lease through socket 0, the console lines."""
 
+from han2x_core import dhcp
 from han2x_core.network import Network, mac_from_uid
 
 
@@ -84,9 +85,9 @@ def test_static_then_dhcp():
     net.eth.inbox.append(_ack(net.eth.sent[-1], 5))
     net.poll(t + 20)
     net.poll(t + 30)
-    assert net.mode == "dhcp" and net.ip == "10.0.0.9", net.status()
+    assert net.mode == "dhcp" and net.ip == "10.0.0.9", (net.mode, net.ip)
     assert svc.hosts == ["192.168.1.232", "10.0.0.9"]
-    assert "10.0.0.9" in lines[-2] and net.status()["dhcp_state"] == "bound"
+    assert "10.0.0.9" in lines[-2] and net.dhcp.state == dhcp.BOUND
 
 
 class _JanitorEth:

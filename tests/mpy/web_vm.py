@@ -19,6 +19,7 @@ for _arg in sys.argv[1:]:  # core=DIR: han2x_core compiled to .mpy there, as fla
         sys.path.insert(0, _arg[5:])
 
 from corpus import entries
+from testrun import run
 from han2x_core import FIRMWARE_VERSION
 from han2x_core.app import App
 from han2x_core.registers import Registers
@@ -188,16 +189,10 @@ def main():
     passed = failed = 0
     names = sorted(n for n in globals() if n.startswith("test_"))
     for name in names:
-        gc.collect()
-        try:
-            globals()[name]()
-        except Exception as e:
-            failed += 1
-            print("FAIL", name)
-            sys.print_exception(e)
-        else:
+        if run(name, globals()[name], free=True):
             passed += 1
-            print("PASS", name, "free", gc.mem_free())
+        else:
+            failed += 1
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
 

@@ -233,25 +233,21 @@ def modbus_read(port, start=0, count=2, unit=1, tid=1, timeout=3.0, sock=None):
     import struct
 
     from support.modbus_frames import mbap_read
+    from support.util import recv_exact
 
     own = sock is None
     if own:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    wait = timeout if own else sock.gettimeout()  # a given socket keeps its own
     try:
         sock.sendall(mbap_read(tid, start, count, unit))
-        want = 9 + 2 * count
-        data = b""
-        while len(data) < want:
-            chunk = sock.recv(want - len(data))
-            if not chunk:
-                raise ConnectionError("closed after %d bytes" % len(data))
-            data += chunk
-            if len(data) >= 9 and data[7] & 0x80:
-                raise ValueError("Modbus exception %d" % data[8])
-        t, _, _, _, fc, n = struct.unpack(">HHHBBB", data[:9])
+        head = recv_exact(sock, 9, wait)  # an exception answer is these 9 bytes
+        if head[7] & 0x80:
+            raise ValueError("Modbus exception %d" % head[8])
+        t, _, _, _, fc, n = struct.unpack(">HHHBBB", head)
         if t != tid or fc != 3 or n != 2 * count:
-            raise ValueError("bad response %r" % data)
-        return list(struct.unpack(">%dH" % count, data[9:]))
+            raise ValueError("bad response %r" % head)
+        return list(struct.unpack(">%dH" % count, recv_exact(sock, 2 * count, wait)))
     finally:
         if own:
             sock.close()

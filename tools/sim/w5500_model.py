@@ -63,18 +63,18 @@ class FakeResetPin(FakeCS):
         self._value = bool(value)
 
 
-def _requires_lock(spi):
+def requires_lock(spi):
     if not spi.locked:
         raise RuntimeError("Function requires lock")  # busio.SPI on the board
 
 
-class FakeSPI:
-    """busio.SPI stand-in with the stubs' signatures: lock, configure, and byte streams into
-    the model's frame. Every transfer without the lock raises, as busio.SPI does."""
+class LockedSPI:
+    """busio.SPI's lock and configure, with the stubs' signatures: every transfer and
+    configure without the lock raises, as on the board. The base of the model's SPI and of
+    the fake busio.SPI (tests/support/fakes)."""
 
-    def __init__(self, model):
-        self._model = model
-        self.locked = False
+    locked = False
+    frequency = 250000
 
     def try_lock(self):
         if self.locked:
@@ -86,20 +86,28 @@ class FakeSPI:
         self.locked = False
 
     def configure(self, *, baudrate=100000, polarity=0, phase=0, bits=8):
-        _requires_lock(self)
+        requires_lock(self)
+        self.frequency = baudrate
+
+
+class FakeSPI(LockedSPI):
+    """busio.SPI stand-in: byte streams into the model's frame."""
+
+    def __init__(self, model):
+        self._model = model
 
     def write(self, buffer, *, start=0, end=None):
-        _requires_lock(self)
+        requires_lock(self)
         self._model._mosi(bytes(buffer[start:end]))
 
     def readinto(self, buffer, *, start=0, end=None, write_value=0):
-        _requires_lock(self)
+        requires_lock(self)
         end = len(buffer) if end is None else end
         buffer[start:end] = self._model._miso(end - start)
 
     def write_readinto(self, out_buffer, in_buffer, *, out_start=0, out_end=None, in_start=0,
                        in_end=None):
-        _requires_lock(self)
+        requires_lock(self)
         out, into = out_buffer, in_buffer
         data = bytes(out[out_start:out_end])
         hdr = max(0, min(len(data), 3 - len(self._model._hdr)))

@@ -143,7 +143,10 @@ def strict(mod, module):
 
 
 def _strict_class(cls, name, stub, module):
-    for attr, obj in list(vars(cls).items()):
+    own = {}
+    for klass in reversed(cls.__mro__[:-1]):  # inherited methods too, the class's own last
+        own.update(vars(klass))
+    for attr, obj in list(own.items()):
         q = name + "." + attr
         entry = stub.get(q)
         if entry is None or entry[0] != "function":

@@ -1,30 +1,13 @@
 """Fake busio: SPI (records; every transfer needs the lock) and UART (reads from a byte
-queue `rx`). Signatures: circuitpython-stubs (_stubs.strict wraps every method)."""
+queue `rx`). Signatures: circuitpython-stubs (_stubs.strict wraps every method, the
+inherited ones too). The lock rule is the W5500 model's (tools/sim/w5500_model.py)."""
+
+from tools.sim.w5500_model import LockedSPI, requires_lock as _requires_lock
 
 
-def _requires_lock(spi):
-    if not spi.locked:
-        raise RuntimeError("Function requires lock")  # the board's words
-
-
-class SPI:
+class SPI(LockedSPI):
     def __init__(self, clock, MOSI=None, MISO=None, half_duplex=False):
         self.pins = (clock, MOSI, MISO)
-        self.locked = False
-        self.frequency = 250000
-
-    def try_lock(self):
-        if self.locked:
-            return False
-        self.locked = True
-        return True
-
-    def unlock(self):
-        self.locked = False
-
-    def configure(self, *, baudrate=100000, polarity=0, phase=0, bits=8):
-        _requires_lock(self)
-        self.frequency = baudrate
 
     def write(self, buffer, *, start=0, end=None):
         _requires_lock(self)

@@ -1,4 +1,5 @@
-"""The listening sockets of one TCP port, for modbus_server.py and web.py (shell helper).
+"""The socket helper of modbus_server.py and web.py (hanstream.py too; shell helper): the
+errno sets, listen(), the listening sockets of one port (Listeners) and send().
 
 The W5500 has no backlog: a SYN to a port where no hardware socket is in LISTEN is answered
 with RST. adafruit_wiznet5k's accept() gives the client the listener's connected hardware
@@ -12,56 +13,111 @@ queue connections in a backlog instead) one listener stays.
 
 from micropython import const
 
-from han2x_core.modbus_slot import again
 from han2x_core.ticks import ticks_add, ticks_diff
 
 W5500_SOCKETS = const(8)  # hardware sockets of the chip
 _LISTENERS = const(2)
 _RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
 _ADDR_IN_USE = (48, 98, 10048)  # EADDRINUSE (BSD, Linux/MicroPython, Windows)
+# Checked in args[0]: on CPython the wiznet driver's OSError(EAGAIN) has .errno None.
+# Would block: EAGAIN/EWOULDBLOCK (Linux 11, BSD 35), ETIMEDOUT (110: a recv or send with a
+# timeout, MicroPython and adafruit_wiznet5k), EINPROGRESS (Linux 115, newlib 119).
+_AGAIN = (11, 35, 110, 115, 119)
+# Peer gone: EPIPE, ECONNRESET (BSD 54, Linux 104), ECONNABORTED (103), ENOTCONN (107, 128).
+_GONE = (32, 54, 103, 104, 107, 128)
+
+
+def would_block(e):
+    """True for the OSError of a non-blocking call that has nothing to do yet."""
+    return bool(e.args) and e.args[0] in _AGAIN
+
+
+def peer_gone(e):
+    """True for the OSError of a peer that reset or closed its connection."""
+    return bool(e.args) and e.args[0] in _GONE
+
+
+def send(sock, data, timeout_s):
+    """Send what sock takes of data now: the count (0: nothing now), or -1 when the peer has
+    gone. timeout_s: None or 0 on a non-blocking pool; on the W5500 a small value (0.1),
+    as adafruit_wiznet5k's send() with timeout 0 waits for ever when the client stops
+    reading. Its RuntimeError when that runs out is raised for the caller."""
+    if timeout_s:
+        sock.settimeout(timeout_s)
+    gone = False
+    try:
+        n = sock.send(data)
+    except OSError as e:
+        gone = peer_gone(e)
+        if not gone and not would_block(e):
+            raise
+        n = -1 if gone else 0
+    finally:
+        if timeout_s and not gone:
+            sock.settimeout(0)
+    return n or 0  # MicroPython's non-blocking send() may return None
+
+
+def listen(pool, addr, backlog):
+    """A non-blocking socket listening on addr; raises what bind/listen do (closed then)."""
+    sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
+    try:
+        try:
+            sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
+        except (OSError, AttributeError):  # not every pool has it
+            pass
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.settimeout(0)
+    except Exception:
+        _close(sock)
+        raise
+    return sock
 
 
 class Listeners:
     """The listening sockets (`socks`) on `addr`; accept() and top_up() take the budget
-    left: the hardware sockets the server may still hold beside its clients."""
+    left: the hardware sockets the server may still hold beside its clients. note(text) is
+    the server's error counter (its _note); every_ms its accept throttle (due())."""
 
-    def __init__(self, pool, backlog):
+    def __init__(self, pool, backlog, note, every_ms):
         self.pool = pool
         self.backlog = backlog
+        self.note = note
+        self.every_ms = every_ms
         self.socks = []
         self.addr = None  # what open() bound
+        self.port = None  # the port bound (the one the pool chose when 0 was asked)
         self.shared = True  # False once the pool refused a second socket on the port
         self.adopted = 0  # connections taken on the listener's own hardware socket
+        self.tries = 0  # polls that looked for a new connection (due())
         self._retry_ms = None
+        self._accept_ms = -1  # the last look; -1 = look at the next poll
 
-    def open(self, addr):
-        """Close what listens, listen on addr with one socket; raises what bind/listen do."""
+    def open(self, host, port):
+        """Close what listens, listen on host:port with one socket; raises what
+        getaddrinfo, bind and listen do."""
         self.close()
+        pool = self.pool
+        addr = pool.getaddrinfo(host, port)[0][-1]
+        sock = listen(pool, addr, self.backlog)
+        self.socks.append(sock)
         self.addr = addr
-        self.socks.append(self._new())
+        self.port = port
+        if port == 0:  # the spare listener binds the port the pool chose
+            try:
+                self.port = sock.getsockname()[1]
+                self.addr = pool.getaddrinfo(host, self.port)[0][-1]
+            except (OSError, AttributeError):
+                pass
 
     def close(self):
         """Stop listening (addr None: the server is stopped)."""
         self.addr = None
+        self.port = None
         socks, self.socks = self.socks, []
         for sock in socks:
             _close(sock)
-
-    def _new(self):
-        pool = self.pool
-        sock = pool.socket(pool.AF_INET, pool.SOCK_STREAM)
-        try:
-            try:
-                sock.setsockopt(pool.SOL_SOCKET, pool.SO_REUSEADDR, 1)
-            except (OSError, AttributeError):  # not every pool has it
-                pass
-            sock.bind(self.addr)
-            sock.listen(self.backlog)
-            sock.settimeout(0)
-        except Exception:
-            _close(sock)
-            raise
-        return sock
 
     def top_up(self, left, now_ms):
         """Listen on one more socket while fewer than two listen and `left` (the server's
@@ -73,7 +129,7 @@ class Listeners:
         if self._retry_ms is not None and ticks_diff(now_ms, self._retry_ms) < 0:
             return
         try:
-            socks.append(self._new())
+            socks.append(listen(self.pool, self.addr, self.backlog))
             self._retry_ms = None
         except Exception as e:  # noqa: BLE001
             if isinstance(e, OSError) and e.args and e.args[0] in _ADDR_IN_USE:
@@ -81,17 +137,29 @@ class Listeners:
             else:  # adafruit_wiznet5k: "All sockets in use.", or the link is down
                 self._retry_ms = ticks_add(now_ms, _RETRY_MS)
 
+    def due(self, now_ms):
+        """True when the server should look for new connections now. accept() with nothing
+        waiting raises (an exception object: heap) and costs SPI reads on the W5500: look
+        at most every every_ms while nothing comes in, and at once again after one came."""
+        if not self.socks or (
+                self._accept_ms >= 0 and ticks_diff(now_ms, self._accept_ms) < self.every_ms):
+            return False
+        self._accept_ms = now_ms
+        self.tries += 1
+        return True
+
     def accept(self, left):
-        """A waiting connection as (sock, addr), or None. Raises OSError or RuntimeError
-        (after dropping a dead listener) for the server to count."""
+        """A waiting connection as (sock, addr), or None. Never raises but MemoryError: an
+        accept that fails is counted (note) and the server goes on serving."""
         socks = self.socks
         for sock in socks:
             try:
                 got = sock.accept()
             except OSError as e:
-                if again(e):
+                if would_block(e):
                     continue
-                raise
+                self.note("accept: %s" % (e,))
+                return None
             except RuntimeError as e:
                 socks.remove(sock)
                 if "in use" in str(e):
@@ -99,16 +167,20 @@ class Listeners:
                     # client is established on this listener's own hardware socket, and
                     # the listener object reads and writes it like any client socket.
                     self.adopted += 1
+                    self._accept_ms = -1
                     return sock, sock.getpeername()
                 # "The socket has been closed.": a client reset before accept() and the
-                # driver closed our listener; top_up() or the server listens again.
+                # driver closed our listener (tests/test_w5500_services.py); top_up() or
+                # the server listens again.
                 _close(sock)
-                raise
+                self.note("accept: %s" % (e,))
+                return None
             if len(socks) > 1 and len(socks) >= left:
                 # The driver moved this listener onto a free socket beyond our budget: give
                 # it back (it has listened for microseconds; the other one still listens).
                 socks.remove(sock)
                 _close(sock)
+            self._accept_ms = -1
             return got
         return None
 

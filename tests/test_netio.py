@@ -1,0 +1,275 @@
+"""netio.py, the one socket helper of the Modbus and web servers: one errno classification
+that both servers act on alike, a send bounded in time on real sockets, and an accept that
+fails (the real adafruit_wiznet5k driver on the W5500 model, a real closed socket on
+CPython) survived and counted by both servers."""
+
+import errno
+import http.client
+import socket
+import struct
+import time
+
+import pytest
+
+from han2x_core.netio import peer_gone, send, would_block
+from support.util import free_port
+
+WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ETIMEDOUT, errno.EINPROGRESS)
+GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN)
+OTHER = (errno.EBADF, errno.EINVAL, errno.ECONNREFUSED, errno.EADDRINUSE)
+
+
+def test_one_classification_of_errors():
+    for code in WOULD_BLOCK:
+        assert would_block(OSError(code, "x")) and not peer_gone(OSError(code, "x")), code
+    for code in GONE:
+        assert peer_gone(OSError(code, "x")) and not would_block(OSError(code, "x")), code
+    for code in OTHER:
+        assert not would_block(OSError(code, "x")) and not peer_gone(OSError(code, "x")), code
+    # adafruit_wiznet5k on CPython: OSError(errno.EAGAIN) has .errno None, args[0] the code
+    assert OSError(errno.EAGAIN).errno is None and would_block(OSError(errno.EAGAIN))
+    for e in (OSError(), OSError("send: broker not taking data")):  # no code: neither
+        assert not would_block(e) and not peer_gone(e)
+
+
+def _pair():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    client = socket.create_connection(ls.getsockname(), timeout=5)
+    server, _ = ls.accept()
+    ls.close()
+    server.settimeout(0)
+    return client, server
+
+
+def _reset(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_real_socket_errors_are_classified():
+    client, server = _pair()
+    try:
+        with pytest.raises(OSError) as got:
+            server.recv_into(bytearray(16))  # nothing sent yet
+        assert would_block(got.value) and not peer_gone(got.value)
+        _reset(client)
+        time.sleep(0.05)
+        with pytest.raises(OSError) as got:
+            server.recv_into(bytearray(16))
+        assert peer_gone(got.value) and not would_block(got.value), got.value
+    finally:
+        server.close()
+
+
+def test_send_takes_what_fits_then_0_and_minus_1_once_the_peer_has_gone():
+    client, server = _pair()
+    try:
+        data = bytes(65536)
+        total = 0
+        for _ in range(1000):  # the client reads nothing: the kernel's buffers fill up
+            n = send(server, data, None)
+            if n == 0:
+                break
+            total += n
+        assert n == 0 and total > 0  # full: 0, not an exception
+        # A timeout bounds the wait (CPython raises its TimeoutError for the caller, as
+        # the W5500 driver raises RuntimeError) and the socket is non-blocking after it.
+        t = time.monotonic()
+        with pytest.raises(OSError):
+            send(server, data, 0.2)
+        assert 0.15 < time.monotonic() - t < 5.0
+        assert server.gettimeout() == 0.0
+        _reset(client)
+        time.sleep(0.05)
+        assert send(server, b"more", None) == -1
+        assert send(server, b"more", 0.1) == -1
+    finally:
+        server.close()
+
+
+# ---- both servers act on the classification alike ------------------------------------------
+
+class RecvFails:
+    """The server's end of a real connection whose next receive raises OSError(code), as
+    the pool would; after that it is the real socket again."""
+
+    def __init__(self, sock, code):
+        self._sock = sock
+        self._code = code
+
+    def recv_into(self, *args):
+        code, self._code = self._code, None
+        if code is not None:
+            raise OSError(code, "injected")
+        return self._sock.recv_into(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class Servers:
+    """A Modbus and a web server on 127.0.0.1 with one real client each, polled on a
+    synthetic clock."""
+
+    def __init__(self):
+        from han2x_core.app import App
+        from han2x_core.modbus_server import ModbusServer
+        from han2x_core.registers import Registers
+        from han2x_core.settings import DEFAULTS
+        from han2x_core.web import WebServer
+        from support.webdevice import FeedHan
+
+        self.ms = 0
+        self.modbus = ModbusServer(socket, Registers(), port=free_port())
+        self.modbus.start("127.0.0.1")
+        app = App(FeedHan(), Registers(), 0, settings=dict(DEFAULTS))
+        self.web = WebServer(socket, app, port=free_port())
+        self.web.start("127.0.0.1")
+        self.clients = []
+
+    def poll(self, n=1):
+        for _ in range(n):
+            self.ms += 1
+            self.modbus.poll(self.ms)
+            self.web.poll(self.ms)
+
+    def connect(self):
+        for port in (self.modbus.bound_port, self.web.port):
+            self.clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for _ in range(200):
+            self.poll(5)
+            if self.modbus_slot() is not None and self.web_conn() is not None:
+                return
+            time.sleep(0.005)
+        raise AssertionError("not accepted")
+
+    def modbus_slot(self):
+        return next((c for c in self.modbus._clients if c.sock is not None), None)
+
+    def web_conn(self):
+        return next((c for c in self.web._conns if c is not None), None)
+
+    def counts(self):
+        m, w = self.modbus, self.web
+        return (m.client_count, m.closed_by_peer, m.errors), (
+            sum(c is not None for c in w._conns), w.resets, w.errors)
+
+    def close(self):
+        for c in self.clients:
+            c.close()
+        self.modbus.stop()
+        self.web.stop()
+
+
+def _verdict(before, after):
+    """What a server did with the error: kept the client, closed it as gone (not an error),
+    or closed it and counted an error."""
+    (open0, gone0, err0), (open1, gone1, err1) = before, after
+    if open1 == open0 and gone1 == gone0 and err1 == err0:
+        return "kept"
+    if open1 == open0 - 1 and gone1 == gone0 + 1 and err1 == err0:
+        return "gone"
+    if open1 == open0 - 1 and gone1 == gone0 and err1 == err0 + 1:
+        return "error"
+    return "odd %r -> %r" % (before, after)
+
+
+@pytest.mark.parametrize("code", WOULD_BLOCK + GONE + OTHER[:2])
+def test_both_servers_act_alike_on_each_error(code):
+    expected = "kept" if code in WOULD_BLOCK else "gone" if code in GONE else "error"
+    s = Servers()
+    try:
+        s.connect()
+        slot, conn = s.modbus_slot(), s.web_conn()
+        slot.sock = RecvFails(slot.sock, code)
+        conn.sock = RecvFails(conn.sock, code)
+        before = s.counts()
+        s.poll()
+        after = s.counts()
+        assert (_verdict(before[0], after[0]), _verdict(before[1], after[1])) == (
+            expected, expected)
+        if expected != "kept":
+            return
+        # kept: each still answers a real request on that connection
+        modbus_client, web_client = s.clients
+        modbus_client.sendall(struct.pack(">HHHBBHH", 7, 0, 6, 1, 3, 0, 1))
+        web_client.sendall(b"GET /static/style.css HTTP/1.0\r\n\r\n")
+        for c in s.clients:
+            c.settimeout(0.01)
+        got = [b"", b""]
+        for _ in range(300):
+            s.poll()
+            for i, c in enumerate(s.clients):
+                try:
+                    got[i] += c.recv(65536)
+                except socket.timeout:
+                    pass
+            if len(got[0]) >= 11 and b"\r\n\r\n" in got[1]:
+                break
+        assert got[0][:2] == b"\x00\x07" and got[0][7] == 3, got[0]  # transaction 7, FC 03
+        assert got[1].startswith(b"HTTP/1.1 200 "), got[1][:40]
+    finally:
+        s.close()
+
+
+def test_an_accept_that_fails_with_an_os_error_is_counted_by_both_servers():
+    """A listener whose accept() raises a real OSError (EBADF: its descriptor closed under
+    it) costs each server a counted error per look, never an exception out of poll()."""
+    s = Servers()
+    try:
+        for server in (s.modbus, s.web):
+            server._lis.socks[0].close()
+        s.poll(20)  # 20 ms: the Modbus server looks every 5 ms, the web server every 10
+        for server in (s.modbus, s.web):
+            assert server.errors >= 2 and server.last_error.startswith("accept: "), (
+                server.name, server.errors, server.last_error)
+    finally:
+        s.close()
+
+
+def test_the_drivers_accept_runtime_error_is_survived_and_counted_by_both_servers():
+    """On the W5500 (the real adafruit_wiznet5k driver on the W5500 model) a client that
+    resets before accept() leaves the listening socket CLOSED and accept() raises
+    RuntimeError("The socket has been closed."). Both servers count it as an accept error
+    and listen again: the next client is served."""
+    from han2x_core import FIRMWARE_VERSION
+    from support.net_helpers import Device, modbus_read
+
+    def rst_now(port):
+        _reset(socket.create_connection(("127.0.0.1", port), timeout=2))
+
+    def page(port):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            c.request("GET", "/static/style.css")
+            return c.getresponse().status
+        finally:
+            c.close()
+
+    def retry(fn, seconds=10.0):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return fn()
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    with Device() as dev:
+        mb, web = dev.port(502), dev.port(80)
+        assert retry(lambda: modbus_read(mb, 42, 1, timeout=1.0)) == [FIRMWARE_VERSION]
+        assert retry(lambda: page(web)) == 200
+        errors = (dev.modbus.errors, dev.web.errors)
+        for port in (mb, web):
+            for _ in range(2):  # both listeners of each (netio.Listeners)
+                dev.call(lambda: rst_now(port))  # in the device loop: no accept() between
+                time.sleep(0.1)
+        assert retry(lambda: modbus_read(mb, 42, 1, timeout=1.0)) == [FIRMWARE_VERSION]
+        assert retry(lambda: page(web)) == 200
+        for server, before in zip((dev.modbus, dev.web), errors):
+            assert server.errors > before, server.name
+            assert server.last_error.startswith("accept: ") and "closed" in server.last_error, (
+                server.name, server.last_error)
