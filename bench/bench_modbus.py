@@ -145,14 +145,18 @@ def run_micropython():
         wait_port(port, 20)
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for i in range(2000):
-            s.sendall(REQUEST)
-            got = 0
-            while got < ANSWER_LEN:
-                chunk = s.recv(ANSWER_LEN - got)
-                if not chunk:
-                    raise ConnectionError("MicroPython server closed")
-                got += len(chunk)
+        try:
+            for i in range(2000):
+                s.sendall(REQUEST)
+                got = 0
+                while got < ANSWER_LEN:
+                    chunk = s.recv(ANSWER_LEN - got)
+                    if not chunk:
+                        raise ConnectionError("MicroPython server closed")
+                    got += len(chunk)
+        except OSError as e:  # the server died: say why (its own output)
+            proc.kill()
+            raise RuntimeError("request %d: %r\n%s" % (i, e, proc.communicate()[0]))
         s.close()
         out = proc.communicate(timeout=30)[0]
     finally:

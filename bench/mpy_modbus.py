@@ -81,12 +81,12 @@ def server(port):
             before = gc.mem_alloc()
             start_requests = srv.requests
             start_polls = polls
-            start_tries = srv.accept_tries
+            start_tries = srv._lis.tries
         elif before is not None and measured is None and srv.requests >= 1500:
             allocated = gc.mem_alloc() - before
             gc.enable()
             measured = (allocated, srv.requests - start_requests, polls - start_polls,
-                        srv.accept_tries - start_tries)
+                        srv._lis.tries - start_tries)
         if srv.requests >= 2000 and srv.client_count == 0:
             break
     srv.stop()

@@ -160,12 +160,14 @@ class App:
         saved or applied unless every field is valid. A failed write (drive read-only to
         the board) is reported under the key "_store" and the settings are not applied.
         """
-        from han2x_core.settings import validate
-
         merged = dict(self.settings)
         merged.update(changes)
-        clean, errors = validate(merged)
-        _drop("settings")  # loaded for this only (~11 KB of heap on the board)
+        from han2x_core.settings import validate
+
+        try:
+            clean, errors = validate(merged)
+        finally:  # loaded for this only (~11 KB of heap on the board), kept by a MemoryError
+            _drop("settings")
         if errors:
             return errors
         if self.store is not None:

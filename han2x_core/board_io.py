@@ -105,8 +105,10 @@ def factory_reset(app):
     from han2x_core.settings import DEFAULTS
     from han2x_core.storage import READ_ONLY_MESSAGE
 
-    defaults = dict(DEFAULTS)
-    unload("settings")
+    try:
+        defaults = dict(DEFAULTS)
+    finally:  # a MemoryError here must not keep the schema loaded
+        unload("settings")
     errors = app.save_settings(dict(defaults))
     if not errors:
         return True

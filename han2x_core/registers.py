@@ -44,7 +44,7 @@ _OFF_ESTIMATE_WH = const(69)
 _OFF_FREE_MIN = const(77)  # uint32: lowest free heap since start, bytes
 
 # The map, register by register, as runs of (first offset, words per register, registers):
-# the one list the web's register page and /api/registers derive theirs from (webapi.layout;
+# the one list the web's register page and /api/registers derive theirs from (webdata.layout;
 # names and units: www/registers.txt, one line per register in this order). 40080 (79) is
 # reserved and not listed. tests/test_register_map.py checks the page, the API, that file
 # and docs/registers.md against it.

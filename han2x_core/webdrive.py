@@ -9,7 +9,7 @@ webroutes.ROUTES, loaded per request and dropped again afterwards (webroutes.rel
 """
 
 from han2x_core.i18n import tr
-from han2x_core.webapi import drive_open
+from han2x_core.webdata import drive_open
 from han2x_core.webconn import equal
 from han2x_core.webforms import read_form
 from han2x_core.webpages import esc, layout

@@ -202,7 +202,7 @@ def post_api_settings(routes, conn, request, ctx):
     if errors:
         routes.json(conn, {"saved": False, "errors": errors}, 422)
         return
-    from han2x_core.webapi import public_settings
+    from han2x_core.webdata import public_settings
 
     routes.json(conn, {"saved": True, "settings": public_settings(routes.app.settings)})
 

@@ -3,7 +3,7 @@
 dropped again afterwards (webroutes.release).
 """
 
-from han2x_core import webapi
+from han2x_core import webapi, webdata
 from han2x_core.i18n import tr
 from han2x_core.webpages import NA, esc, layout
 
@@ -21,7 +21,7 @@ def _register_map(ctx):
         esc(tr("unit", lang)), esc(tr("value", lang)))
     buf = bytearray(4)
     regs = ctx.app.registers
-    for offset, words, en, nb, unit in webapi.register_rows(ctx.routes.www + "/registers.txt"):
+    for offset, words, en, nb, unit in webdata.register_rows(ctx.routes.www + "/registers.txt"):
         last = offset + words - 1
         addr = "%d" % (40001 + offset) if words == 1 else "%d-%d" % (40001 + offset,
                                                                      40001 + last)

@@ -44,11 +44,11 @@ ROUTES = {  # type: dict  # (for mypy: the tuples mix str, None and int)
     "/usb-write": (None, None, "webdrive", "post", _LOCKED),
     "/tariff": (None, None, "webtariffedit", "post", _LOCKED),
     "/api/status": ("webapi", "get_status", None, None, 0),
-    "/api/history": ("webapi", "get_history", None, None, 0),
-    "/api/registers": ("webapi", "get_registers", None, None, 0),
-    "/api/frame": ("webapi", "get_frame", None, None, 0),
-    "/api/settings": ("webapi", "get_settings", "webforms", "post_api_settings", _LOCKED),
-    "/data.json": ("webapi", "get_data_json", None, None, 0),  # evcc (docs/integration.md)
+    "/api/history": ("webdata", "get_history", None, None, 0),
+    "/api/registers": ("webdata", "get_registers", None, None, 0),
+    "/api/frame": ("webdata", "get_frame", None, None, 0),
+    "/api/settings": ("webdata", "get_settings", "webforms", "post_api_settings", _LOCKED),
+    "/data.json": ("webdata", "get_data_json", None, None, 0),  # evcc (docs/integration.md)
 }
 # The web modules that stay loaded: the server's own (webguard holds the wrong-password
 # counts). Every other web* module is a page, handler or helper of one request.

@@ -103,7 +103,7 @@ def _drive_section(ctx):
     app = ctx.app
     if app.usb_write is None:
         return
-    from han2x_core.webapi import drive_open  # dropped with the page (webroutes)
+    from han2x_core.webdata import drive_open  # dropped with the page (webroutes)
 
     lang = ctx.lang
     yield '<form method="post" action="/usb-write" id="usb"><fieldset><legend>%s</legend>' % (

@@ -224,6 +224,45 @@ def test_every_contained_error_sets_last_error_with_where_and_what(tmp_path):
         modbus.stop()
 
 
+def test_a_save_that_runs_out_of_memory_does_not_keep_the_schema_loaded(tmp_path):
+    """save_settings loads the schema (han2x_core.settings, ~11 KB on the board) for the save
+    only. When validate runs out of memory (the board after a page that did not fit: the
+    scaling saver's save, bench_heap), the schema is dropped all the same; otherwise the
+    heap it holds starves every later telegram. On CPython the MemoryError is raised where
+    the board's allocator raised it: from validate, once."""
+    import sys
+
+    import han2x_core
+    from han2x_core import settings
+    from han2x_core.storage import SettingsStore
+
+    path = tmp_path / "settings.toml"
+    app = App(None, RecordingRegisters(), now_ms=0, settings=dict(settings.DEFAULTS),
+              store=SettingsStore(str(path)))
+    real = settings.validate
+    calls = []
+
+    def out_of_memory(merged):
+        calls.append(merged["scaling_factor"])
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed, allocating 1552 bytes")
+        return real(merged)
+
+    settings.validate = out_of_memory
+    try:
+        with pytest.raises(MemoryError):
+            app.save_settings({"scaling_factor": 4242})
+        assert calls == [4242]
+        assert "han2x_core.settings" not in sys.modules
+        assert not hasattr(han2x_core, "settings")
+        assert not path.exists()
+    finally:
+        settings.validate = real
+    assert app.save_settings({"scaling_factor": 4242}) == {}  # memory back: saved
+    assert "scaling_factor = 4242" in path.read_text()
+    assert "han2x_core.settings" not in sys.modules
+
+
 class Pending:
     """A service with work waiting for `left` more polls (a client's buffered bytes)."""
 

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from han2x_core import registers, webapi
+from han2x_core import registers, webdata
 from han2x_core.registers import COUNT, LAYOUT
 from support.webdevice import Device
 
@@ -22,7 +22,7 @@ RESERVED_UNLISTED = {79}
 
 
 def expected():
-    """[(offset, words)] from registers.LAYOUT's runs, expanded here, not by webapi."""
+    """[(offset, words)] from registers.LAYOUT's runs, expanded here, not by webdata."""
     out = []
     assert len(LAYOUT) % 3 == 0
     for i in range(0, len(LAYOUT), 3):
@@ -60,11 +60,11 @@ def test_the_layout_covers_the_image_once_in_order():
     assert starts[registers.TARIFF_OFF] == 1
 
 
-def test_webapi_derives_its_layout_from_registers_py(monkeypatch):
-    assert list(webapi.layout()) == expected()
+def test_webdata_derives_its_layout_from_registers_py(monkeypatch):
+    assert list(webdata.layout()) == expected()
     # a register added to registers.LAYOUT shows up in the API's layout without another edit
     monkeypatch.setattr(registers, "LAYOUT", LAYOUT + (COUNT, 2, 1))
-    assert list(webapi.layout())[-1] == (COUNT, 2)
+    assert list(webdata.layout())[-1] == (COUNT, 2)
 
 
 def test_registers_txt_names_every_register_of_the_layout():

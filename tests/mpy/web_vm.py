@@ -119,17 +119,17 @@ def test_every_page_renders_in_small_pieces_within_the_heap():
 
 
 def test_status_json_on_the_vm():
-    from han2x_core import webapi
+    from han2x_core import webapi, webdata
 
     app = _app()
     text = json.dumps(webapi.status(app, _Web(), 20))
     data = json.loads(text)
     assert data["reading"]["meter"] == "aidon"
     assert data["device"]["frames_ok"] == 1
-    regs = webapi.registers(app)
-    assert [r[0] for r in regs] == [o for o, _w in webapi.layout()]
+    regs = webdata.registers(app)
+    assert [r[0] for r in regs] == [o for o, _w in webdata.layout()]
     assert regs[0] == [0, app.latest["active_power_import_w"]] and regs[-1][0] == 100
-    assert "".join(webapi.history_chunks(app, 20)).startswith('{"step_s": 10')
+    assert "".join(webdata.history_chunks(app, 20)).startswith('{"step_s": 10')
 
 
 def test_form_decoding():
