@@ -9,6 +9,7 @@ guarded start-up, and a start that fails again and again backs off (han2x_core/s
 Modbus only, then a safe state) instead of resetting for ever."""
 
 import gc
+import time
 import traceback
 
 import board
@@ -18,6 +19,11 @@ import microcontroller
 import storage
 import supervisor
 import watchdog
+
+
+# A step with no work waiting sleeps IDLE_S: the core idles in WFI instead of polling at
+# full speed for a HAN byte or a request (docs/architecture.md, "The app loop").
+IDLE_S = 0.02
 
 
 def main(startup):
@@ -79,7 +85,7 @@ def main(startup):
     regs.set_free_memory_min(low)
     while True:
         now = supervisor.ticks_ms()
-        app.step(now)
+        busy = app.step(now)
         free = gc.mem_free()  # before the collection: this step's garbage counts too
         if free < low:
             app.free_memory_min = low = free
@@ -90,6 +96,8 @@ def main(startup):
             startup.ok(microcontroller.nvm)  # a good start: the next one is a full one
             del startup  # and the module: not needed again until the next start (2.3 KB)
             _forget_startup()
+        if not busy:  # nothing waiting: idle the core (WFI) until the next tick
+            time.sleep(IDLE_S)
 
 
 def _forget_startup():

@@ -107,6 +107,7 @@ class App:
         self.loops = 0
         self.last_error = ""  # "where: what" of the newest contained error (error())
         self.free_memory_min = None  # lowest gc.mem_free() since start (code.py's loop)
+        self._busy = []  # the parts with busy(): work waiting now (step's answer)
         for part in [han] + self.services:
             self._wire(part)
 
@@ -120,6 +121,8 @@ class App:
         attribute: it calls report(where, what) for each, so last_error shows it."""
         if part is not None and getattr(part, "report", 0) is None:
             part.report = self.error
+        if part is not None and hasattr(part, "busy"):
+            self._busy.append(part)
 
     def _start_stream(self, port):
         from han2x_core.hanstream import HanStream
@@ -268,10 +271,13 @@ class App:
             _drop_energystate()
 
     def step(self, now_ms):
-        """Do one bounded round of work. Never raises; errors are counted and kept."""
+        """Do one bounded round of work. Never raises; errors are counted and kept.
+        True when work is waiting now (a full HAN chunk read, a service busy(): bytes to
+        parse or send), so the caller must not idle before the next step."""
         self.loops += 1
+        more = False
         try:
-            self._read_han(now_ms)
+            more = self._read_han(now_ms)
         except MemoryError:
             self.error("han", "out of memory")
             self.han_errors += 1
@@ -292,6 +298,13 @@ class App:
             except Exception as e:
                 self.service_errors += 1
                 self.error(service, e)
+        for part in self._busy:
+            try:
+                if part.busy():
+                    return True
+            except Exception:  # noqa: BLE001 - a broken part is not work waiting
+                pass
+        return more
 
     def data_age_ms(self, now_ms):
         """Milliseconds since the last valid telegram, or None before the first."""
@@ -300,6 +313,8 @@ class App:
         return ticks_diff(now_ms, self.last_frame_ms)
 
     def _read_han(self, now_ms):
+        """Read and feed the HAN bytes waiting; True when the buffer came back full (more
+        may be waiting)."""
         n = self.han.readinto(self._rx) if self.han is not None else 0
         if not n:
             n = 0
@@ -315,6 +330,7 @@ class App:
             if pos >= n:
                 break
             pos += self.hdlc.feed(memoryview(self._rx)[pos:n], n - pos)  # allocates (rare)
+        return n == len(self._rx)
 
     def _handle_frame(self, frame, length, now_ms):
         raw = bytes(frame[:length])  # allocates: one copy per telegram (every 2-10 s)

@@ -261,3 +261,29 @@ def test_a_save_that_runs_out_of_memory_does_not_keep_the_schema_loaded(tmp_path
     assert app.save_settings({"scaling_factor": 4242}) == {}  # memory back: saved
     assert "scaling_factor = 4242" in path.read_text()
     assert "han2x_core.settings" not in sys.modules
+
+
+class Pending:
+    """A service with work waiting for `left` more polls (a client's buffered bytes)."""
+
+    def __init__(self, left):
+        self.left = left
+
+    def poll(self, now_ms):
+        self.left = max(0, self.left - 1)
+
+    def busy(self):
+        return self.left > 0
+
+
+def test_step_says_when_work_is_waiting_so_code_py_idles_only_when_none_is():
+    """code.py sleeps after a step that returns False: only when no service is busy() and
+    the HAN chunk did not fill the buffer (more bytes may be waiting in the ring)."""
+    service = Pending(2)
+    app = App(ChunkedHan(b""), RecordingRegisters(), now_ms=0, services=[Counting()])
+    app.add(service)
+    assert app.step(0) is True  # one poll done, one to go
+    assert app.step(1) is False  # nothing waiting: code.py may sleep
+    assert app.step(2) is False
+    full = App(ChunkedHan(b"\x00" * 1500, chunk=10000), RecordingRegisters(), now_ms=0)
+    assert [full.step(n) for n in range(4)] == [True, True, False, False]  # 512, 512, 476, 0

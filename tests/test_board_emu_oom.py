@@ -75,7 +75,7 @@ def _bstep(self, now):
             _bal.clear()
             _g.collect()
             print("ballast off", _g.mem_free())
-    _step(self, now)
+    return _step(self, now)  # its answer: whether code.py may idle
 _am.App.step = _bstep
 """ % (BALLAST_LEAVE + 256)
 

@@ -31,7 +31,8 @@ const SYS_HZ = 125e6; // CircuitPython sets PIO dividers for this system clock
 const SPI_BYTE_NS = 1000;
 
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-const stats = { spi: 0, pio: 0, resets: 0 }; // SPI bytes, PIO clocks stepped, chip resets
+// SPI bytes, PIO clocks stepped, chip resets, simulated ns the core slept (WFI)
+const stats = { spi: 0, pio: 0, resets: 0, sleep_ns: 0 };
 let sim, mcu, cdc, hanAlarm;
 let base = 0; // simulated ns of the chips before the last reset
 const now = () => base + mcu.clock.nanos;
@@ -75,6 +76,7 @@ function reset() {
 
 function power(flash) {
   sim = new Simulator();
+  continueAtOnce(sim);
   mcu = sim.rp2040;
   // rp2040js logs unimplemented registers CircuitPython touches; only errors, to stderr.
   mcu.logger = { debug() {}, info() {}, warn() {}, error: (c, m) => process.stderr.write(`${c}: ${m}\n`) };
@@ -92,8 +94,40 @@ function power(flash) {
   if (hanEdges.length) hanAlarm.schedule(Math.max(0, hanEdges[0][0] - now()));
   cdc = new USBCDC(mcu.usbCtrl);
   cdc.onSerialData = (buf) => out({ c: Buffer.from(buf).toString('latin1'), t: now() });
+  hostNaks();
   mcu.core.PC = 0x10000000;
   sim.execute();
+}
+
+// rp2040js's Simulator.execute runs a slice of 1M cycles, then the next one after
+// setTimeout(0), which Node holds back at least 1 ms of wall time. While the core sleeps
+// (WFI) a slice is only about 8 ms simulated (the clock jumps from alarm to alarm, the PIO's
+// every 52 us), so that pause alone held a sleeping board near 8x real time. The same loop,
+// the next slice after setImmediate: stdin, the timers and the pipes are still served
+// between slices; what the chip does in a slice is unchanged.
+function continueAtOnce(s) {
+  const cycleNanos = 1e9 / SYS_HZ;
+  s.execute = () => {
+    const { rp2040, clock } = s;
+    s.executeTimer = null;
+    s.stopped = false;
+    for (let i = 0; i < 1000000 && !s.stopped; i++) {
+      if (rp2040.core.waiting) {
+        const { nanosToNextAlarm } = clock;
+        clock.tick(nanosToNextAlarm);
+        stats.sleep_ns += nanosToNextAlarm;
+        i += nanosToNextAlarm / cycleNanos;
+      } else {
+        clock.tick(rp2040.core.executeInstruction() * cycleNanos);
+      }
+    }
+    if (!s.stopped) s.executeTimer = setImmediate(s.execute);
+  };
+  s.stop = () => {
+    s.stopped = true;
+    if (s.executeTimer != null) clearImmediate(s.executeTimer);
+    s.executeTimer = null;
+  };
 }
 
 // rp2040js does not erase or program flash: the bootrom's flash_range_erase ('RE') and
@@ -249,6 +283,29 @@ function hanBurst({ id, frames, format = '8E1', invert = false, baud = 2400, gap
 }
 
 // ---- Console (USB CDC), commands, wall-clock reports.
+// rp2040js's USBCDC answers every OUT transfer the device arms at once, with an empty packet
+// when nothing was typed; TinyUSB arms it again and the chip takes a USB interrupt every
+// ~28 us for ever (36,000 a simulated second), so the core never sleeps (WFI) and time.sleep
+// costs as much as work. A real host NAKs until it has data: the transfer stays armed, no
+// interrupt. Here too: an armed transfer with nothing to give waits for typed bytes.
+let armed = null; // the size of the OUT transfer the device armed while nothing was typed
+function hostNaks() {
+  armed = null;
+  mcu.usbCtrl.onEndpointRead = (endpoint, size) => {
+    if (endpoint !== cdc.outEndpoint) return;
+    if (cdc.txFIFO.empty) armed = size;
+    else hostSends(size);
+  };
+}
+function hostSends(size) {
+  const buffer = new Uint8Array(Math.min(size, cdc.txFIFO.itemCount));
+  for (let i = 0; i < buffer.length; i++) buffer[i] = cdc.txFIFO.pull();
+  mcu.usbCtrl.endpointReadDone(cdc.outEndpoint, buffer);
+}
+function type(text) {
+  for (const ch of Buffer.from(text, 'latin1')) cdc.sendSerialByte(ch);
+  if (armed !== null && !cdc.txFIFO.empty) { const size = armed; armed = null; hostSends(size); }
+}
 let line = '';
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk) => {
@@ -256,7 +313,7 @@ process.stdin.on('data', (chunk) => {
   for (let i; (i = line.indexOf('\n')) >= 0; line = line.slice(i + 1)) {
     const cmd = JSON.parse(line.slice(0, i));
     if (cmd.cmd === 'han') hanBurst(cmd);
-    else if (cmd.cmd === 'type') for (const ch of Buffer.from(cmd.text, 'latin1')) cdc.sendSerialByte(ch);
+    else if (cmd.cmd === 'type') type(cmd.text);
     else if (cmd.cmd === 'reset') { if (!sim.stopped) reset(); } // the reset button (RUN pin)
     else if (cmd.cmd === 'quit') exit('quit');
   }
