@@ -97,3 +97,34 @@ def test_without_apt_but_everything_there_it_goes_on(tmp_path, browser):
     proc = run_setup(tmp_path, ["mbpoll", "mcopy", "mkfs.fat", browser, "chromedriver"],
                      "mbpoll", "mtools", "dosfstools", "chromium", "chromium-driver")
     assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
+GROUPED = '''
+import os, pytest
+
+@pytest.mark.xdist_group("story")
+@pytest.mark.parametrize("step", range(6))
+def test_story(step):
+    with open(os.path.join(os.path.dirname(__file__), "ran-" + os.environ["PYTEST_XDIST_WORKER"]), "a") as f:
+        f.write("%d\\n" % step)
+
+@pytest.mark.parametrize("n", range(6))
+def test_other(n):
+    pass
+'''
+
+
+def test_make_test_keeps_each_xdist_group_on_one_worker(tmp_path):
+    """`make test`'s `-n 2 --dist loadgroup` runs every test of an xdist_group on one worker,
+    so an emulator story boots once (with pytest 9.2 and pytest-xdist 3.8 the groups were
+    ignored and both workers booted each story)."""
+    import sys
+
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup",
+                           "-p", "no:cacheprovider", "-p", "no:randomly", str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = sorted(p.name for p in tmp_path.glob("ran-*"))
+    assert len(ran) == 1, ran  # the story's six steps all on one worker
+    assert len((tmp_path / ran[0]).read_text().split()) == 6
