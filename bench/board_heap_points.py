@@ -30,41 +30,74 @@ from support.util import load_corpus  # noqa: E402
 PROBE = ("def _heap(label):\n"
          "    import gc\n"
          "    gc.collect()\n"
-         "    print('HEAP %s %d' % (label, gc.mem_free()))\n"
-         "_heap('interpreter')\n")
-# (anchor line in code.py, label): the probe goes before the anchor, at its indentation
+         "    print('HEAP %s %d' % (label, gc.mem_free()))\n")
+# (anchor line, label): the probe goes before the anchor, at its indentation. code.py wires
+# the board; han2x_core/assembly.py builds the device (compiled here with mpy-cross, as
+# flash.py ships it).
 POINTS = (
-    ("from han2x_core import FIRMWARE_VERSION", "startup"),
+    ("mode, failed, reason = startup.begin(", "startup imported"),
+    ("now = supervisor.ticks_ms()", "board_io imported"),
     ("store = SettingsStore(", "storage imported"),
     ('print("HAN2X", __version__', "settings loaded"),
-    ("app = App(", "registers+han_reader+app imported"),
-    ("app.settings_warning = warning", "App built"),
-    ("han.watch(app.hdlc)", "energy restored"),
-    ("from han2x_core.modbus_server import", "HAN receiver started"),
-    ("sck, mosi, miso =", "modbus_server+network modules imported"),
-    ('print("HAN2X address"', "network up"),
-    ("app.add(net)", "Modbus built"),
-    ("if mode == startup.FULL:", "board services"),
-    ("web = WebServer(", "web modules imported"),
-    ("def han_stream(port):", "web server built"),
-    ("stable_at = ticks_add", "configured"),
+    ("han = HanReader(", "han_reader imported"),
+    ("from han2x_core import assembly", "HanReader built"),
+    ("app = assembly.build(", "assembly imported (app, registers, modbus_server, ...)"),
+    ("app.settings_warning = warning", "device built (assembly.build)"),
+    ("regs = app.registers", "assembly dropped"),
+)
+ASSEMBLY_POINTS = (
+    ("app = App(han, regs", "build: Registers"),
+    ("saver = ScalingSaver(app)", "build: App"),
+    ("if hasattr(han, \"watch\"):", "build: energy restored"),
+    ("net = make_network()", "build: HAN receiver started"),
+    ("modbus = ModbusServer(", "build: network up (W5500 driver, chip, socket pool)"),
+    ("app.network = net", "build: Modbus server built"),
+    ("if full:", "build: LEDs, button, board status"),
+    ("if app.settings[\"mqtt_host\"]:", "build: web server built"),
+    ("app.configure(settings)", "build: MQTT (when on), before configure"),
+    ("return app", "build: configured"),
+    ("from han2x_core.web import WebServer", "build: before the web modules"),
+    ("web = WebServer(", "build: web modules imported"),
 )
 FRAMES = ("aidon-6534-l3-amsreader-20251214T160000", "aidon-6534-l2-elwiz-x077",
           "aidon-6534-l1-elwiz-x075")
 WALL_S = 900
 
 
-def probed_code():
-    with open(os.path.join(ROOT, "code.py")) as f:
-        lines = f.read().split("\n")
+def probed(text, points, head):
+    """text with a _heap(label) line before each anchor line; head goes first."""
     out = []
-    for line in lines:
-        for anchor, label in POINTS:
+    for line in text.split("\n"):
+        for anchor, label in points:
             if line.strip().startswith(anchor):
                 indent = line[:len(line) - len(line.lstrip())]
                 out.append("%s_heap(%r)" % (indent, label))
         out.append(line)
-    return PROBE + "\n".join(out)
+    missing = [a for a, _ in points if not any(l.strip().startswith(a) for l in out)]
+    if missing:
+        raise SystemExit("anchors not found (update POINTS): %r" % missing)
+    return head + "\n".join(out)
+
+
+def probed_code():
+    with open(os.path.join(ROOT, "code.py")) as f:
+        return probed(f.read(), POINTS, PROBE + "_heap('interpreter')\n")
+
+
+def probed_assembly(folder):
+    """han2x_core/assembly.mpy with the probes, compiled by CircuitPython's mpy-cross."""
+    import subprocess
+
+    from support.board_emu import mpy_cross
+
+    with open(os.path.join(ROOT, "han2x_core", "assembly.py")) as f:
+        src = probed(f.read(), ASSEMBLY_POINTS, PROBE)
+    py = os.path.join(folder, "assembly.py")
+    with open(py, "w") as f:
+        f.write(src)
+    subprocess.run([mpy_cross(), "-o", py[:-3] + ".mpy", "-s", "assembly.py", py], check=True)
+    with open(py[:-3] + ".mpy", "rb") as f:
+        return f.read()
 
 
 def get(dev, path):
@@ -105,11 +138,16 @@ def status(dev):
 def run(busy):
     """[(label, value)] of one boot."""
     corpus = {c["id"]: c for c in load_corpus()}
-    dev = temp_board("wiznet_w5500_evb_pico", code=probed_code(), settings="dhcp = false\n")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        assembly = probed_assembly(folder)
+    dev = temp_board("wiznet_w5500_evb_pico", code=probed_code(), settings="dhcp = false\n",
+                     files={"han2x_core/assembly.mpy": assembly})
     rows = []
     try:
         t0 = time.monotonic()
-        while "HEAP configured" not in dev.console:
+        while "HEAP assembly dropped" not in dev.console:
             if time.monotonic() - t0 > WALL_S or dev.proc.poll() is not None:
                 raise SystemExit("no start\n" + dev.tail())
             time.sleep(1)

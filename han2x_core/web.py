@@ -20,7 +20,6 @@ _DRAIN_MS = const(1000)
 _BACKLOG = const(4)  # CPython; on the W5500 two listening sockets (netio.py)
 _ACCEPTS = const(2)  # connections taken per poll
 _ACCEPT_EVERY_MS = const(10)  # look for new connections at most this often (netio.due)
-_STEPS = const(4)  # sends per connection per poll
 # The answer to a request that ran out of memory before its answer started: preallocated,
 # so that sending it needs no heap.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
@@ -101,7 +100,7 @@ class WebServer:
         return False
 
     def poll(self, now_ms):
-        """Bounded, non-blocking: up to two accepts, one read or four sends per connection."""
+        """Bounded, non-blocking: up to two accepts, one read or one chunk per connection."""
         self._tick(now_ms)
         lis = self._lis
         if self._want_port is not None and not any(self._conns):
@@ -326,27 +325,31 @@ class WebServer:
             if ticks_diff(now_ms, conn.t0) > _SEND_MS:
                 self._fail(i, "send timeout")
                 return
-            for step in range(_STEPS + 1):  # the last step only ends a finished answer:
-                # its socket goes back to listening at once (docs/network.md, budget)
-                if conn.pos >= len(conn.out) and not conn.refill():
-                    if conn.unread:
-                        conn.drain(now_ms)
-                    else:
-                        self._close(i)
-                    return
-                if step == _STEPS:
-                    return
-                k = conn.send(self.send_timeout_s)
-                if k <= 0:
-                    if k < 0:
-                        self._gone(i)
-                    return
+            # One chunk of the body per poll at most: the loop's collection between steps
+            # frees each chunk's garbage, so a page costs the heap one chunk at a time
+            # (docs/web.md). The poll that sends the last bytes also ends the answer: its
+            # socket goes back to listening at once (docs/network.md, budget).
+            if conn.pos >= len(conn.out) and not conn.refill():
+                self._finish(i, conn, now_ms)
+                return
+            k = conn.send(self.send_timeout_s)
+            if k < 0:
+                self._gone(i)
+            elif conn.pos >= len(conn.out) and conn.gen is None:  # all of it is sent
+                self._finish(i, conn, now_ms)
         else:  # _DRAINING: read what the client still sends so that close() is not a RST
             k = self._recv(conn, 0)
             if k == 0 or ticks_diff(now_ms, conn.t0) > _DRAIN_MS:
                 self._close(i)
             elif k > 0:
                 conn.t0 = now_ms
+
+    def _finish(self, i, conn, now_ms):
+        """The whole answer is sent: drain a request not read, else close."""
+        if conn.unread:
+            conn.drain(now_ms)
+        else:
+            self._close(i)
 
     def _parse(self, conn, now_ms):
         status = conn.complete()

@@ -814,3 +814,63 @@ def test_accept_is_looked_for_every_10_ms_and_at_once_after_a_connection(tmp_pat
         client.close()
     finally:
         web.stop()
+
+
+def test_a_page_goes_out_one_chunk_per_poll(tmp_path):
+    """The web server hands at most one chunk of a page to the socket per poll and says
+    busy() until the answer is out: the loop collects between steps, so each chunk's
+    garbage is freed before the next is made (the board's heap, issue 11). Driven poll by
+    poll with a synthetic clock; the chunks are read back from the bytes each poll sent."""
+    from han2x_core.app import App
+    from han2x_core.registers import Registers
+    from han2x_core.settings import DEFAULTS
+    from han2x_core.web import WebServer
+    from support.webdevice import FeedHan
+
+    app = App(FeedHan(), Registers(), 0, settings=dict(DEFAULTS))
+    web = WebServer(socket, app, port=free_port())
+    web.start("127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", web.port), timeout=5)
+    try:
+        client.sendall(b"GET /settings HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        client.settimeout(0.02)
+        got = b""
+        marks = []  # len(got) after each poll that sent something
+        busy = []
+        for ms in range(1, 3000, 11):
+            web.poll(ms)
+            busy.append(web.busy())
+            before = len(got)
+            while True:
+                try:
+                    piece = client.recv(65536)
+                except socket.timeout:
+                    break
+                if not piece:
+                    break
+                got += piece
+            if len(got) > before:
+                marks.append(len(got))
+            if got.endswith(b"\r\n0\r\n\r\n"):
+                break
+        head_end = got.index(b"\r\n\r\n") + 4
+        assert got.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in got
+        starts = []  # where each chunk of the body begins in got
+        at = head_end
+        while True:
+            line_end = got.index(b"\r\n", at)
+            size = int(got[at:line_end], 16)
+            starts.append(at)
+            if size == 0:
+                break
+            at = line_end + 2 + size + 2
+        assert len(starts) > 8, len(starts)  # the settings page: many chunks
+        for prev, mark in zip([0] + marks, marks):
+            in_poll = [s for s in starts[:-1] if prev <= s < mark]  # the end marker rides
+            assert len(in_poll) <= 1, (prev, mark, in_poll)  # with the last chunk
+        assert busy[:len(marks) - 1] == [True] * (len(marks) - 1)  # not idle mid-page
+        assert not web.busy() and not any(web._conns)  # closed in the poll of its last bytes
+        assert got.endswith(b"</html>\r\n0\r\n\r\n")
+    finally:
+        client.close()
+        web.stop()
