@@ -36,7 +36,7 @@ PROBE = ("def _heap(label):\n"
 # flash.py ships it).
 POINTS = (
     ("mode, failed, reason = startup.begin(", "startup imported"),
-    ("now = supervisor.ticks_ms()", "board_io imported"),
+    ("prof, known = board_io.profile_for(", "board_io imported"),
     ("store = SettingsStore(", "storage imported"),
     ('print("HAN2X", __version__', "settings loaded"),
     ("han = HanReader(", "han_reader imported"),

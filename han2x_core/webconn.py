@@ -14,7 +14,11 @@ from han2x_core.netio import send
 _HEAD_MAX = const(2048)  # request line + headers
 _BODY_MAX = const(1024)  # the settings form is ~500 bytes
 REQUEST_MAX = const(3072)  # _HEAD_MAX + _BODY_MAX: each connection slot's buffer
-_PIECE = const(512)
+# A chunk: the generator's pieces until this many bytes. One chunk is made per poll (web.py),
+# and its garbage (the pieces' formatting, texts, encoding) is what a page step costs the
+# board's heap: 128 bytes cost at most ~1.7 KB (the dashboard) where 512 cost ~4.2 KB
+# (CircuitPython 10.2.1, .mpy; docs/benchmarks.md).
+_PIECE = const(128)
 _GRACE_MS = const(1000)  # a connection this new is not closed for another (victim())
 # ... or this new when it has sent nothing at all: a browser's speculative connection (a
 # client's request follows its handshake within milliseconds; Chromium retries a request on
