@@ -1,9 +1,9 @@
 """The JSON API's other endpoints and the register map's rows: /api/history, /api/registers,
 /api/frame, /api/settings, /data.json (routed by webroutes.ROUTES), the register page's rows
 (webregs.py) and drive_open (the settings page and the drive button). Apart from webapi.py
-(/api/status, and what the dashboard and diagnostics show), so that those load only what they
+(/api/status and the diagnostics page's device object), so that those load only what they
 use (issue 11). Imported per request and dropped again afterwards (webroutes.release); the
-functions that read registers import webapi's read_register when they run.
+functions that read registers import webstate's read_register when they run.
 """
 
 
@@ -37,7 +37,7 @@ def register_rows(path):
 
 def registers(app):
     """[[offset, value], ...] for every register of the map."""
-    from han2x_core.webapi import read_register
+    from han2x_core.webstate import read_register
 
     buf = bytearray(4)
     out = []
@@ -53,7 +53,7 @@ def data_json(app):
     power W. The meter sends no power per phase: p is the net power (import - export)
     shared by the phases' U x I. Every value is read from the registers. docs/integration.md.
     """
-    from han2x_core.webapi import read_register
+    from han2x_core.webstate import read_register
 
     regs = app.registers
     buf = bytearray(4)

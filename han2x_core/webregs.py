@@ -3,7 +3,7 @@
 dropped again afterwards (webroutes.release).
 """
 
-from han2x_core import webapi, webdata
+from han2x_core import webdata, webstate
 from han2x_core.i18n import tr
 from han2x_core.webpages import NA, esc, layout
 
@@ -26,7 +26,7 @@ def _register_map(ctx):
         addr = "%d" % (40001 + offset) if words == 1 else "%d-%d" % (40001 + offset,
                                                                      40001 + last)
         off = "%d" % offset if words == 1 else "%d-%d" % (offset, last)
-        value = webapi.read_register(regs, offset, words, buf)
+        value = webstate.read_register(regs, offset, words, buf)
         yield '<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td data-r="%d">%s</td></tr>' % (
             addr, off, esc(nb if lang == "nb" else en), esc(unit), offset,
             NA if value is None else value)

@@ -3,7 +3,7 @@ The diagnostics page is webdiag.py, the register map webregs.py: a request loads
 own page. Loaded per request and dropped again afterwards (webroutes.release).
 """
 
-from han2x_core import webapi
+from han2x_core import webstate
 from han2x_core.i18n import tr
 from han2x_core.webfmt import fmt, val
 from han2x_core.webpages import esc, layout
@@ -16,7 +16,7 @@ def dashboard(ctx):
 def _dashboard(ctx):
     lang = ctx.lang
     app = ctx.app
-    r = webapi.reading(app, ctx.now_ms)
+    r = webstate.reading(app, ctx.now_ms)
     g = r.get
     yield '<section class="cards"><div class="card"><h2>%s</h2><dl>' % esc(tr("meter", lang))
     for key, label, f in (("meter", "meter", "make"), ("meter_type", "meter_type", "s"),
@@ -31,7 +31,7 @@ def _dashboard(ctx):
         yield '<dt>%s</dt><dd data-k="%s" data-f="%s">%s</dd>' % (
             esc(tr(label, lang)), key, f, esc(text))
     yield "</dl>"
-    state = webapi.han_state(app, ctx.now_ms)
+    state = webstate.han_state(app, ctx.now_ms)
     for name in ("silent", "garbled", "unknown", "stale"):  # app.js shows the one in force
         yield '<p class="warn" data-han="%s"%s>%s</p>' % (
             name, "" if name == state else " hidden", esc(tr("han_" + name, lang)))
@@ -54,7 +54,7 @@ def _dashboard(ctx):
         for n in (1, 2, 3):
             yield val("td", stem % n, f, g(stem % n))
         yield "</tr>"
-    est = webapi.estimated(app)
+    est = webstate.estimated(app)
     yield ('</table></div><div class="card span2"><h2>%s</h2><table><tr><th></th><th>%s</th>'
            '<th>%s *</th></tr>' % (esc(tr("energy", lang)), esc(tr("measured", lang)),
                                     esc(tr("estimated", lang))))
