@@ -19,6 +19,11 @@ _DIAG = (("han_bytes", "n"), ("han_line_errors", "n"), ("frames_ok", "n"),
          ("scaling_unsaved", "n"), ("mqtt", "s"), ("last_error", "s"))
 
 
+def get(routes, conn, request, ctx):
+    """GET /diagnostics (webroutes.ROUTES)."""
+    routes.page(conn, diagnostics(ctx))
+
+
 def diagnostics(ctx):
     return layout(ctx, "diag", "nav_diag", _diagnostics(ctx))
 

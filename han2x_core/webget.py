@@ -1,28 +1,12 @@
-"""GET handlers of the pages: each hands its page's generator to routes.page (webroutes.py).
+"""GET handlers of the settings and login pages: each hands its page's generator to
+routes.page (webroutes.py). The dashboard, diagnostics and register map pages have their
+handler (get) in their own module, so that they load one module less.
 
 Routed by webroutes.ROUTES; imported per request and dropped again afterwards
 (webroutes.release), with the page module it imports.
 """
 
 from han2x_core.webconn import local_path
-
-
-def dashboard(routes, conn, request, ctx):
-    from han2x_core.webstatus import dashboard
-
-    routes.page(conn, dashboard(ctx))
-
-
-def diagnostics(routes, conn, request, ctx):
-    from han2x_core.webdiag import diagnostics
-
-    routes.page(conn, diagnostics(ctx))
-
-
-def register_map(routes, conn, request, ctx):
-    from han2x_core.webregs import register_map
-
-    routes.page(conn, register_map(ctx))
 
 
 def settings(routes, conn, request, ctx):

@@ -8,6 +8,11 @@ from han2x_core.i18n import tr
 from han2x_core.webpages import NA, esc, layout
 
 
+def get(routes, conn, request, ctx):
+    """GET /registers (webroutes.ROUTES)."""
+    routes.page(conn, register_map(ctx))
+
+
 def register_map(ctx):
     return layout(ctx, "regs", "nav_regs", _register_map(ctx))
 

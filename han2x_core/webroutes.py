@@ -35,9 +35,9 @@ _LOCKED = const(1)  # needs the password also when web_protect is "settings"
 # transient: its module, and the page and text modules that one imports, are loaded for the
 # request and dropped after it (release()). HEAD is answered by the GET handler.
 ROUTES = {  # type: dict  # (for mypy: the tuples mix str, None and int)
-    "/": ("webget", "dashboard", None, None, 0),
-    "/diagnostics": ("webget", "diagnostics", None, None, 0),
-    "/registers": ("webget", "register_map", None, None, 0),
+    "/": ("webstatus", "get", None, None, 0),
+    "/diagnostics": ("webdiag", "get", None, None, 0),
+    "/registers": ("webregs", "get", None, None, 0),
     "/settings": ("webget", "settings", "webforms", "post_settings", _LOCKED),
     "/login": ("webget", "login", "webforms", "post_login", 0),
     "/logout": (None, None, "webforms", "post_logout", _LOCKED),

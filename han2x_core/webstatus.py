@@ -9,6 +9,11 @@ from han2x_core.webfmt import fmt, val
 from han2x_core.webpages import esc, layout
 
 
+def get(routes, conn, request, ctx):
+    """GET / (webroutes.ROUTES)."""
+    routes.page(conn, dashboard(ctx))
+
+
 def dashboard(ctx):
     return layout(ctx, "dash", "nav_dash", _dashboard(ctx))
 
