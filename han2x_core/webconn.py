@@ -105,8 +105,8 @@ def victim(conns, now_ms):
 
 
 # The request headers we keep (others are skipped without storing them).
-_WANTED = ("host", "origin", "referer", "cookie", "authorization", "content-type",
-           "accept-language")
+_WANTED = (b"host", b"origin", b"referer", b"cookie", b"authorization", b"content-type",
+           b"accept-language")
 
 
 class Request:
@@ -117,11 +117,15 @@ class Request:
     """
 
     def __init__(self, raw, head_end):
-        lines = bytes(raw[:head_end - 4]).decode().split("\r\n")  # allocates (per request)
-        for c in lines[0]:
+        # One copy of the head; only the request line and the headers kept are decoded
+        # (a page's request step also loads its modules: issue 11).
+        head = bytes(raw[:head_end - 2])  # allocates (per request): through the last CRLF
+        eol = head.find(b"\r\n")
+        line = head[:eol].decode()
+        for c in line:
             if c < " " or c == "\x7f":  # a bare CR or LF would end up in a Location header
                 raise ValueError("control character in the request line")
-        parts = lines[0].split(" ")
+        parts = line.split(" ")
         if len(parts) != 3 or parts[2][:7] != "HTTP/1." or parts[1][:1] != "/":
             raise ValueError("bad request line")
         self.method = parts[0]
@@ -130,13 +134,16 @@ class Request:
         self.path = target if i < 0 else target[:i]
         self.query = "" if i < 0 else target[i + 1:]
         self.headers = {}
-        for line in lines[1:]:
-            i = line.find(":")
-            if i <= 0:
+        at = eol + 2
+        while at < len(head):
+            eol = head.find(b"\r\n", at)
+            i = head.find(b":", at, eol)
+            if i <= at:
                 raise ValueError("bad header line")
-            name = line[:i].strip().lower()
+            name = head[at:i].strip().lower()
             if name in _WANTED:
-                self.headers[name] = line[i + 1:].strip()
+                self.headers[name.decode()] = head[i + 1:eol].strip().decode()
+            at = eol + 2
         self.body = bytes(raw[head_end:])
 
     def header(self, name):
