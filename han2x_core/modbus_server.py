@@ -44,7 +44,9 @@ class ModbusServer:
         self.port = port  # the port asked for (the bound one when 0 was asked, see bound_port)
         self.bound_port = None
         self._want_port = port
-        self._lis = Listeners(pool, None, self._note, _ACCEPT_EVERY_MS)  # backlog: at bind
+        # backlog: at bind. adopt: on the W5500 a connection is taken on the listener's own
+        # hardware socket (netio.Listeners.take), never through the driver's accept()
+        self._lis = Listeners(pool, None, self._note, _ACCEPT_EVERY_MS, adopt=True)
         self._running = False
         self._bind_retry_ms = None
         self._more = False
