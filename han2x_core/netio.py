@@ -18,6 +18,11 @@ from han2x_core.ticks import ticks_add, ticks_diff
 W5500_SOCKETS = const(8)  # hardware sockets of the chip
 _LISTENERS = const(2)
 _RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
+# W5500 (take()): a look reads each listener's Sn_SR over SPI, milliseconds of the board's
+# CPU per look, so while nobody has connected for _QUIET_MS a server looks only every
+# _IDLE_MS, not every step (docs/network.md, "How often the servers look").
+_IDLE_MS = const(100)
+_QUIET_MS = const(2000)
 # W5500 socket states (Sn_SR, datasheet 4.2)
 _LISTEN = const(0x14)
 _SYNRECV = const(0x16)
@@ -99,6 +104,8 @@ class Listeners:
         self.tries = 0  # polls that looked for a new connection (due())
         self._retry_ms = None
         self._accept_ms = -1  # the last look; -1 = look at the next poll
+        self._came_ms = None  # when the last connection came in; None: quiet (_QUIET_MS)
+        self._chip = False  # the sockets are the W5500 driver's, taken by take()
 
     def open(self, host, port):
         """Close what listens, listen on host:port with one socket; raises what
@@ -108,6 +115,7 @@ class Listeners:
         addr = pool.getaddrinfo(host, port)[0][-1]
         sock = listen(pool, addr, self.backlog)
         self.socks.append(sock)
+        self._chip = self.adopt and hasattr(sock, "_status")
         self.addr = addr
         self.port = port
         if port == 0:  # the spare listener binds the port the pool chose
@@ -145,14 +153,28 @@ class Listeners:
 
     def due(self, now_ms):
         """True when the server should look for new connections now. accept() with nothing
-        waiting raises (an exception object: heap) and costs SPI reads on the W5500: look
-        at most every every_ms while nothing comes in, and at once again after one came."""
-        if not self.socks or (
-                self._accept_ms >= 0 and ticks_diff(now_ms, self._accept_ms) < self.every_ms):
+        waiting raises (an exception object: heap) and a look costs SPI reads on the W5500:
+        look at most every every_ms, and at once again after a connection came. On the W5500
+        every _IDLE_MS only, once nobody has connected for _QUIET_MS."""
+        if not self.socks:
             return False
+        came = self._came_ms
+        if came is not None and ticks_diff(now_ms, came) >= _QUIET_MS:
+            self._came_ms = came = None
+        if self._accept_ms >= 0:
+            wait = _IDLE_MS if self._chip and came is None else self.every_ms
+            if ticks_diff(now_ms, self._accept_ms) < wait:
+                return False
         self._accept_ms = now_ms
         self.tries += 1
         return True
+
+    def _came(self):
+        """A connection came in (at the look due() allowed): look again at the next poll,
+        and every every_ms until it is quiet again."""
+        if self._accept_ms >= 0:
+            self._came_ms = self._accept_ms
+        self._accept_ms = -1
 
     def accept(self, left):
         """A waiting connection as (sock, addr), or None. Never raises but MemoryError: an
@@ -178,7 +200,7 @@ class Listeners:
                     # client is established on this listener's own hardware socket, and
                     # the listener object reads and writes it like any client socket.
                     self.adopted += 1
-                    self._accept_ms = -1
+                    self._came()
                     return sock, sock.getpeername()
                 # "The socket has been closed.": a client reset before accept() and the
                 # driver closed our listener (tests/test_w5500_services.py); top_up() or
@@ -191,7 +213,7 @@ class Listeners:
                 # it back (it has listened for microseconds; the other one still listens).
                 socks.remove(sock)
                 _close(sock)
-            self._accept_ms = -1
+            self._came()
             return got
         return None
 
@@ -208,12 +230,15 @@ class Listeners:
         socket is taken beyond the budget. A listener the client reset (CLOSED) is closed
         for a new one."""
         status = sock._status  # Sn_SR
-        if status in (_LISTEN, _SYNRECV):
+        if status == _LISTEN:
+            return None
+        if status == _SYNRECV:  # established within a round trip: look at the next poll
+            self._accept_ms = -1
             return None
         self.socks.remove(sock)
         if status in (_ESTABLISHED, _CLOSE_WAIT):  # CLOSE_WAIT: sent its request, then FIN
             self.adopted += 1
-            self._accept_ms = -1
+            self._came()
             return sock, sock.getpeername()
         _close(sock)
         return None

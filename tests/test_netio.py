@@ -275,3 +275,60 @@ def test_a_client_that_resets_before_it_is_taken_costs_neither_server_a_listener
         assert (dev.modbus.errors, dev.web.errors) == errors, (
             dev.modbus.last_error, dev.web.last_error)
         assert dev.net.reclaimed == 0
+
+
+def test_on_the_w5500_a_quiet_server_looks_every_100_ms_and_often_after_a_connection():
+    """On the W5500 a look for new connections reads each listener's Sn_SR over SPI
+    (milliseconds of the board's CPU). The Modbus server on the real driver and the W5500
+    model, polled every ms of a synthetic clock: while nobody connects it looks (and touches
+    the SPI bus at all) every 100 ms only; a client that connects is still taken at the next
+    look and answered, and for 2 s after that the server looks every 5 ms (a browser's or a
+    crowd's next connections), then every 100 ms again."""
+    from han2x_core import FIRMWARE_VERSION
+    from han2x_core.modbus_server import ModbusServer
+    from han2x_core.registers import Registers
+    from support.modbus_frames import mbap_read
+    from support.net_helpers import make_network
+
+    model, net = make_network()
+    try:
+        modbus = ModbusServer(net.pool, Registers(firmware_version=FIRMWARE_VERSION),
+                              send_timeout_s=0.1)
+        net.attach(modbus)
+        lis = modbus._lis
+        ms = [0]
+
+        def run(n):
+            """n polls 1 ms apart: (looks, polls that touched the SPI bus)."""
+            tries, spi = lis.tries, 0
+            for _ in range(n):
+                ms[0] += 1
+                frames = model.frames
+                modbus.poll(ms[0])
+                spi += model.frames != frames
+            return lis.tries - tries, spi
+
+        assert run(1000) == (10, 10)  # quiet from the start: 10 looks a second, no more SPI
+        assert len(lis.socks) == 2  # both listeners (the spare one came at the first look)
+        client = socket.create_connection(("127.0.0.1", model.host_port(502)), timeout=5)
+        client.sendall(mbap_read(7, 42, 1, 1))
+        client.settimeout(0)
+        got, waited = b"", 0
+        while len(got) < 11 and waited < 300:
+            run(1)
+            waited += 1
+            try:
+                got += client.recv(64)
+            except BlockingIOError:
+                time.sleep(0.001)  # the model's host sockets move in real time
+        assert got[:2] == b"\x00\x07" and struct.unpack(">H", got[9:11])[0] == FIRMWARE_VERSION
+        assert waited <= 110, waited  # taken at the next look (at most 100 ms away)
+        assert modbus.client_count == 1 and modbus.errors == 0
+        looks, _spi = run(1000)  # after a connection came: every 5 ms
+        assert 180 <= looks <= 201, looks
+        run(1100)  # 2 s since it came: quiet again
+        looks, _spi = run(1000)
+        assert looks == 10, looks
+        client.close()
+    finally:
+        model.close()
