@@ -2,13 +2,12 @@
 errno sets, listen(), the listening sockets of one port (Listeners) and send().
 
 The W5500 has no backlog: a SYN to a port where no hardware socket is in LISTEN is answered
-with RST. adafruit_wiznet5k's accept() gives the client the listener's connected hardware
-socket and listens again on another, so from a SYN until our next accept() nothing listened:
-a browser opening two connections at once (a page and its style sheet) had the second reset.
-So a server keeps two sockets listening while its socket budget allows (docs/network.md):
-its budget is max_clients + 1 hardware sockets, and the second listener sits on the socket
-of a client slot that is empty. Where the port cannot be shared (CPython, MicroPython: they
-queue connections in a backlog instead) one listener stays.
+with RST. So a server keeps two sockets listening while its socket budget allows
+(docs/network.md): its budget is max_clients + 1 hardware sockets, and the second listener
+sits on the socket of a client slot that is empty. On the W5500 a connection is taken on the
+listener's own hardware socket (take()), never through adafruit_wiznet5k's accept(), whose
+socket swap loses clients. Where the port cannot be shared (CPython, MicroPython: they queue
+connections in a backlog instead) one listener stays and accept() takes its connections.
 """
 
 from micropython import const
@@ -90,10 +89,9 @@ class Listeners:
     left: the hardware sockets the server may still hold beside its clients. note(text) is
     the server's error counter (its _note); every_ms its accept throttle (due())."""
 
-    def __init__(self, pool, backlog, note, every_ms, adopt=False):
+    def __init__(self, pool, backlog, note, every_ms):
         self.pool = pool
         self.backlog = backlog
-        self.adopt = adopt  # W5500: take connections without the driver's accept() (take())
         self.note = note
         self.every_ms = every_ms
         self.socks = []
@@ -105,7 +103,7 @@ class Listeners:
         self._retry_ms = None
         self._accept_ms = -1  # the last look; -1 = look at the next poll
         self._came_ms = None  # when the last connection came in; None: quiet (_QUIET_MS)
-        self._chip = False  # the sockets are the W5500 driver's, taken by take()
+        self._chip = False  # the sockets are adafruit_wiznet5k's: take(), never accept()
 
     def open(self, host, port):
         """Close what listens, listen on host:port with one socket; raises what
@@ -115,7 +113,7 @@ class Listeners:
         addr = pool.getaddrinfo(host, port)[0][-1]
         sock = listen(pool, addr, self.backlog)
         self.socks.append(sock)
-        self._chip = self.adopt and hasattr(sock, "_status")
+        self._chip = hasattr(sock, "_status")
         self.addr = addr
         self.port = port
         if port == 0:  # the spare listener binds the port the pool chose
@@ -176,12 +174,12 @@ class Listeners:
             self._came_ms = self._accept_ms
         self._accept_ms = -1
 
-    def accept(self, left):
+    def accept(self):
         """A waiting connection as (sock, addr), or None. Never raises but MemoryError: an
         accept that fails is counted (note) and the server goes on serving."""
         socks = self.socks
         for sock in socks:
-            if self.adopt and hasattr(sock, "_status"):
+            if self._chip:
                 got = self.take(sock)
                 if got is not None or sock not in socks:  # taken, or closed: next look
                     return got
@@ -193,30 +191,9 @@ class Listeners:
                     continue
                 self.note("accept: %s" % (e,))
                 return None
-            except RuntimeError as e:
-                socks.remove(sock)
-                if "in use" in str(e):
-                    # adafruit_wiznet5k found no free socket to listen again on: the
-                    # client is established on this listener's own hardware socket, and
-                    # the listener object reads and writes it like any client socket.
-                    self.adopted += 1
-                    self._came()
-                    return sock, sock.getpeername()
-                # "The socket has been closed.": a client reset before accept() and the
-                # driver closed our listener (tests/test_w5500_services.py); top_up() or
-                # the server listens again.
-                _close(sock)
-                self.note("accept: %s" % (e,))
-                return None
-            if len(socks) > 1 and len(socks) >= left:
-                # The driver moved this listener onto a free socket beyond our budget: give
-                # it back (it has listened for microseconds; the other one still listens).
-                socks.remove(sock)
-                _close(sock)
             self._came()
             return got
         return None
-
 
     def take(self, sock):
         """adafruit_wiznet5k without its accept(): a listener whose hardware socket holds an
@@ -225,10 +202,11 @@ class Listeners:
         driver's accept() swaps sockets and listens again itself, and raises "Failed to
         open new listening socket" when a SYN lands in between: the client it accepted is
         lost with its hardware socket (the janitor frees it seconds later, unanswered), and
-        the new listener's client too. Here nothing is lost, a look with nobody connecting
-        costs one register read and no exception object (accept() raises EAGAIN), and no
-        socket is taken beyond the budget. A listener the client reset (CLOSED) is closed
-        for a new one."""
+        the new listener's client too (the Modbus server's "accept: Failed to open new
+        listening socket" on the emulated board). Here nothing is lost, a look with nobody
+        connecting costs one register read and no exception object (accept() raises
+        EAGAIN), and no socket is taken beyond the budget. A listener the client reset
+        (CLOSED) is closed for a new one."""
         status = sock._status  # Sn_SR
         if status == _LISTEN:
             return None
