@@ -332,3 +332,74 @@ def test_on_the_w5500_a_quiet_server_looks_every_100_ms_and_often_after_a_connec
         client.close()
     finally:
         model.close()
+
+
+def test_on_the_w5500_an_idle_modbus_client_costs_one_register_read_per_poll():
+    """modbus_slot.py on the real driver and the W5500 model: a connected client that sends
+    nothing costs one Sn_IR read per poll (the driver's recv_into() reads three registers
+    and raises an OSError object), and a request that comes later, a request split over
+    two segments, and a client that closes are each still seen at the next poll."""
+    from han2x_core import FIRMWARE_VERSION
+    from han2x_core.modbus_server import ModbusServer
+    from han2x_core.registers import Registers
+    from support.modbus_frames import mbap_read
+    from support.net_helpers import make_network
+
+    model, net = make_network()
+    clients = []
+    try:
+        modbus = ModbusServer(net.pool, Registers(firmware_version=FIRMWARE_VERSION),
+                              send_timeout_s=0.1)
+        net.attach(modbus)
+        ms = [0]
+
+        def poll(n=1):
+            for _ in range(n):
+                ms[0] += 1
+                modbus.poll(ms[0])
+                time.sleep(0.0005)  # the model's host sockets move in real time
+
+        def read(c, tid):
+            c.sendall(mbap_read(tid, 42, 1, 1))
+            return answer(c)
+
+        def answer(c):
+            got = b""
+            for _ in range(400):
+                poll()
+                try:
+                    got += c.recv(64)
+                except BlockingIOError:
+                    pass
+                if len(got) >= 11:
+                    break
+            return got[:2], struct.unpack(">H", got[9:11])[0] if len(got) >= 11 else got
+
+        for k in range(4):
+            c = socket.create_connection(("127.0.0.1", model.host_port(502)), timeout=5)
+            c.setblocking(False)
+            clients.append(c)
+            assert read(c, k + 1) == (struct.pack(">H", k + 1), FIRMWARE_VERSION)
+        assert modbus.client_count == 4
+        poll(20)
+        reads = []
+        for _ in range(50):  # polls that do not look for connections: the clients only
+            tries, frames = modbus._lis.tries, model.frames
+            poll()
+            if modbus._lis.tries == tries:
+                reads.append(model.frames - frames)
+        assert reads and set(reads) == {4}, reads  # one SPI frame (Sn_IR) per idle client
+        assert read(clients[2], 9) == (struct.pack(">H", 9), FIRMWARE_VERSION)
+        request = mbap_read(10, 42, 1, 1)
+        clients[1].sendall(request[:5])  # half a request: kept, the rest comes later
+        poll(30)
+        clients[1].sendall(request[5:])
+        assert answer(clients[1]) == (struct.pack(">H", 10), FIRMWARE_VERSION)
+        clients[3].close()
+        poll(50)
+        assert modbus.client_count == 3 and modbus.closed_by_peer == 1
+        assert modbus.errors == 0, modbus.last_error
+    finally:
+        for c in clients:
+            c.close()
+        model.close()
