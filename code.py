@@ -27,40 +27,12 @@ IDLE_S = 0.02
 
 
 def main(startup):
-    from han2x_core.ticks import ticks_add, ticks_diff
-
-    # The start-up runs in its own function: once it returns, its frame (the temporaries
-    # of the build: the assembly module, its arguments) is no longer on the stack that the
-    # collector scans, so what only the start needed is freed for the loop.
-    app = _start(startup)
-    regs = app.registers
-    stable_at = ticks_add(supervisor.ticks_ms(), startup.STABLE_MS)
-    gc.collect()
-    app.free_memory_min = low = gc.mem_free()
-    regs.set_free_memory_min(low)
-    while True:
-        now = supervisor.ticks_ms()
-        busy = app.step(now)
-        free = gc.mem_free()  # before the collection: this step's garbage counts too
-        if free < low:
-            app.free_memory_min = low = free
-            regs.set_free_memory_min(low)
-        gc.collect()
-        if stable_at is not None and ticks_diff(now, stable_at) >= 0:
-            stable_at = None
-            startup.ok(microcontroller.nvm)  # a good start: the next one is a full one
-            del startup  # and the module: not needed again until the next start (2.3 KB)
-            _forget_startup()
-        if not busy:  # nothing waiting: idle the core (WFI) until the next tick
-            time.sleep(IDLE_S)
-
-
-def _start(startup):
     mode, failed, reason = startup.begin(microcontroller.nvm)  # failed until startup.ok()
     if failed:  # first: a start that fails early must still show that it is counted
         print("HAN2X: %d failed start(s) before this one (%s); starting %s" % (
             failed, reason or "reason unknown", mode))
     from han2x_core import __version__, board_io
+    from han2x_core.ticks import ticks_add, ticks_diff
 
     now = supervisor.ticks_ms()
     prof, known = board_io.profile_for(board.board_id)
@@ -106,7 +78,26 @@ def _start(startup):
     app.usb_write = board_io.usb_write_hook(microcontroller)  # the web page's drive button
     if app.energy_warning:
         print(app.energy_warning)
-    return app
+    regs = app.registers
+    stable_at = ticks_add(supervisor.ticks_ms(), startup.STABLE_MS)
+    gc.collect()
+    app.free_memory_min = low = gc.mem_free()
+    regs.set_free_memory_min(low)
+    while True:
+        now = supervisor.ticks_ms()
+        busy = app.step(now)
+        free = gc.mem_free()  # before the collection: this step's garbage counts too
+        if free < low:
+            app.free_memory_min = low = free
+            regs.set_free_memory_min(low)
+        gc.collect()
+        if stable_at is not None and ticks_diff(now, stable_at) >= 0:
+            stable_at = None
+            startup.ok(microcontroller.nvm)  # a good start: the next one is a full one
+            del startup  # and the module: not needed again until the next start (2.3 KB)
+            _forget_startup()
+        if not busy:  # nothing waiting: idle the core (WFI) until the next tick
+            time.sleep(IDLE_S)
 
 
 def _forget_startup():
