@@ -1,8 +1,7 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
 emulator (tests/support/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
-board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus and
-urllib. (Chromium steps, the dashboard and a settings save, are on branch chromium-board: the
-save runs out of memory on the board, issue 10.)
+board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus, urllib
+and headless Chromium (the dashboard and a settings save on the EVB-Pico).
 
 One boot per board runs the whole story in a fixed order (the emulator is slow, about 0.4x
 real time on an idle core), recording what each step saw; the tests then judge the record.
@@ -18,6 +17,7 @@ EVB-Pico's, and the whole device leaves it 1-5 KB free, where Modbus answers onl
 import http.client
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -27,6 +27,7 @@ import pytest
 
 from support.board_emu import MENV, Board, build_drive, read_drive_file
 from han2x_core import startup
+from test_browser import chromium, shown, wait_for
 from test_registers import ENERGY, MAP32, expected_map
 from support.util import load_corpus
 
@@ -41,6 +42,7 @@ BOOT_WALL_S = 400  # wall-clock limits: the machine may be busy with other tests
 STEP_WALL_S = 150
 TRIES = 5  # frames per meter: the first ones may go to finding the line format
 PAGES = ("/", "/diagnostics", "/registers", "/settings")
+IDLE_TIMEOUT_S = "123"  # the setting changed on the web page (default 60)
 # Lines before code.py's own: the Feather has had FULL_TRIES failed starts (startup.py's nvm
 # layout: byte 1 the magic, byte 2 the count, from byte 3 the reason, here empty), so the
 # firmware starts its HAN input and Modbus and leaves out the web server.
@@ -82,10 +84,12 @@ def mismatches(words, reading):
 
 def _step(record, name, fn):
     """Run one step of the story; an exception is recorded for the test that judges it."""
+    start = time.monotonic()
     try:
         record[name] = fn()
     except Exception as e:  # noqa: BLE001 - reported by that step's test
         record[name + "_error"] = "%s: %s" % (type(e).__name__, e)
+    record.setdefault("wall_s", {})[name] = round(time.monotonic() - start, 1)
 
 
 def _boot(dev):
@@ -129,6 +133,26 @@ def _page(dev, path):
         return ("closed", type(e).__name__)
 
 
+def _settings_page(dev, browser):
+    """Change one setting on the settings page in Chromium and save; the notice shown."""
+    browser.get("http://127.0.0.1:%d/settings" % dev.port(80))
+    field = browser.find_element("id", "modbus_idle_timeout_s")
+    field.clear()
+    field.send_keys(IDLE_TIMEOUT_S)
+    browser.find_element("id", "save").click()
+    notice = wait_for(lambda: browser.find_elements("id", "notice"), timeout=STEP_WALL_S,
+                      what="the save notice")[0].text
+    store = browser.find_elements("id", "store")  # why the drive was not written
+    return notice + (" " + store[0].text if store else "")
+
+
+def _dashboard(dev, browser):
+    """The dashboard in Chromium, once its own status poll has filled it in."""
+    browser.get("http://127.0.0.1:%d/" % dev.port(80))
+    return wait_for(lambda: (lambda s: s if s["_polls"] else None)(shown(browser)),
+                    timeout=STEP_WALL_S, what="a status poll on the dashboard")
+
+
 def on(*boards):
     """Run a test on these boards' stories; each board boots once in its own xdist group."""
     return pytest.mark.parametrize("story", [pytest.param(b, marks=pytest.mark.xdist_group(b))
@@ -156,7 +180,18 @@ def story(request, tmp_path_factory):
             for path in PAGES:
                 _step(record, path, lambda: _page(dev, path))
             _step(record, "status_after", lambda: _api_status(dev))  # web_errors, last_error
+            browser = chromium("en-US")
+            browser.set_page_load_timeout(STEP_WALL_S)
+            # Selenium's own HTTP timeout to chromedriver (120 s) must not cut a slow page
+            browser.command_executor._client_config.timeout = STEP_WALL_S + 60
+            try:
+                _step(record, "settings", lambda: _settings_page(dev, browser))
+                _step(record, "status_saved", lambda: _api_status(dev))
+                _step(record, "dashboard", lambda: _dashboard(dev, browser))
+            finally:
+                browser.quit()
         record["console"] = dev.console
+    record["settings.toml"] = dev.read_file("settings.toml")  # the drive after the run
     return record
 
 
@@ -224,6 +259,35 @@ def test_every_page_is_served_whole(story):
     assert after["web_errors"] == 0, (results, after)
     print("%s pages: %s; free_memory_min %s" % (story["board"], results,
                                                  after["free_memory_min"]))
+
+
+@WEB
+def test_dashboard_loads_in_chromium(story):
+    """The dashboard on the board in a real browser: the last meter's values (Kamstrup) come
+    through the page's own /api/status poll."""
+    print("%s wall seconds per step: %s" % (story["board"], story.get("wall_s")))
+    values = judge(story, "dashboard")
+    kamstrup = CORPUS[METERS[-1][1]]["expected"]
+    assert values["meter"] == "Kamstrup", values
+    assert values["meter_id"] == kamstrup["meter_id"]
+    assert values["active_power_import_w"] == "%d W" % kamstrup["active_power_import_w"]
+    assert values["voltage_l1_dv"] == "%d.%d V" % divmod(kamstrup["voltage_l1_dv"], 10)
+
+
+@WEB
+def test_settings_saved_on_the_web_page_are_on_the_drive(story):
+    """A save on the settings page in Chromium is written by the firmware into settings.toml
+    on the drive image (read after the run with mtools)."""
+    assert judge(story, "settings") == "Saved."
+    saved = judge(story, "status_saved")["device"]
+    print("%s free_memory_min: %s after the pages, %s after the save" % (
+        story["board"], judge(story, "status_after")["device"]["free_memory_min"],
+        saved["free_memory_min"]))
+    assert saved["web_errors"] == 0 and saved["last_error"] is None, saved
+    toml = story["settings.toml"]
+    assert toml is not None, "no settings.toml on the drive after the run"
+    assert re.search(rb"^modbus_idle_timeout_s\s*=\s*%s\s*$" % IDLE_TIMEOUT_S.encode(), toml,
+                     re.M), toml
 
 
 def test_drive_image_holds_the_flash_tree(tmp_path):
