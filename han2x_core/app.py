@@ -175,7 +175,7 @@ class App:
         merged.update(changes)
         try:
             clean, errors = _validate(merged)
-            merged = None
+            del merged  # its heap, for the write
             if errors:
                 return errors
             if self.store is not None:

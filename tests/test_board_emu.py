@@ -149,8 +149,16 @@ def _settings_page(dev, browser):
 def _dashboard(dev, browser):
     """The dashboard in Chromium, once its own status poll has filled it in."""
     browser.get("http://127.0.0.1:%d/" % dev.port(80))
-    return wait_for(lambda: (lambda s: s if s["_polls"] else None)(shown(browser)),
-                    timeout=STEP_WALL_S, what="a status poll on the dashboard")
+    try:
+        return wait_for(lambda: (lambda s: s if s["_polls"] else None)(shown(browser)),
+                        timeout=STEP_WALL_S, what="a status poll on the dashboard")
+    except AssertionError as e:  # what the browser had: the page, its script, its fetches
+        seen = browser.execute_script(
+            "return [document.title, document.body && document.body.getAttribute("
+            "'data-offline'), performance.getEntriesByType('resource').map(function (r) {"
+            " return r.name + ' ' + r.responseStatus + ' ' + Math.round(r.duration); })];")
+        raise AssertionError("%s: title, offline, resources %s; page ends %r" % (
+            e, seen, browser.page_source[-300:]))
 
 
 def on(*boards):
@@ -188,6 +196,10 @@ def story(request, tmp_path_factory):
                 _step(record, "settings", lambda: _settings_page(dev, browser))
                 _step(record, "status_saved", lambda: _api_status(dev))
                 _step(record, "dashboard", lambda: _dashboard(dev, browser))
+                if "dashboard_error" in record:  # what the device says about it
+                    _step(record, "status_end", lambda: _api_status(dev))
+                    record["dashboard_error"] += "\n/api/status then: %s" % (
+                        record.get("status_end", record.get("status_end_error")))
             finally:
                 browser.quit()
         record["console"] = dev.console
@@ -278,11 +290,11 @@ def test_dashboard_loads_in_chromium(story):
 def test_settings_saved_on_the_web_page_are_on_the_drive(story):
     """A save on the settings page in Chromium is written by the firmware into settings.toml
     on the drive image (read after the run with mtools)."""
-    assert judge(story, "settings") == "Saved."
     saved = judge(story, "status_saved")["device"]
     print("%s free_memory_min: %s after the pages, %s after the save" % (
         story["board"], judge(story, "status_after")["device"]["free_memory_min"],
         saved["free_memory_min"]))
+    assert judge(story, "settings") == "Saved."
     assert saved["web_errors"] == 0 and saved["last_error"] is None, saved
     toml = story["settings.toml"]
     assert toml is not None, "no settings.toml on the drive after the run"
