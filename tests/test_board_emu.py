@@ -41,7 +41,7 @@ BOARDS = {"wiznet_w5500_evb_pico": False, "adafruit_feather_rp2040": True}  # in
 BOOT_WALL_S = 400  # wall-clock limits: the machine may be busy with other tests
 STEP_WALL_S = 150
 TRIES = 5  # frames per meter: the first ones may go to finding the line format
-PAGES = ("/", "/diagnostics", "/registers", "/settings")
+PAGES = ("/", "/diagnostics", "/registers", "/settings")  # /settings: Chromium's (_settings_page)
 IDLE_TIMEOUT_S = "123"  # the setting changed on the web page (default 60)
 # Lines before code.py's own: the Feather has had FULL_TRIES failed starts (startup.py's nvm
 # layout: byte 1 the magic, byte 2 the count, from byte 3 the reason, here empty), so the
@@ -133,9 +133,16 @@ def _page(dev, path):
         return ("closed", type(e).__name__)
 
 
-def _settings_page(dev, browser):
-    """Change one setting on the settings page in Chromium and save; the notice shown."""
+def _settings_page(dev, browser, record):
+    """Change one setting on the settings page in Chromium and save; the notice shown.
+    The page as it came is recorded as the "/settings" page: ("ok", body bytes) when it
+    came whole (200, its footer there), else ("status", code) or ("cut", bytes)."""
     browser.get("http://127.0.0.1:%d/settings" % dev.port(80))
+    status, size, whole = browser.execute_script(
+        "var n = performance.getEntriesByType('navigation')[0];"
+        "return [n.responseStatus, n.decodedBodySize, !!document.querySelector('footer')];")
+    record["/settings"] = (("ok" if whole else "cut") if status == 200 else "status",
+                           size if status == 200 else status)
     field = browser.find_element("id", "modbus_idle_timeout_s")
     field.clear()
     field.send_keys(IDLE_TIMEOUT_S)
@@ -185,7 +192,7 @@ def story(request, tmp_path_factory):
                 _step(record, name, lambda: _meter(dev, frame_id, line))
         if "boot" in record and board == "wiznet_w5500_evb_pico":
             _step(record, "status", lambda: _api_status(dev))
-            for path in PAGES:
+            for path in PAGES[:-1]:
                 _step(record, path, lambda: _page(dev, path))
             _step(record, "status_after", lambda: _api_status(dev))  # web_errors, last_error
             browser = chromium("en-US")
@@ -193,13 +200,14 @@ def story(request, tmp_path_factory):
             # Selenium's own HTTP timeout to chromedriver (120 s) must not cut a slow page
             browser.command_executor._client_config.timeout = STEP_WALL_S + 60
             try:
-                _step(record, "settings", lambda: _settings_page(dev, browser))
+                _step(record, "settings", lambda: _settings_page(dev, browser, record))
                 _step(record, "status_saved", lambda: _api_status(dev))
                 _step(record, "dashboard", lambda: _dashboard(dev, browser))
                 if "dashboard_error" in record:  # what the device says about it
                     _step(record, "status_end", lambda: _api_status(dev))
-                    record["dashboard_error"] += "\n/api/status then: %s" % (
-                        record.get("status_end", record.get("status_end_error")))
+                    record["dashboard_error"] = "/api/status then: %s\n%s" % (
+                        record.get("status_end", record.get("status_end_error")),
+                        record["dashboard_error"])
             finally:
                 browser.quit()
         record["console"] = dev.console
@@ -212,7 +220,7 @@ def judge(story, step):
     if step + "_error" in story:
         after = story.get("status_after", {}).get("device", story.get("status_after_error"))
         pytest.fail("%s on %s: %s\n--- /api/status after the pages ---\n%s\n--- console ---\n%s"
-                    % (step, story["board"], story[step + "_error"][:600], after,
+                    % (step, story["board"], story[step + "_error"][:2000], after,
                        story["console"][-2500:]))
     assert step in story, "%s did not run (the board did not boot)" % step
     return story[step]
@@ -267,8 +275,10 @@ def test_every_page_is_served_whole(story):
     (tests/test_web_oom.py)."""
     results = {path: judge(story, path) for path in PAGES}
     assert all(how == "ok" and size > 3000 for how, size in results.values()), results
-    after = judge(story, "status_after")["device"]  # served after every page
+    after = judge(story, "status_after")["device"]  # served after the pages urllib read
     assert after["web_errors"] == 0, (results, after)
+    saved = judge(story, "status_saved")["device"]  # and after Chromium's /settings (+ save)
+    assert saved["web_errors"] == 0, (results, saved)
     print("%s pages: %s; free_memory_min %s" % (story["board"], results,
                                                  after["free_memory_min"]))
 
@@ -291,9 +301,10 @@ def test_settings_saved_on_the_web_page_are_on_the_drive(story):
     """A save on the settings page in Chromium is written by the firmware into settings.toml
     on the drive image (read after the run with mtools)."""
     saved = judge(story, "status_saved")["device"]
-    print("%s free_memory_min: %s after the pages, %s after the save" % (
-        story["board"], judge(story, "status_after")["device"]["free_memory_min"],
-        saved["free_memory_min"]))
+    after = judge(story, "status_after")["device"]
+    print("%s free_memory_min %s after the pages, %s after the save; free_memory %s, %s"
+          % (story["board"], after["free_memory_min"], saved["free_memory_min"],
+             after["free_memory"], saved["free_memory"]))
     assert judge(story, "settings") == "Saved."
     assert saved["web_errors"] == 0 and saved["last_error"] is None, saved
     toml = story["settings.toml"]
