@@ -1,7 +1,8 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
 emulator (tests/support/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
 board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus, urllib
-and headless Chromium (the dashboard and a settings save on the EVB-Pico).
+and headless Chromium on the EVB-Pico (the settings page, a save of one setting, found in
+settings.toml on the drive after the run, and the dashboard).
 
 One boot per board runs the whole story in a fixed order (the emulator is slow, about 0.4x
 real time on an idle core), recording what each step saw; the tests then judge the record.
@@ -141,8 +142,8 @@ def _heap_min(dev):
 
 
 def _settings_page(dev, browser, record):
-    """Change one setting on the settings page in Chromium and save; the notice shown.
-    The page as it came is recorded as the "/settings" page: ("ok", body bytes) when it
+    """Change one setting on the settings page in Chromium and save: the notice shown (with
+    the store's error, if any) and the address the browser ended on. The page as it came is recorded as the "/settings" page: ("ok", body bytes) when it
     came whole (200, its footer there), else ("status", code) or ("cut", bytes)."""
     browser.get("http://127.0.0.1:%d/settings" % dev.port(80))
     status, size, whole = browser.execute_script(
@@ -157,7 +158,7 @@ def _settings_page(dev, browser, record):
     notice = wait_for(lambda: browser.find_elements("id", "notice"), timeout=STEP_WALL_S,
                       what="the save notice")[0].text
     store = browser.find_elements("id", "store")  # why the drive was not written
-    return notice + (" " + store[0].text if store else "")
+    return notice + (" " + store[0].text if store else ""), browser.current_url
 
 
 def _dashboard(dev, browser):
@@ -199,7 +200,7 @@ def story(request, tmp_path_factory):
                 _step(record, name, lambda: _meter(dev, frame_id, line))
         if "boot" in record and board == "wiznet_w5500_evb_pico":
             _step(record, "status", lambda: _api_status(dev))
-            for path in PAGES[:-1]:
+            for path in PAGES[:-1]:  # the settings page: in Chromium, below
                 _step(record, path, lambda: _page(dev, path))
             _step(record, "status_after", lambda: _api_status(dev))  # web_errors, last_error
             browser = chromium("en-US")
@@ -314,7 +315,9 @@ def test_settings_saved_on_the_web_page_are_on_the_drive(story):
     saved = judge(story, "status_saved")["device"]
     print("free_memory %s after the pages, %s after the save" % (after["free_memory"],
                                                                    saved["free_memory"]))
-    assert judge(story, "settings") == "Saved."
+    notice, url = judge(story, "settings")
+    assert notice == "Saved."
+    assert url.endswith("/settings?saved=1"), url  # the save's 303 (Post/Redirect/Get)
     assert saved["web_errors"] == 0 and saved["last_error"] is None, saved
     toml = story["settings.toml"]
     assert toml is not None, "no settings.toml on the drive after the run"
