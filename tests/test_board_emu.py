@@ -143,8 +143,9 @@ def _heap_min(dev):
 
 def _settings_page(dev, browser, record):
     """Change one setting on the settings page in Chromium and save: the notice shown (with
-    the store's error, if any) and the address the browser ended on. The page as it came is recorded as the "/settings" page: ("ok", body bytes) when it
-    came whole (200, its footer there), else ("status", code) or ("cut", bytes)."""
+    the store's error, if any) and the address the browser ended on. The page as it came
+    is recorded as the "/settings" page: ("ok", body bytes) when it came whole (200, its
+    footer there), else ("status", code) or ("cut", bytes)."""
     browser.get("http://127.0.0.1:%d/settings" % dev.port(80))
     status, size, whole = browser.execute_script(
         "var n = performance.getEntriesByType('navigation')[0];"
