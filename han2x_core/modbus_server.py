@@ -44,7 +44,9 @@ class ModbusServer:
         self.port = port  # the port asked for (the bound one when 0 was asked, see bound_port)
         self.bound_port = None
         self._want_port = port
-        self._lis = Listeners(pool, None, self._note, _ACCEPT_EVERY_MS)  # backlog: at bind
+        # backlog: at bind. On the W5500 a connection is taken on the listener's own
+        # hardware socket (netio.Listeners.take), never through the driver's accept()
+        self._lis = Listeners(pool, None, self._note, _ACCEPT_EVERY_MS)
         self._running = False
         self._bind_retry_ms = None
         self._more = False
@@ -185,7 +187,7 @@ class ModbusServer:
     def _accept(self, now_ms):
         """Take one waiting connection; True when one was taken. A failed accept is
         counted by the listeners; poll() binds again if none is left."""
-        got = self._lis.accept(self.max_clients + 1 - self.client_count)
+        got = self._lis.accept()
         if got is None:
             return False
         sock = got[0]

@@ -18,6 +18,10 @@ if _TYPE_CHECKING:
     from cpmodules import Any
 
 _MAX_FRAMES = const(4)  # requests served per client per poll: fairness
+# W5500 Sn_IR bits (datasheet 4.2): data came, the peer closed or reset, a timeout. The chip
+# sets RECV on every arrival and only the host clears it (the driver never touches it).
+_IR_RECV = const(0x04)
+_IR_NEWS = const(0x0E)  # RECV | DISCON | TIMEOUT
 _SEND_STALL_MS = const(10000)  # a client whose answer cannot be sent for this long is dropped
 
 # serve() result bits: MORE alone keeps the client; any other bit means close it.
@@ -45,6 +49,12 @@ class ClientSlot:
         self.answered = False  # it has sent a whole request (eviction: modbus_server.victim)
         self.stall_ms = 0  # when the pending answer stopped moving
         self.recv_into = True
+        # adafruit_wiznet5k: the chip and socket number, so that an idle client costs one
+        # Sn_IR read per poll instead of the driver's recv_into() (three register reads,
+        # a debug f-string and an OSError object); None on other pools (recv() each poll)
+        self.eth = None  # type: Any
+        self.num = 0
+        self.drained = False  # the last receive found nothing, after RECV was cleared
 
     def attach(self, sock, now_ms, nodelay=None):
         """Serve sock from now on: non-blocking; nodelay = (level, option) for TCP_NODELAY."""
@@ -63,11 +73,16 @@ class ClientSlot:
         self.last_rx_ms = self.since_ms = now_ms
         self.answered = False
         self.recv_into = hasattr(sock, "recv_into")  # MicroPython's socket has readinto
+        eth = getattr(sock, "_interface", None)  # driver-private (as sockjanitor's _socknum)
+        self.eth = eth if hasattr(eth, "read_snir") and hasattr(eth, "write_snir") else None
+        self.num = getattr(sock, "_socknum", 0)
+        self.drained = False  # a request may be in the chip's buffer already
 
     def detach(self):
         """Forget the connection; returns its socket (None when the slot was free)."""
         sock = self.sock
         self.sock = None
+        self.eth = None
         self.conn.reset()
         self.tx_len = self.tx_pos = 0
         return sock
@@ -119,6 +134,12 @@ class ClientSlot:
         else:
             buf = scratch
             size = conn.room()
+        eth = self.eth
+        if eth is not None:  # W5500: nothing new since the last receive drained it: done
+            if self.drained and not eth.read_snir(self.num) & _IR_NEWS:
+                return -1
+            eth.write_snir(self.num, _IR_RECV)  # before reading: a later arrival sets it
+        self.drained = False
         try:
             if self.recv_into:
                 n = self.sock.recv_into(buf, size)
@@ -126,6 +147,7 @@ class ClientSlot:
                 n = self.sock.readinto(buf, size)  # MicroPython: None when nothing is waiting
         except OSError as e:
             if would_block(e):
+                self.drained = True
                 return -1
             if peer_gone(e):
                 return 0  # reset by the peer: a normal way to leave

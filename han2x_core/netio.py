@@ -2,13 +2,12 @@
 errno sets, listen(), the listening sockets of one port (Listeners) and send().
 
 The W5500 has no backlog: a SYN to a port where no hardware socket is in LISTEN is answered
-with RST. adafruit_wiznet5k's accept() gives the client the listener's connected hardware
-socket and listens again on another, so from a SYN until our next accept() nothing listened:
-a browser opening two connections at once (a page and its style sheet) had the second reset.
-So a server keeps two sockets listening while its socket budget allows (docs/network.md):
-its budget is max_clients + 1 hardware sockets, and the second listener sits on the socket
-of a client slot that is empty. Where the port cannot be shared (CPython, MicroPython: they
-queue connections in a backlog instead) one listener stays.
+with RST. So a server keeps two sockets listening while its socket budget allows
+(docs/network.md): its budget is max_clients + 1 hardware sockets, and the second listener
+sits on the socket of a client slot that is empty. On the W5500 a connection is taken on the
+listener's own hardware socket (take()), never through adafruit_wiznet5k's accept(), whose
+socket swap loses clients. Where the port cannot be shared (CPython, MicroPython: they queue
+connections in a backlog instead) one listener stays and accept() takes its connections.
 """
 
 from micropython import const
@@ -18,6 +17,11 @@ from han2x_core.ticks import ticks_add, ticks_diff
 W5500_SOCKETS = const(8)  # hardware sockets of the chip
 _LISTENERS = const(2)
 _RETRY_MS = const(1000)  # after the pool had no socket for a spare listener
+# W5500 (take()): a look reads each listener's Sn_SR over SPI, milliseconds of the board's
+# CPU per look, so while nobody has connected for _QUIET_MS a server looks only every
+# _IDLE_MS, not every step (docs/network.md, "How often the servers look").
+_IDLE_MS = const(100)
+_QUIET_MS = const(2000)
 # W5500 socket states (Sn_SR, datasheet 4.2)
 _LISTEN = const(0x14)
 _SYNRECV = const(0x16)
@@ -85,10 +89,9 @@ class Listeners:
     left: the hardware sockets the server may still hold beside its clients. note(text) is
     the server's error counter (its _note); every_ms its accept throttle (due())."""
 
-    def __init__(self, pool, backlog, note, every_ms, adopt=False):
+    def __init__(self, pool, backlog, note, every_ms):
         self.pool = pool
         self.backlog = backlog
-        self.adopt = adopt  # W5500: take connections without the driver's accept() (take())
         self.note = note
         self.every_ms = every_ms
         self.socks = []
@@ -99,6 +102,8 @@ class Listeners:
         self.tries = 0  # polls that looked for a new connection (due())
         self._retry_ms = None
         self._accept_ms = -1  # the last look; -1 = look at the next poll
+        self._came_ms = None  # when the last connection came in; None: quiet (_QUIET_MS)
+        self._chip = False  # the sockets are adafruit_wiznet5k's: take(), never accept()
 
     def open(self, host, port):
         """Close what listens, listen on host:port with one socket; raises what
@@ -108,6 +113,7 @@ class Listeners:
         addr = pool.getaddrinfo(host, port)[0][-1]
         sock = listen(pool, addr, self.backlog)
         self.socks.append(sock)
+        self._chip = hasattr(sock, "_status")
         self.addr = addr
         self.port = port
         if port == 0:  # the spare listener binds the port the pool chose
@@ -145,21 +151,35 @@ class Listeners:
 
     def due(self, now_ms):
         """True when the server should look for new connections now. accept() with nothing
-        waiting raises (an exception object: heap) and costs SPI reads on the W5500: look
-        at most every every_ms while nothing comes in, and at once again after one came."""
-        if not self.socks or (
-                self._accept_ms >= 0 and ticks_diff(now_ms, self._accept_ms) < self.every_ms):
+        waiting raises (an exception object: heap) and a look costs SPI reads on the W5500:
+        look at most every every_ms, and at once again after a connection came. On the W5500
+        every _IDLE_MS only, once nobody has connected for _QUIET_MS."""
+        if not self.socks:
             return False
+        came = self._came_ms
+        if came is not None and ticks_diff(now_ms, came) >= _QUIET_MS:
+            self._came_ms = came = None
+        if self._accept_ms >= 0:
+            wait = _IDLE_MS if self._chip and came is None else self.every_ms
+            if ticks_diff(now_ms, self._accept_ms) < wait:
+                return False
         self._accept_ms = now_ms
         self.tries += 1
         return True
 
-    def accept(self, left):
+    def _came(self):
+        """A connection came in (at the look due() allowed): look again at the next poll,
+        and every every_ms until it is quiet again."""
+        if self._accept_ms >= 0:
+            self._came_ms = self._accept_ms
+        self._accept_ms = -1
+
+    def accept(self):
         """A waiting connection as (sock, addr), or None. Never raises but MemoryError: an
         accept that fails is counted (note) and the server goes on serving."""
         socks = self.socks
         for sock in socks:
-            if self.adopt and hasattr(sock, "_status"):
+            if self._chip:
                 got = self.take(sock)
                 if got is not None or sock not in socks:  # taken, or closed: next look
                     return got
@@ -171,30 +191,9 @@ class Listeners:
                     continue
                 self.note("accept: %s" % (e,))
                 return None
-            except RuntimeError as e:
-                socks.remove(sock)
-                if "in use" in str(e):
-                    # adafruit_wiznet5k found no free socket to listen again on: the
-                    # client is established on this listener's own hardware socket, and
-                    # the listener object reads and writes it like any client socket.
-                    self.adopted += 1
-                    self._accept_ms = -1
-                    return sock, sock.getpeername()
-                # "The socket has been closed.": a client reset before accept() and the
-                # driver closed our listener (tests/test_w5500_services.py); top_up() or
-                # the server listens again.
-                _close(sock)
-                self.note("accept: %s" % (e,))
-                return None
-            if len(socks) > 1 and len(socks) >= left:
-                # The driver moved this listener onto a free socket beyond our budget: give
-                # it back (it has listened for microseconds; the other one still listens).
-                socks.remove(sock)
-                _close(sock)
-            self._accept_ms = -1
+            self._came()
             return got
         return None
-
 
     def take(self, sock):
         """adafruit_wiznet5k without its accept(): a listener whose hardware socket holds an
@@ -203,17 +202,21 @@ class Listeners:
         driver's accept() swaps sockets and listens again itself, and raises "Failed to
         open new listening socket" when a SYN lands in between: the client it accepted is
         lost with its hardware socket (the janitor frees it seconds later, unanswered), and
-        the new listener's client too. Here nothing is lost, a look with nobody connecting
-        costs one register read and no exception object (accept() raises EAGAIN), and no
-        socket is taken beyond the budget. A listener the client reset (CLOSED) is closed
-        for a new one."""
+        the new listener's client too (the Modbus server's "accept: Failed to open new
+        listening socket" on the emulated board). Here nothing is lost, a look with nobody
+        connecting costs one register read and no exception object (accept() raises
+        EAGAIN), and no socket is taken beyond the budget. A listener the client reset
+        (CLOSED) is closed for a new one."""
         status = sock._status  # Sn_SR
-        if status in (_LISTEN, _SYNRECV):
+        if status == _LISTEN:
+            return None
+        if status == _SYNRECV:  # established within a round trip: look at the next poll
+            self._accept_ms = -1
             return None
         self.socks.remove(sock)
         if status in (_ESTABLISHED, _CLOSE_WAIT):  # CLOSE_WAIT: sent its request, then FIN
             self.adopted += 1
-            self._accept_ms = -1
+            self._came()
             return sock, sock.getpeername()
         _close(sock)
         return None

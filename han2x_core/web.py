@@ -46,7 +46,7 @@ class WebServer:
         self.port = port
         self.send_timeout_s = send_timeout_s
         self.read_ms = _READ_MS  # a client must send its whole request within this
-        self._lis = Listeners(pool, _BACKLOG, self._note, _ACCEPT_EVERY_MS, adopt=True)
+        self._lis = Listeners(pool, _BACKLOG, self._note, _ACCEPT_EVERY_MS)
         # W5500 sockets this server may hold, listeners and connections: max_clients + 1,
         # or what netio.sockets_needed leaves free (configure(); docs/network.md)
         self.budget = max_clients + 1
@@ -234,7 +234,7 @@ class WebServer:
         if slot < 0 and victim(conns, now_ms) < 0:
             return False  # every slot is answering: a new client waits (in the backlog, or
             # on the W5500 established on a listener's socket) until one is done
-        got = self._lis.accept(self._left())  # a failure is counted there; poll() listens again
+        got = self._lis.accept()  # a failure is counted there; poll() listens again
         if got is None:
             return False
         sock, addr = got

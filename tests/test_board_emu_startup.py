@@ -15,14 +15,20 @@ One power-up, five starts:
         button before the start counted as good (60 s): a failed start too;
   4     Modbus-only start, heap filled: fails;
   5     heap filled: the safe state, the reason on the console, no more resets.
+
+Issue 11's "not in sys.modules after start-up", on the real interpreter: code.py gets one
+more line (MODULES below) at the end of its start-up, before the loop, that prints the names
+in sys.modules; only a start that got that far (the Modbus-only one) prints it.
 """
 
+import os
 import socket
 import time
 
 import pytest
 
 from support.board_emu import Board
+from support.util import ROOT
 from test_board_emu import modbus_registers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
@@ -52,6 +58,21 @@ if _s.stdin.read(1) == "h":
         pass
     print("ballast on", _g.mem_free())
 """ % (LEAVE + 512)
+# The end of code.py's start-up (the collect before the loop), and the line put before it.
+STARTED = "    gc.collect()\n    app.free_memory_min = low = gc.mem_free()\n"
+MODULES = ("    print('HAN2X modules:', ' '.join(sorted(__import__('sys').modules)))"
+           "  # test_board_emu_startup\n")
+# The W5500 driver's modules the firmware does not load (han2x_core/wiznet.py, issue 11).
+DRIVER_UNUSED = ("adafruit_wiznet5k_dhcp", "adafruit_wiznet5k_dns", "adafruit_wiznet5k_debug")
+
+
+def code_printing_modules():
+    """code.py as flash.py ships it, plus MODULES at the end of its start-up."""
+    with open(os.path.join(ROOT, "code.py")) as f:
+        code = f.read()
+    if code.count(STARTED) != 1:
+        raise AssertionError("code.py's start-up end changed: update STARTED (%r)" % STARTED)
+    return code.replace(STARTED, MODULES + STARTED)
 
 
 def _wait_sim(dev, seconds, wall):
@@ -115,7 +136,8 @@ def _story(dev, record):
 def story(tmp_path_factory):
     record = {"starts": [], "sim_at": [0.0]}
     t0 = time.monotonic()
-    with Board(BOARD, tmp_path_factory.mktemp("startup"), pre_code=HOOK) as dev:
+    with Board(BOARD, tmp_path_factory.mktemp("startup"), pre_code=HOOK,
+               code=code_printing_modules()) as dev:
         try:
             _story(dev, record)
         except Exception as e:  # noqa: BLE001 - each test says what it misses
@@ -159,6 +181,24 @@ def test_after_two_failed_starts_modbus_only_serves(story):
     assert result["web_refused"], "the web server was started in a Modbus-only start"
     # checked before the start counted as good (60 s simulated): so the reset still counts
     assert result["sim_s"] - result["boot_sim_s"] < 60, result
+
+
+def test_the_drivers_dhcp_dns_and_debug_modules_are_not_loaded(story):
+    """Issue 11: after start-up (the Modbus-only start: the network and the W5500 driver are
+    up) sys.modules holds the driver and its socket pool but none of its DHCP, DNS and debug
+    modules (han2x_core/wiznet.py; tests/test_network.py checks the same on CPython)."""
+    judge(story, "modbus_only")  # the start that prints the line got that far
+    lines = [line for line in story["console"].splitlines()
+             if line.startswith("HAN2X modules:")]
+    assert len(lines) == 1, lines  # only the Modbus-only start reached the loop
+    loaded = lines[0].split()[2:]
+    for name in ("adafruit_wiznet5k", "adafruit_wiznet5k.adafruit_wiznet5k",
+                 "adafruit_wiznet5k.adafruit_wiznet5k_socketpool", "han2x_core.network",
+                 "han2x_core.modbus_server"):
+        assert name in loaded, (name, loaded)
+    for name in DRIVER_UNUSED:
+        assert not [m for m in loaded if m.endswith(name)], (name, loaded)
+    assert "han2x_core.web" not in loaded, loaded  # Modbus only: the web server never came
 
 
 def test_a_reset_before_a_good_start_counts_as_failed(story):
