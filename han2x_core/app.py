@@ -37,6 +37,14 @@ def _drop_energystate():
     _drop("energystate")
 
 
+def _validate(merged):
+    """settings.validate; the schema stays in sys.modules (for the file's text), but no
+    reference to it is left here, so that dropping it frees it."""
+    from han2x_core.settings import validate
+
+    return validate(merged)
+
+
 def _drop(name):
     from han2x_core import unload
 
@@ -159,29 +167,32 @@ class App:
         Returns a dict key -> error message; empty when saved and applied. Nothing is
         saved or applied unless every field is valid. A failed write (drive read-only to
         the board) is reported under the key "_store" and the settings are not applied.
+        The schema (settings.py, ~11 KB of heap on the board) is loaded once for the
+        validation and the file's text, and dropped before the drive is written
+        (SettingsStore.save) and before this returns, also after a MemoryError.
         """
         merged = dict(self.settings)
         merged.update(changes)
-        from han2x_core.settings import validate
-
         try:
-            clean, errors = validate(merged)
-        finally:  # loaded for this only (~11 KB of heap on the board), kept by a MemoryError
+            clean, errors = _validate(merged)
+            del merged  # its heap, for the write
+            if errors:
+                return errors
+            if self.store is not None:
+                try:
+                    self.store.save(clean)
+                except OSError as e:
+                    self.settings_warning = str(e)
+                    self.error("settings", e)
+                    return {"_store": str(e)}
+                except Exception as e:  # e.g. MemoryError: the old file stays (atomic write)
+                    message = "could not save: %s: %s" % (type(e).__name__, e)
+                    self.settings_warning = message
+                    self.error("settings", message)
+                    return {"_store": message}
+        finally:
+            _drop("settings_toml")
             _drop("settings")
-        if errors:
-            return errors
-        if self.store is not None:
-            try:
-                self.store.save(clean)
-            except OSError as e:
-                self.settings_warning = str(e)
-                self.error("settings", e)
-                return {"_store": str(e)}
-            except Exception as e:  # e.g. MemoryError: the old file stays (atomic write)
-                message = "could not save: %s: %s" % (type(e).__name__, e)
-                self.settings_warning = message
-                self.error("settings", message)
-                return {"_store": message}
         self.settings_warning = None
         self.configure(clean)
         return {}

@@ -150,6 +150,13 @@ def _drop(files, path):
             pass
 
 
+def _sealed_text(settings, extra):
+    """The file's sealed bytes; the text format's module is not referenced after this."""
+    from han2x_core.settings_toml import serialise
+
+    return seal(serialise(settings, extra))
+
+
 class SettingsStore:
     """load() -> (settings, warning or None); save(settings) raises OSError when it cannot."""
 
@@ -203,10 +210,8 @@ class SettingsStore:
             raise OSError("Settings not saved: web_password in settings.toml cannot be used. "
                           "Correct it on the drive, or hold the button for a factory reset.")
         try:
-            from han2x_core.settings_toml import serialise
-
-            data = seal(serialise(settings, self.extra))
-        finally:
+            data = _sealed_text(settings, self.extra)
+        finally:  # the write needs their heap: nothing here holds them any more
             unload("settings_toml", "settings")
         try:
             write_atomic(self.files, self.path, data)

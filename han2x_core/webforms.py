@@ -3,13 +3,20 @@
 Loaded only when a POST arrives (routed by webroutes.ROUTES) and dropped again afterwards.
 Handlers take the Routes object as their first argument, `routes`. Nothing is saved unless
 every field is valid (App.save_settings validates all, then persists).
+
+A settings save on the board's heap (docs/web.md, "Saving settings"): the schema
+(settings.py) is imported by App.save_settings for the save only, never held here, and the
+settings page is not loaded for it. A good save answers 303 to /settings?saved=1 (the page
+is shown by the browser's next request, after this one's modules are dropped); only a
+refused save shows the page with the user's input, once the schema and this module are
+dropped (_settings_page).
 """
 
 import json
 
 from micropython import const
 
-from han2x_core.settings import DEFAULTS, validate
+from han2x_core import unload
 from han2x_core.webconn import equal, local_path
 from han2x_core.webfields import FIELDS
 
@@ -79,6 +86,8 @@ def form_changes(form):
 def json_changes(data):
     """Settings changes from a JSON object (POST /api/settings) and {key: error} for keys
     that are not settings."""
+    from han2x_core.settings import DEFAULTS  # dropped by the save (App.save_settings)
+
     changes = {}
     errors = {}
     for key in data:
@@ -99,15 +108,35 @@ def check(app, changes, errors):
     for key in changes:
         if key not in errors:
             merged[key] = changes[key]
-    _, out = validate(merged)  # a port clash: webfields.PORT_CLASH (translated on the page)
+    try:
+        _, out = _validate(merged)  # a port clash: webfields.PORT_CLASH (translated on the page)
+    finally:
+        unload("settings")
     out.update(errors)
     return out
 
 
+def _validate(merged):
+    from han2x_core.settings import validate
+
+    return validate(merged)
+
+
 def save(app, changes, errors):
-    """Check, then (only when all is valid) App.save_settings: {key: message}, {} = saved."""
-    errors = check(app, changes, errors)
-    return errors if errors else app.save_settings(changes)
+    """{key: message}, {} = saved. With errors already (JSON keys that are not settings)
+    nothing is saved and the rest is checked too; otherwise App.save_settings validates
+    every field and saves only when all are valid."""
+    return check(app, changes, errors) if errors else app.save_settings(changes)
+
+
+def _settings_page(routes, conn, ctx, form, errors, notice, status, headers=""):
+    """Answer with the settings page (form: the user's input, or None for the settings).
+    The page is rendered chunk by chunk after this handler has returned: the schema and
+    this module are dropped first, so that only the page's own modules are loaded then."""
+    unload("settings_toml", "settings", "webforms")
+    from han2x_core.websettings import settings_page
+
+    routes.page(conn, settings_page(ctx, form, errors, notice), status, headers)
 
 
 def post_login(routes, conn, request, ctx):
@@ -149,36 +178,32 @@ def post_logout(routes, conn, request, ctx):
 
 
 def post_settings(routes, conn, request, ctx):
-    from han2x_core import websettings
-
     form = read_form(routes, conn, request)
     if form is None:
         return
     if not routes.same_origin(request):
-        routes.page(conn, websettings.settings_page(ctx, None, {}, "bad_request"), 403)
+        _settings_page(routes, conn, ctx, None, {}, "bad_request", 403)
         return
-    changes = form_changes(form)
     if not equal(form.get("csrf", ""), routes.csrf):
-        routes.page(conn, websettings.settings_page(ctx, form, {}, "expired"), 403)
+        _settings_page(routes, conn, ctx, form, {}, "expired", 403)
         return
-    old = dict(routes.app.settings)
-    errors = save(routes.app, changes, {})
-    if errors:
-        routes.page(conn, websettings.settings_page(ctx, form, errors, "not_saved"), 422)
+    app = routes.app
+    old = [app.settings.get(key) for key in NETWORK_KEYS]
+    old_password = app.settings.get("web_password")
+    errors = save(app, form_changes(form), {})
+    if errors:  # nothing saved: the page again with what the user typed and why
+        _settings_page(routes, conn, ctx, form, errors, "not_saved", 422)
         return
-    moved = False
-    for key in NETWORK_KEYS:
-        if old.get(key) != routes.app.settings.get(key):
-            moved = True
+    moved = old != [app.settings.get(key) for key in NETWORK_KEYS]
     cookie = ""
-    if routes.password and routes.password != old.get("web_password"):
+    if routes.password and routes.password != old_password:
         # whoever just set the password stays logged in
         cookie = "Set-Cookie: han2x=%s; Path=/; HttpOnly; SameSite=Strict\r\n" % (
             routes.new_session())
         ctx.authed = True
     if moved:  # show the new address here: a redirect would go to the old one
-        routes.page(conn, websettings.settings_page(ctx, None, {}, "moved"), 200, cookie)
-    else:
+        _settings_page(routes, conn, ctx, None, {}, "moved", 200, cookie)
+    else:  # Post/Redirect/Get: the page comes in the browser's next request
         routes.web.respond(conn, 303, "text/plain", "", "Location: /settings?saved=1\r\n" +
                            cookie)
 

@@ -1,8 +1,8 @@
 """The whole firmware on the real CircuitPython 10.2.1, on both board images, in the RP2040
 emulator (tests/support/board_emu.py): the drive flash.py installs (.mpy), the W5500 model on the
-board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus and
-urllib. (Chromium steps, the dashboard and a settings save, are on branch chromium-board: the
-save runs out of memory on the board, issue 10.)
+board's SPI pins, corpus frames on the HAN pin at 2400 baud. Real clients: pymodbus, urllib
+and headless Chromium on the EVB-Pico (the settings page, a save of one setting, found in
+settings.toml on the drive after the run, and the dashboard).
 
 One boot per board runs the whole story in a fixed order (the emulator is slow, about 0.4x
 real time on an idle core), recording what each step saw; the tests then judge the record.
@@ -18,6 +18,7 @@ EVB-Pico's, and the whole device leaves it 1-5 KB free, where Modbus answers onl
 import http.client
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -27,6 +28,7 @@ import pytest
 
 from support.board_emu import MENV, Board, build_drive, read_drive_file
 from han2x_core import startup
+from test_browser import chromium, shown, wait_for
 from test_registers import ENERGY, MAP32, expected_map
 from support.util import load_corpus
 
@@ -40,7 +42,8 @@ BOARDS = {"wiznet_w5500_evb_pico": False, "adafruit_feather_rp2040": True}  # in
 BOOT_WALL_S = 400  # wall-clock limits: the machine may be busy with other tests
 STEP_WALL_S = 150
 TRIES = 5  # frames per meter: the first ones may go to finding the line format
-PAGES = ("/", "/diagnostics", "/registers", "/settings")
+PAGES = ("/", "/diagnostics", "/registers", "/settings")  # /settings: Chromium's (_settings_page)
+IDLE_TIMEOUT_S = "123"  # the setting changed on the web page (default 60)
 # Lines before code.py's own: the Feather has had FULL_TRIES failed starts (startup.py's nvm
 # layout: byte 1 the magic, byte 2 the count, from byte 3 the reason, here empty), so the
 # firmware starts its HAN input and Modbus and leaves out the web server.
@@ -82,10 +85,12 @@ def mismatches(words, reading):
 
 def _step(record, name, fn):
     """Run one step of the story; an exception is recorded for the test that judges it."""
+    start = time.monotonic()
     try:
         record[name] = fn()
     except Exception as e:  # noqa: BLE001 - reported by that step's test
         record[name + "_error"] = "%s: %s" % (type(e).__name__, e)
+    record.setdefault("wall_s", {})[name] = round(time.monotonic() - start, 1)
 
 
 def _boot(dev):
@@ -129,6 +134,49 @@ def _page(dev, path):
         return ("closed", type(e).__name__)
 
 
+def _heap_min(dev):
+    """free_memory_min as Modbus serves it (registers 40078-40079, offset 77): read also
+    when the web page has no heap left to answer /api/status."""
+    words = modbus_registers(dev.port(502), 77, 2)
+    return None if words is None else words[0] << 16 | words[1]
+
+
+def _settings_page(dev, browser, record):
+    """Change one setting on the settings page in Chromium and save: the notice shown (with
+    the store's error, if any) and the address the browser ended on. The page as it came
+    is recorded as the "/settings" page: ("ok", body bytes) when it came whole (200, its
+    footer there), else ("status", code) or ("cut", bytes)."""
+    browser.get("http://127.0.0.1:%d/settings" % dev.port(80))
+    status, size, whole = browser.execute_script(
+        "var n = performance.getEntriesByType('navigation')[0];"
+        "return [n.responseStatus, n.decodedBodySize, !!document.querySelector('footer')];")
+    record["/settings"] = (("ok" if whole else "cut") if status == 200 else "status",
+                           size if status == 200 else status)
+    field = browser.find_element("id", "modbus_idle_timeout_s")
+    field.clear()
+    field.send_keys(IDLE_TIMEOUT_S)
+    browser.find_element("id", "save").click()
+    notice = wait_for(lambda: browser.find_elements("id", "notice"), timeout=STEP_WALL_S,
+                      what="the save notice")[0].text
+    store = browser.find_elements("id", "store")  # why the drive was not written
+    return notice + (" " + store[0].text if store else ""), browser.current_url
+
+
+def _dashboard(dev, browser):
+    """The dashboard in Chromium, once its own status poll has filled it in."""
+    browser.get("http://127.0.0.1:%d/" % dev.port(80))
+    try:
+        return wait_for(lambda: (lambda s: s if s["_polls"] else None)(shown(browser)),
+                        timeout=STEP_WALL_S, what="a status poll on the dashboard")
+    except AssertionError as e:  # what the browser had: the page, its script, its fetches
+        seen = browser.execute_script(
+            "return [document.title, document.body && document.body.getAttribute("
+            "'data-offline'), performance.getEntriesByType('resource').map(function (r) {"
+            " return r.name + ' ' + r.responseStatus + ' ' + Math.round(r.duration); })];")
+        raise AssertionError("%s: title, offline, resources %s; page ends %r" % (
+            e, seen, browser.page_source[-300:]))
+
+
 def on(*boards):
     """Run a test on these boards' stories; each board boots once in its own xdist group."""
     return pytest.mark.parametrize("story", [pytest.param(b, marks=pytest.mark.xdist_group(b))
@@ -153,10 +201,27 @@ def story(request, tmp_path_factory):
                 _step(record, name, lambda: _meter(dev, frame_id, line))
         if "boot" in record and board == "wiznet_w5500_evb_pico":
             _step(record, "status", lambda: _api_status(dev))
-            for path in PAGES:
+            for path in PAGES[:-1]:  # the settings page: in Chromium, below
                 _step(record, path, lambda: _page(dev, path))
             _step(record, "status_after", lambda: _api_status(dev))  # web_errors, last_error
+            browser = chromium("en-US")
+            browser.set_page_load_timeout(STEP_WALL_S)
+            # Selenium's own HTTP timeout to chromedriver (120 s) must not cut a slow page
+            browser.command_executor._client_config.timeout = STEP_WALL_S + 60
+            try:
+                _step(record, "settings", lambda: _settings_page(dev, browser, record))
+                _step(record, "heap_saved", lambda: _heap_min(dev))
+                _step(record, "status_saved", lambda: _api_status(dev))
+                _step(record, "dashboard", lambda: _dashboard(dev, browser))
+                if "dashboard_error" in record:  # what the device says about it
+                    _step(record, "status_end", lambda: _api_status(dev))
+                    record["dashboard_error"] = "/api/status then: %s\n%s" % (
+                        record.get("status_end", record.get("status_end_error")),
+                        record["dashboard_error"])
+            finally:
+                browser.quit()
         record["console"] = dev.console
+    record["settings.toml"] = dev.read_file("settings.toml")  # the drive after the run
     return record
 
 
@@ -165,7 +230,7 @@ def judge(story, step):
     if step + "_error" in story:
         after = story.get("status_after", {}).get("device", story.get("status_after_error"))
         pytest.fail("%s on %s: %s\n--- /api/status after the pages ---\n%s\n--- console ---\n%s"
-                    % (step, story["board"], story[step + "_error"][:600], after,
+                    % (step, story["board"], story[step + "_error"][:2000], after,
                        story["console"][-2500:]))
     assert step in story, "%s did not run (the board did not boot)" % step
     return story[step]
@@ -220,10 +285,45 @@ def test_every_page_is_served_whole(story):
     (tests/test_web_oom.py)."""
     results = {path: judge(story, path) for path in PAGES}
     assert all(how == "ok" and size > 3000 for how, size in results.values()), results
-    after = judge(story, "status_after")["device"]  # served after every page
+    after = judge(story, "status_after")["device"]  # served after the pages urllib read
     assert after["web_errors"] == 0, (results, after)
+    saved = judge(story, "status_saved")["device"]  # and after Chromium's /settings (+ save)
+    assert saved["web_errors"] == 0, (results, saved)
     print("%s pages: %s; free_memory_min %s" % (story["board"], results,
                                                  after["free_memory_min"]))
+
+
+@WEB
+def test_dashboard_loads_in_chromium(story):
+    """The dashboard on the board in a real browser: the last meter's values (Kamstrup) come
+    through the page's own /api/status poll."""
+    print("%s wall seconds per step: %s" % (story["board"], story.get("wall_s")))
+    values = judge(story, "dashboard")
+    kamstrup = CORPUS[METERS[-1][1]]["expected"]
+    assert values["meter"] == "Kamstrup", values
+    assert values["meter_id"] == kamstrup["meter_id"]
+    assert values["active_power_import_w"] == "%d W" % kamstrup["active_power_import_w"]
+    assert values["voltage_l1_dv"] == "%d.%d V" % divmod(kamstrup["voltage_l1_dv"], 10)
+
+
+@WEB
+def test_settings_saved_on_the_web_page_are_on_the_drive(story):
+    """A save on the settings page in Chromium is written by the firmware into settings.toml
+    on the drive image (read after the run with mtools)."""
+    after = judge(story, "status_after")["device"]
+    print("%s free_memory_min %s after the pages, %s after the save (Modbus)" % (
+        story["board"], after["free_memory_min"], story.get("heap_saved")))
+    saved = judge(story, "status_saved")["device"]
+    print("free_memory %s after the pages, %s after the save" % (after["free_memory"],
+                                                                   saved["free_memory"]))
+    notice, url = judge(story, "settings")
+    assert notice == "Saved."
+    assert url.endswith("/settings?saved=1"), url  # the save's 303 (Post/Redirect/Get)
+    assert saved["web_errors"] == 0 and saved["last_error"] is None, saved
+    toml = story["settings.toml"]
+    assert toml is not None, "no settings.toml on the drive after the run"
+    assert re.search(rb"^modbus_idle_timeout_s\s*=\s*%s\s*$" % IDLE_TIMEOUT_S.encode(), toml,
+                     re.M), toml
 
 
 def test_drive_image_holds_the_flash_tree(tmp_path):

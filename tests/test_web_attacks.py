@@ -269,6 +269,6 @@ def test_a_password_that_cannot_be_used_keeps_the_pages_locked(dev, line):
     for secret in ("hunter2", "ppppp", "12345678", "ret7"):
         assert secret not in shown
     # a change the device would save (a Modbus write) never writes "no password" back
-    assert dev.app.save_settings({"scaling_factor": 2000})
+    assert dev.on_loop(lambda: dev.app.save_settings({"scaling_factor": 2000}))
     assert "web_password" in open(dev.store.path).read()
     assert dev.on_loop(dev.store.load)[0]["web_password"] is None

@@ -120,7 +120,7 @@ def test_refused_without_token_from_another_origin_or_by_form(dev, tmp_path):
 def test_the_password_protects_it(dev):
     calls = []
     dev.app.usb_write = lambda: calls.append(1) or (lambda: calls.append(2))
-    assert dev.app.save_settings({"web_password": "pw-123"}) == {}
+    assert dev.on_loop(lambda: dev.app.save_settings({"web_password": "pw-123"})) == {}
     token = dev.web.routes.csrf  # the settings page, where it stands, needs the password
     status, headers, _b = dev.post_form("/usb-write", {"csrf": token})
     assert status == 401 and headers["www-authenticate"].startswith("Basic")
