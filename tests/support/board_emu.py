@@ -221,6 +221,17 @@ class Board:
         """Simulated seconds since power-up (to the microsecond while SPI is busy)."""
         return max(self.sim_ns, self.bridge.sim_ns) / 1e9
 
+    @property
+    def cpu_s(self):
+        """CPU seconds the runner (node) has used so far; None where /proc does not tell (not
+        Linux, or it has stopped). Unlike wall time it does not grow with the machine's load."""
+        try:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def port(self, device_port):
         """The 127.0.0.1 port where the device's TCP port is served."""
         return self.model.host_port(device_port)
