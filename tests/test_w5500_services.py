@@ -3,11 +3,13 @@ as code.py wires them: real clients (pymodbus, mbpoll, curl), live port and addr
 changes, and the driver's traps (a client that resets before accept(), a client that
 stops reading its answers)."""
 
+import contextlib
 import os
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -73,6 +75,46 @@ def test_modbus_port_and_address_change_apply_within_10_s():
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", dev.port(502)), timeout=1).close()
         assert curl(dev.port(80)) == "200"
+
+
+@contextlib.contextmanager
+def syn_on_listen(model, port, racer, most=6):
+    """While inside: the instant the W5500 model puts a socket of `port` (the device's port)
+    into LISTEN, a client connects (racer(k) opens it and returns what the test keeps;
+    syn_delay_s 0), up to `most` times: the race the driver's accept() loses. Yields the
+    list of what racer returned."""
+    made = []
+    real_listen, delay = model._listen, model.syn_delay_s
+
+    def listen_then_syn(s):
+        real_listen(s)
+        if s.port == port and len(made) < most:
+            made.append(racer(len(made)))
+
+    model.syn_delay_s = 0
+    model._listen = listen_then_syn
+    try:
+        yield made
+    finally:
+        model._listen, model.syn_delay_s = real_listen, delay
+
+
+def connect_now(port):
+    """A non-blocking connect to 127.0.0.1:port (the kernel completes it at once)."""
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(("127.0.0.1", port))
+    return c
+
+
+def in_threads(target, args, join_s):
+    """target(a) for every a in args, each in its own thread, all at once; waits for them
+    (join_s each)."""
+    threads = [threading.Thread(target=target, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_s)
 
 
 def rst_now(port):
@@ -147,16 +189,7 @@ def test_sockets_lost_in_the_drivers_accept_race_are_reclaimed():
         assert answer(mb) == [FIRMWARE_VERSION]
         server = DriverAcceptEcho(dev.net.pool, 1502)
         dev.call(lambda: (dev.net.attach(server.echo), dev.app.add(server.echo)))
-        model, racers = dev.model, []
-        real_listen = model._listen
-
-        def listen_then_syn(s):
-            real_listen(s)
-            if s.port == 1502 and len(racers) < 6:
-                c = socket.socket()
-                c.setblocking(False)
-                c.connect_ex(("127.0.0.1", port))  # the kernel completes it at once
-                racers.append(c)
+        model = dev.model
 
         def echo_client(k):
             deadline = time.monotonic() + 4.0
@@ -168,17 +201,8 @@ def test_sockets_lost_in_the_drivers_accept_race_are_reclaimed():
                 except OSError:
                     time.sleep(0.02)
 
-        import threading
-
-        model.syn_delay_s = 0
-        model._listen = listen_then_syn
-        threads = [threading.Thread(target=echo_client, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        model._listen = real_listen
-        model.syn_delay_s = 0.001
+        with syn_on_listen(model, 1502, lambda k: connect_now(port)) as racers:
+            in_threads(echo_client, range(8), 10)
         for c in racers:
             c.close()
         assert any("Failed to open new listening socket" in e for e in server.raised), (
@@ -201,8 +225,6 @@ def test_more_modbus_clients_at_once_than_sockets_none_lost():
     is served: no accepted client left unanswered for the janitor, no error counted, never
     more than max_clients clients nor max_clients + 1 hardware sockets, and afterwards both
     listeners are back and two clients at once are both answered."""
-    import threading
-
     LISTEN = 0x14
     with Device() as dev:
         port = dev.port(502)
@@ -253,9 +275,6 @@ def test_more_modbus_clients_at_once_than_sockets_none_lost():
                         return
                 time.sleep(0.05)
 
-        racers, racer_threads = [], []
-        real_listen = model._listen
-
         def race(sock, k):
             sock.setblocking(True)
             sock.settimeout(3)
@@ -264,26 +283,14 @@ def test_more_modbus_clients_at_once_than_sockets_none_lost():
                     return
             client(k)  # reset or evicted: it tries again as any client would
 
-        def listen_then_syn(s):
-            real_listen(s)
-            if s.port == 502 and len(racers) < 6:
-                c = socket.socket()
-                c.setblocking(False)
-                c.connect_ex(("127.0.0.1", port))  # the kernel completes it at once
-                racers.append(c)
-                racer_threads.append(threading.Thread(target=race, args=(c, 20 + len(racers))))
-                racer_threads[-1].start()
-
-        model.syn_delay_s = 0
-        model._listen = listen_then_syn
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(12)]
-        for t in threads:
+        def racer(k):
+            t = threading.Thread(target=race, args=(connect_now(port), 21 + k))
             t.start()
-        for t in threads:
-            t.join(120)
-        model._listen = real_listen
-        model.syn_delay_s = 0.001
-        for t in racer_threads:
+            return t
+
+        with syn_on_listen(model, 502, racer) as racers:
+            in_threads(client, range(12), 120)
+        for t in racers:
             t.join(120)
         assert len(racers) == 6
         assert outcomes["served"] == 12 + 6, outcomes  # every client in the end
@@ -312,7 +319,6 @@ def test_socket_budget_full_house_and_a_page_with_two_connections():
     connections at once (one web slot, as code.py) are both answered: the second waits on
     the chip, established on the second web listener, instead of meeting a reset."""
     import http.client
-    import threading
 
     LISTEN, ESTABLISHED = 0x14, 0x17
     with Device() as dev:
@@ -359,11 +365,7 @@ def test_socket_budget_full_house_and_a_page_with_two_connections():
                 time.sleep(0.01)
             assert dev.sockets_in_use()[1].count(LISTEN) == 3
             del results[:]
-            threads = [threading.Thread(target=get, args=(p,)) for p in ("/", "/api/status")]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(15)
+            in_threads(get, ("/", "/api/status"), 15)
             assert sorted(str(r[1]) for r in results) == ["200", "200"], results
         assert dev.web.errors == 0, dev.web.last_error
         assert dev.modbus.errors == 0, dev.modbus.last_error
@@ -436,14 +438,11 @@ def test_more_connections_at_once_than_web_slots_are_all_answered():
     instant a web socket listens (on the slow emulated board Chromium's connections do),
     which made the driver's accept() raise "Failed to open new listening socket" after its
     socket swap, losing the client it had accepted and the racer with it."""
-    import threading
-
     LISTEN = 0x14
     with Device() as dev:
         web = dev.port(80)
         assert curl(web) == "200"
         model, results, resets = dev.model, [], []
-        real_listen = model._listen
 
         def read(s, path):
             try:
@@ -475,29 +474,18 @@ def test_more_connections_at_once_than_web_slots_are_all_answered():
                 resets.append(path)  # the chip's RST: nobody listened (no backlog)
                 time.sleep(0.05)
 
-        racers = []
+        def racer(_k):
+            sock = request("/api/status")  # the kernel completes it at once
+            t = threading.Thread(target=lambda: read(sock, "racer") or get(
+                "/api/status"))  # reset (more SYNs than listeners): it tries again
+            t.start()
+            return t
 
-        def listen_then_syn(s):
-            real_listen(s)
-            if s.port == 80 and len(racers) < 6:
-                sock = request("/api/status")  # the kernel completes it at once
-                racers.append(threading.Thread(target=lambda: read(sock, "racer") or get(
-                    "/api/status")))  # reset (more SYNs than listeners): it tries again
-                racers[-1].start()
-
-        model.syn_delay_s = 0
-        model._listen = listen_then_syn
-        threads = []
-        for _ in range(3):
-            paths = ["/", "/api/status", "/static/app.js", "/settings", "/api/status",
-                     "/registers"]
-            threads = [threading.Thread(target=get, args=(p,)) for p in paths]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-        model._listen = real_listen
-        model.syn_delay_s = 0.001
+        with syn_on_listen(model, 80, racer) as racers:
+            for _ in range(3):
+                paths = ["/", "/api/status", "/static/app.js", "/settings", "/api/status",
+                         "/registers"]
+                in_threads(get, paths, 60)
         for t in racers:
             t.join(30)
         assert len(racers) == 6
@@ -511,11 +499,7 @@ def test_more_connections_at_once_than_web_slots_are_all_answered():
                 time.sleep(0.02)
             assert dev.sockets_in_use() == (4, [0] * 4 + [LISTEN] * 4)  # 2 Modbus + 2 web
             del results[:], resets[:]
-            threads = [threading.Thread(target=get, args=(p,)) for p in ("/", "/api/status")]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(30)
+            in_threads(get, ("/", "/api/status"), 30)
             assert sorted(r[1] for r in results) == [b"HTTP/1.1 200"] * 2, results
             assert resets == []
         assert dev.web.errors == 0, dev.web.last_error
