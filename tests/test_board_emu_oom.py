@@ -41,8 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
 BOARD = "wiznet_w5500_evb_pico"
 BOOT_WALL_S = 400
 STEP_WALL_S = 150
-ROUNDS = 10  # every page once (issue 21 asks for 20: 20 passed once at 97 s simulated, but the story
-# then costs ~1.5x the wall time of 10 on the critical path of make test; docs/architecture.md)
+ROUNDS = 20  # every page twice (issue 21)
 STORY_WALL_S = 1700  # the whole story, boot included (a busy machine runs at 0.05x)
 SETTLE_SIM_S = 5  # simulated seconds for the sockets to come back after a round
 QUIET_SIM_S = 1  # after the warm-up: sockets unchanged this long are the baseline
@@ -60,30 +59,42 @@ SETTINGS = 'han_line = "8E1"\nhan_polarity = "normal"\n'
 BALLAST_HOOK = """\
 import gc as _g, sys as _s, supervisor as _sv
 from han2x_core import app as _am
-_bal = []
+_bal = None
+_nbal = 0
 _step = _am.App.step
 def _bstep(self, now):
+    global _bal, _nbal
     if _sv.runtime.serial_bytes_available:
         c = _s.stdin.read(1)
         if c == "b":
             try:
                 while _g.mem_free() > %d:
-                    _bal.append(bytearray(256))
+                    for _ in range((_g.mem_free() - %d) // 512 + 1):
+                        _bal = (_bal, bytearray(256))
+                        _nbal += 1
             except MemoryError:
                 pass
-            print("ballast on", len(_bal), _g.mem_free())
+            print("ballast on", _nbal, _g.mem_free())
         elif c == "r":
-            _bal.clear()
+            _bal = None
+            _nbal = 0
             _g.collect()
             print("ballast off", _g.mem_free())
     return _step(self, now)  # its answer: whether code.py may idle
 _am.App.step = _bstep
-""" % (BALLAST_LEAVE + 256)
+""" % (BALLAST_LEAVE + 256, BALLAST_LEAVE)
+# The ballast is a chain of (rest, piece) tuples (the collector marks the piece first and
+# keeps its stack short), never a list: a list's item array is
+# reallocated as it grows and shrinks, and CircuitPython 10.2.1 frees a grown heap area whose
+# only live block is its first one, so a list shrunk by clear() into such a block is
+# reallocated after its area is gone and the board traps (docs/architecture.md). Batches of
+# about (free - BALLAST_LEAVE) / 512 pieces per gc.mem_free() (a scan of the whole heap)
+# fill the heap in a fraction of the simulated time of one piece per call.
 
 CORPUS = {c["id"]: c for c in load_corpus()}
 
 
-def _get(dev, path, timeout=60):
+def _get(dev, path, timeout=STEP_WALL_S):
     """(status, body) of one GET in English; (None, text) when the connection closed or failed
     without an answer (a clean close is allowed under ballast)."""
     url = "http://127.0.0.1:%d%s" % (dev.port(80), path)
@@ -152,6 +163,8 @@ def _han(dev):
 def _outcome(got):
     """(status, whole page?) of a _get: a page is whole when its body ends its document."""
     code, body = got
+    if code is None:
+        return None, body.decode("latin-1")[:120]  # what the client saw (closed, timed out)
     if code != 200:
         return code, False
     return code, body.rstrip().endswith(b"</html>") or not body.lstrip().startswith(b"<")
@@ -317,8 +330,8 @@ def test_pages_are_served_again_after_the_ballast_is_released(story):
     served whole again. (Whether every page fits on this heap at all is issue 11:
     test_board_emu.py, docs/benchmarks.md; printed here.)"""
     result = _oom_result(story)
-    for r in result["rounds"]:
-        assert r["after"] == r["before"], r
+    for i, r in enumerate(result["rounds"]):
+        assert r["after"] == r["before"], "round %d: %r" % (i + 1, r)
     final = result["final"]
     assert final["web_errors"] >= sum(1 for r in result["rounds"] if r["under"][0] != 200)
     print("pages that do not fit without ballast: %s" % [

@@ -239,24 +239,51 @@ class Board:
     def tail(self, n=3000):
         self._stderr.seek(0)
         err = self._stderr.read()[-n:]
-        return ("--- console (last %d) ---\n%s\n--- runner %s (%.0f s ago); bridge %s; "
+        return ("--- console (last %d) ---\n%s\n--- runner %s (%.0f s ago); node %s; bridge %s; "
                 "node stderr ---\n%s" % (n, self.console[-n:], self.stats,
-                                          time.monotonic() - self._stats_at, self.bridge.state,
-                                          err))
+                                          time.monotonic() - self._stats_at, self._node_state(),
+                                          self.bridge.state, err))
+
+    def _node_state(self):
+        """What node does now, from /proc (Linux): its state letter and the kernel function
+        it waits in, e.g. "S pipe_read" (a runner that stopped reporting: blocked on a pipe,
+        or only starved by the machine when it is "R")."""
+        try:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open("/proc/%d/wchan" % self.proc.pid) as f:
+                return "%s %s" % (state, f.read().strip() or "-")
+        except OSError:
+            return "?"
 
     def wait_for(self, text, timeout, since=0):
         """Wall seconds to wait until `text` is on the console (after offset `since`);
         returns the offset just past it."""
-        deadline = time.monotonic() + timeout
+        deadline = self.deadline(timeout)
         while True:
             i = self.console.find(text, since)
             if i >= 0:
                 return i + len(text)
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if self.proc.poll() is not None or deadline():
                 raise AssertionError("%r not on the console after %.0f s wall (%.1f s "
                                      "simulated)%s\n%s" % (text, timeout, self.sim_s,
                                                            self._gone(), self.tail()))
             time.sleep(0.05)
+
+    def deadline(self, timeout):
+        """A function that is true once `timeout` wall seconds have passed, not counting the
+        time node spent waiting for the disk (state D: its pages were evicted by the machine,
+        which stalled it for minutes on a loaded machine). A runner that is blocked in any
+        other way, or busy, or a board that does nothing, still runs out of time."""
+        left = [timeout, time.monotonic()]
+
+        def over():
+            now = time.monotonic()
+            if not self._node_state().startswith("D"):
+                left[0] -= now - left[1]
+            left[1] = now
+            return left[0] < 0
+        return over
 
     def _gone(self):
         return "; the runner stopped: %s" % self.exit if self.proc.poll() is not None else ""
@@ -273,9 +300,9 @@ class Board:
 
     def wait_han(self, burst, timeout):
         """Wait until a burst's last bit (and its gap) went out; its simulated seconds."""
-        deadline = time.monotonic() + timeout
+        deadline = self.deadline(timeout)
         while burst not in self.han_done:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if self.proc.poll() is not None or deadline():
                 raise AssertionError("HAN burst %d not sent after %.0f s wall%s\n%s"
                                      % (burst, timeout, self._gone(), self.tail()))
             time.sleep(0.05)
