@@ -32,18 +32,21 @@ PROBE = ("def _heap(label):\n"
          "    gc.collect()\n"
          "    print('HEAP %s %d' % (label, gc.mem_free()))\n")
 # (anchor line, label): the probe goes before the anchor, at its indentation. code.py wires
-# the board; han2x_core/assembly.py builds the device (compiled here with mpy-cross, as
-# flash.py ships it).
+# the loop, han2x_core/boardstart.py the start-up, han2x_core/assembly.py builds the device
+# (both compiled here with mpy-cross, as flash.py ships them).
 POINTS = (
-    ("mode, failed, reason = startup.begin(", "startup imported"),
+    ("from han2x_core import boardstart", "startup imported"),
+    ("regs = app.registers", "boardstart dropped"),
+)
+BOARDSTART_POINTS = (
     ("prof, known = board_io.profile_for(", "board_io imported"),
     ("store = SettingsStore(", "storage imported"),
     ('print("HAN2X", __version__', "settings loaded"),
     ("han = HanReader(", "han_reader imported"),
     ("from han2x_core import assembly", "HanReader built"),
     ("app = assembly.build(", "assembly imported (app, registers, modbus_server, ...)"),
-    ("app.settings_warning = warning", "device built (assembly.build)"),
-    ("regs = app.registers", "assembly dropped"),
+    ("app.reset = reset", "device built (assembly.build)"),
+    ("return app", "assembly dropped"),
 )
 ASSEMBLY_POINTS = (
     ("app = App(han, regs", "build: Registers"),
@@ -84,18 +87,19 @@ def probed_code():
         return probed(f.read(), POINTS, PROBE + "_heap('interpreter')\n")
 
 
-def probed_assembly(folder):
-    """han2x_core/assembly.mpy with the probes, compiled by CircuitPython's mpy-cross."""
+def probed_module(folder, name, points):
+    """han2x_core/<name>.mpy with the probes, compiled by CircuitPython's mpy-cross."""
     import subprocess
 
     from support.board_emu import mpy_cross
 
-    with open(os.path.join(ROOT, "han2x_core", "assembly.py")) as f:
-        src = probed(f.read(), ASSEMBLY_POINTS, PROBE)
-    py = os.path.join(folder, "assembly.py")
+    with open(os.path.join(ROOT, "han2x_core", name + ".py")) as f:
+        src = probed(f.read(), points, PROBE)
+    py = os.path.join(folder, name + ".py")
     with open(py, "w") as f:
         f.write(src)
-    subprocess.run([mpy_cross(), "-o", py[:-3] + ".mpy", "-s", "assembly.py", py], check=True)
+    subprocess.run([mpy_cross(), "-o", py[:-3] + ".mpy", "-s", "han2x_core." + name, py],
+                   check=True)
     with open(py[:-3] + ".mpy", "rb") as f:
         return f.read()
 
@@ -141,13 +145,15 @@ def run(busy):
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        assembly = probed_assembly(folder)
+        files = {"han2x_core/%s.mpy" % name: probed_module(folder, name, points)
+                 for name, points in (("assembly", ASSEMBLY_POINTS),
+                                      ("boardstart", BOARDSTART_POINTS))}
     dev = temp_board("wiznet_w5500_evb_pico", code=probed_code(), settings="dhcp = false\n",
-                     files={"han2x_core/assembly.mpy": assembly})
+                     files=files)
     rows = []
     try:
         t0 = time.monotonic()
-        while "HEAP assembly dropped" not in dev.console:
+        while "HEAP boardstart dropped" not in dev.console:
             if time.monotonic() - t0 > WALL_S or dev.proc.poll() is not None:
                 raise SystemExit("no start\n" + dev.tail())
             time.sleep(1)

@@ -168,6 +168,18 @@ def test_version_is_read_from_text_not_imported():
     assert flash.read_version("nothing") is None
 
 
+
+def test_compiled_modules_carry_their_dotted_name_not_a_path(tmp_path):
+    # A .mpy's file name for tracebacks is interned for good when it loads; the dotted
+    # name is interned by the import anyway, a path would be one more name per module.
+    tree = shipped(make_source(str(tmp_path), "0.1.0"))
+    for rel, name in (("han2x_core/app.mpy", b"han2x_core.app"),
+                      ("lib/adafruit_fake/core.mpy", b"adafruit_fake.core"),
+                      ("lib/adafruit_fake/__init__.mpy", b"adafruit_fake"),
+                      ("lib/adafruit_single.mpy", b"adafruit_single")):
+        assert name in tree[rel], rel
+        assert rel[:-4].encode() not in tree[rel] and b".py" not in tree[rel], rel
+
 # ---------------------------------------------------------------------------- folder drive
 
 

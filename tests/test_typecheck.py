@@ -70,7 +70,7 @@ def test_mypy_with_circuitpython_stubs(board_dir, tmp_path):
 
 # (file, text in it, the text with the error, what mypy must say about it)
 PLANTED = [
-    ("code.py", "busio.SPI(sck, MOSI=mosi, MISO=miso)",
+    ("han2x_core/boardstart.py", "busio.SPI(sck, MOSI=mosi, MISO=miso)",
      "busio.SPI(sck, MOSIX=mosi, MISO=miso, bogus=1)",
      'Unexpected keyword argument "bogus" for "SPI"'),
     ("han2x_core/han_uart.py", "            frequency=BAUD * _CLOCKS_PER_BIT,\n",

@@ -277,6 +277,20 @@ def mpy_cross_version(mpy_cross):
     return int(m.group(1)), int(m.group(2))
 
 
+def source_name(rel):
+    """The file name a .mpy carries for tracebacks: the module's dotted name
+    ("han2x_core/web.py" -> "han2x_core.web", "lib/pkg/__init__.py" -> "pkg"). Loading a
+    .mpy interns every name it carries, for good, and importing a module interns its dotted
+    name anyway: a path would cost the board one more name per module (docs/architecture.md,
+    "Names the board keeps")."""
+    parts = rel[:-3].split("/")
+    if parts[0] == "lib":
+        parts = parts[1:]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def compile_mpy(tree, mpy_cross, log=print):
     """Replace every .py under tree by the .mpy that mpy_cross makes of it."""
     for dirpath, _dirs, files in os.walk(tree):
@@ -286,7 +300,7 @@ def compile_mpy(tree, mpy_cross, log=print):
             src = os.path.join(dirpath, name)
             out = src[:-3] + ".mpy"
             rel = os.path.relpath(src, tree).replace(os.sep, "/")
-            proc = subprocess.run([mpy_cross, "-o", out, "-s", rel, src],
+            proc = subprocess.run([mpy_cross, "-o", out, "-s", source_name(rel), src],
                                   capture_output=True, text=True)
             if proc.returncode != 0 or not os.path.isfile(out):
                 raise BuildError("mpy-cross failed on %s:\n%s" % (rel, proc.stderr.strip()))

@@ -136,7 +136,7 @@ def compile_tree(tree, mpy_cross, log=print):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
-        build_lib.compile_mpy(tmp, mpy_cross, log=log)  # names in tracebacks: the drive's
+        build_lib.compile_mpy(tmp, mpy_cross, log=log)  # tracebacks name the module
         for rel in sources:
             with open(os.path.join(tmp, *rel[:-3].split("/")) + ".mpy", "rb") as f:
                 out[rel[:-3] + ".mpy"] = f.read()
