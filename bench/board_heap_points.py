@@ -40,7 +40,7 @@ POINTS = (
 )
 BOARDSTART_POINTS = (
     ("prof, known = board_io.profile_for(", "board_io imported"),
-    ("store = SettingsStore(", "storage imported"),
+    ("loaded = SettingsStore(", "storage imported"),
     ('print("HAN2X", __version__', "settings loaded"),
     ("han = HanReader(", "han_reader imported"),
     ("from han2x_core import assembly", "HanReader built"),

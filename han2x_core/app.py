@@ -33,8 +33,10 @@ def _import_energystate():
 
 
 def _drop_energystate():
-    """Loaded for the start and each hourly save only (it is not needed in between)."""
+    """Loaded for the start and each hourly save only (it is not needed in between), with
+    the file helpers it imports (storage.py: the board's settings file loads it per save)."""
     _drop("energystate")
+    _drop("storage")
 
 
 def _validate(merged):

@@ -103,7 +103,6 @@ def factory_reset(app):
     applied anyway, until the next restart, and the web page says why)."""
     from han2x_core import unload
     from han2x_core.settings import DEFAULTS
-    from han2x_core.storage import READ_ONLY_MESSAGE
 
     try:
         defaults = dict(DEFAULTS)
@@ -113,8 +112,34 @@ def factory_reset(app):
     if not errors:
         return True
     app.configure(defaults)
-    app.settings_warning = errors.get("_store") or READ_ONLY_MESSAGE
+    warning = errors.get("_store")
+    if warning is None:
+        from han2x_core.storage import READ_ONLY_MESSAGE as warning
+
+        unload("storage")
+    app.settings_warning = warning
     return False
+
+
+class SettingsFile:
+    """The App's settings store on the board: storage.SettingsStore's save(), with
+    storage.py loaded for each save only (its code costs the heap nothing in between).
+    extra: the keys the file holds that we do not own (SettingsStore.extra after load())."""
+
+    def __init__(self, path, extra):
+        self.path = path
+        self.extra = extra
+
+    def save(self, settings):
+        from han2x_core import unload
+        from han2x_core.storage import SettingsStore
+
+        try:
+            store = SettingsStore(self.path)
+            store.extra = self.extra
+            store.save(settings)
+        finally:
+            unload("storage")
 
 
 class Watchdog:

@@ -24,7 +24,7 @@ def start(startup):
     if failed:  # first: a start that fails early must still show that it is counted
         print("HAN2X: %d failed start(s) before this one (%s); starting %s" % (
             failed, reason or "reason unknown", mode))
-    from han2x_core import __version__, board_io
+    from han2x_core import __version__, board_io, unload
 
     now = supervisor.ticks_ms()
     prof, known = board_io.profile_for(board.board_id)
@@ -34,8 +34,11 @@ def start(startup):
     han_led = board_io.output(digitalio, board, prof["han_led"])
     from han2x_core.storage import READ_ONLY_MESSAGE, SettingsStore
 
-    store = SettingsStore(board_io.SETTINGS_PATH)
-    settings, warning = store.load()
+    loaded = SettingsStore(board_io.SETTINGS_PATH)
+    settings, warning = loaded.load()
+    store = board_io.SettingsFile(loaded.path, loaded.extra)  # loads storage.py to save
+    del SettingsStore, loaded
+    unload("storage")
     if storage.getmount("/").readonly:  # USB write mode (boot.py): say so on the web page
         warning = READ_ONLY_MESSAGE if not warning else warning + " " + READ_ONLY_MESSAGE
     print("HAN2X", __version__, "on", prof["name"], "" if known else "(unknown board)")
@@ -54,7 +57,7 @@ def start(startup):
         print("HAN2X address", net.ip, "hostname", net.hostname, "mode", net.mode)
         return net
 
-    from han2x_core import assembly, unload
+    from han2x_core import assembly
 
     # The web server and MQTT only while starts succeed: without the memory for them the
     # device serves Modbus alone rather than restarting for ever.

@@ -103,7 +103,7 @@ def drive_open(app):
     warning = app.settings_warning
     if not warning:
         return False
-    from han2x_core.storage import READ_ONLY_MESSAGE  # resident on the board (code.py)
+    from han2x_core.storage import READ_ONLY_MESSAGE  # dropped after the request
 
     return READ_ONLY_MESSAGE in warning
 

@@ -298,6 +298,29 @@ def test_factory_reset_on_read_only_drive_applies_defaults_anyway(tmp_path):
     assert board_io.factory_reset(app) is True
 
 
+def test_settings_file_saves_with_storage_loaded_only_for_the_save(tmp_path):
+    """The board's App store: storage.py is imported for a save and dropped after it,
+    and the keys the file holds that we do not own are written back."""
+    import sys
+
+    path = tmp_path / "settings.toml"
+    path.write_text("CIRCUITPY_PYSTACK_SIZE = 2048\nmodbus_port = 1502\n")
+    loaded = SettingsStore(str(path))
+    settings, warning = loaded.load()
+    assert warning is None and settings["modbus_port"] == 1502
+    store = board_io.SettingsFile(loaded.path, loaded.extra)
+    sys.modules.pop("han2x_core.storage", None)
+    store.save(dict(settings, modbus_port=1503))
+    assert "han2x_core.storage" not in sys.modules
+    again, warning = SettingsStore(str(path)).load()
+    assert warning is None and again["modbus_port"] == 1503
+    assert "CIRCUITPY_PYSTACK_SIZE = 2048" in path.read_text()
+    gone = board_io.SettingsFile(str(tmp_path / "no-such-folder" / "settings.toml"), {})
+    with pytest.raises(OSError):  # a failed save raises (App.save_settings reports it)
+        gone.save(dict(settings))
+    assert "han2x_core.storage" not in sys.modules
+
+
 # --- code.py end to end ---------------------------------------------------------------------
 
 class StopLoop(BaseException):
