@@ -180,6 +180,26 @@ def test_compiled_modules_carry_their_dotted_name_not_a_path(tmp_path):
         assert name in tree[rel], rel
         assert rel[:-4].encode() not in tree[rel] and b".py" not in tree[rel], rel
 
+
+def test_compiled_modules_leave_out_line_numbers(tmp_path):
+    """-O3: the shipped .mpy is mpy-cross's without the line-number table (smaller, so less
+    heap on the board), not the default output."""
+    import subprocess
+
+    src = make_source(str(tmp_path), "0.1.0")
+    py = os.path.join(src, "han2x_core", "lines.py")
+    with open(py, "w") as f:
+        f.write("def f(x):\n    y = x + 1\n\n    return y * 2\n")
+    tree = shipped(src)
+    out = {}
+    for flags in ((), ("-O3",)):
+        mpy = str(tmp_path / "lines.mpy")
+        subprocess.run([real_mpy_cross()] + list(flags) + ["-o", mpy, "-s", "han2x_core.lines",
+                                                           py], check=True)
+        with open(mpy, "rb") as f:
+            out[flags] = f.read()
+    assert tree["han2x_core/lines.mpy"] == out[("-O3",)] != out[()]
+
 # ---------------------------------------------------------------------------- folder drive
 
 
