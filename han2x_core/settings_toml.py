@@ -1,4 +1,5 @@
-"""The settings.toml text format: parse, serialise, and parse + validate (from_text).
+"""The settings.toml text format: parse, and parse + validate (from_text). Writing the
+text is settings_write.py (a save loads only that).
 
 The file is a flat `key = value` subset of TOML (strings in double quotes, integers,
 true/false, # comments), the same subset CircuitPython's os.getenv() reads. Schema and
@@ -138,52 +139,6 @@ def parse(text):
     return d, warnings
 
 
-def _quote(value):
-    out = ['"']
-    for c in value:
-        if c == '"' or c == "\\":
-            out.append("\\" + c)
-        elif ord(c) < 32 or ord(c) == 127:
-            out.append("\\u%04x" % ord(c))
-        else:
-            out.append(c)
-    out.append('"')
-    return "".join(out)
-
-
-def format_value(value):
-    """One value in settings.toml syntax."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    return _quote(str(value))
-
-
-def serialise(d, extra=None):
-    """Settings dict -> settings.toml text: every known key in table order, commented.
-
-    extra: optional dict of other keys to keep (e.g. CIRCUITPY_* lines), written at the end.
-    """
-    lines = [
-        "# HAN2X settings. Edit by hand or on the web page; see docs/settings.md.",
-        "# A bad value is replaced by its default and reported on the web page.",
-        "",
-    ]
-    for key, kind, a, b, _, comment in SCHEMA:
-        lines.append("# " + comment)
-        lines.append("%s = %s" % (key, format_value(d.get(key, DEFAULTS[key]))))
-    if extra:
-        lines.append("")
-        for key in sorted(extra):
-            if key not in DEFAULTS:
-                lines.append("%s = %s" % (key, format_value(extra[key])))
-    lines.append("")
-    return "\n".join(lines)
-
-
 LOCKED = ("web_password %s; the pages it protects stay locked until it is fixed: correct it "
           "in settings.toml on the drive, or hold the button for a factory reset")
 
@@ -199,6 +154,8 @@ def from_text(text):
         clean["web_password"] = None
     for key, _, _, _, _, _ in SCHEMA:
         if key in errors:
+            from han2x_core.settings_write import format_value
+
             warnings.append("%s %s; using %s" % (key, errors[key], format_value(clean[key])))
     extra = {}
     for key in d:

@@ -29,18 +29,29 @@ _EROFS = 30
 _EACCES = 13
 
 
-def _crc32(data):
+def _crc32(data, crc=0):
     try:
         from binascii import crc32  # CPython, MicroPython, CircuitPython
     except ImportError:  # pragma: no cover
         from zlib import crc32
-    return crc32(data) & 0xFFFFFFFF
+    return crc32(data, crc) & 0xFFFFFFFF
 
 
 def seal(text):
     """Append the end line that proves the text was written completely."""
-    body = text.encode("utf-8")
-    return body + ("%s%d %08x\n" % (_END, len(body), _crc32(body))).encode()
+    return b"".join(sealed((text,)))
+
+
+def sealed(pieces):
+    """seal("".join(pieces)) as bytes, one piece at a time: the end line's length and CRC
+    are counted as the pieces go, so nothing holds the whole text (files.write takes them)."""
+    size = crc = 0
+    for piece in pieces:
+        body = piece.encode("utf-8")
+        size += len(body)
+        crc = _crc32(body, crc)
+        yield body
+    yield ("%s%d %08x\n" % (_END, size, crc)).encode()
 
 
 def unseal(data):
@@ -84,8 +95,13 @@ class OsFiles:
             raise
 
     def write(self, path, data):
+        """data: bytes, or an iterable of bytes pieces written in turn (sealed())."""
         with open(path, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray)):
+                f.write(data)
+            else:
+                for piece in data:
+                    f.write(piece)
             f.flush()
 
     def exists(self, path):
@@ -108,7 +124,8 @@ class OsFiles:
 
 
 def write_atomic(files, path, data):
-    """Write sealed bytes to path by the scheme above; OSError when the drive refuses."""
+    """Write sealed bytes (or their pieces: sealed()) to path by the scheme above; OSError
+    when the drive refuses."""
     new_path = path + ".new"
     files.write(new_path, data)
     files.sync()
@@ -148,13 +165,6 @@ def _drop(files, path):
             files.sync()
         except OSError:
             pass
-
-
-def _sealed_text(settings, extra):
-    """The file's sealed bytes; the text format's module is not referenced after this."""
-    from han2x_core.settings_toml import serialise
-
-    return seal(serialise(settings, extra))
 
 
 class SettingsStore:
@@ -209,14 +219,14 @@ class SettingsStore:
         if settings.get("web_password") is None:  # fail closed: never write "no password"
             raise OSError("Settings not saved: web_password in settings.toml cannot be used. "
                           "Correct it on the drive, or hold the button for a factory reset.")
-        try:
-            data = _sealed_text(settings, self.extra)
-        finally:  # the write needs their heap: nothing here holds them any more
-            unload("settings_toml", "settings")
-        try:
-            write_atomic(self.files, self.path, data)
+        try:  # the text goes to the file a line at a time: it is never whole in the heap
+            from han2x_core.settings_write import serialise_lines
+
+            write_atomic(self.files, self.path, sealed(serialise_lines(settings, self.extra)))
         except OSError as e:
             code = e.args[0] if e.args else None
             if code in (_EROFS, _EACCES):
                 raise OSError(READ_ONLY_MESSAGE)
             raise OSError("Settings not saved: writing %s failed (%s)." % (self.path, e))
+        finally:
+            unload("settings_write", "settings")

@@ -58,12 +58,12 @@ _RESIDENT = ("web", "webconn", "webroutes", "webguard")
 def transient(key):
     """True for a sys.modules key that release() drops: every han2x_core web* module but
     the _RESIDENT ones, the page texts (i18n*) and the settings modules the forms and pages
-    load (settings, settings_toml, storage)."""
+    load (settings, settings_toml, settings_write, storage)."""
     if key[:11] != "han2x_core.":
         return False
     name = key[11:]
     return ((name[:3] == "web" and name not in _RESIDENT) or name[:4] == "i18n"
-            or name in ("settings", "settings_toml", "storage"))
+            or name in ("settings", "settings_toml", "settings_write", "storage"))
 
 
 def release():

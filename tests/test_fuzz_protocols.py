@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from han2x_core import settings as S
-from han2x_core import settings_toml
+from han2x_core import settings_toml, settings_write
 from han2x_core.crc import crc_modbus
 from han2x_core.modbus import ADU_SIZE, CLOSE, ModbusConnection
 from han2x_core.modbus_pdu import ModbusHandler
@@ -250,7 +250,7 @@ def test_settings_round_trip_whatever_the_password(password, port, scaling, dhcp
     if errors:  # refused (control characters, too long, port clash): a message, no crash
         assert all(isinstance(m, str) and m for m in errors.values())
         return
-    back, extra, warnings = settings_toml.from_text(settings_toml.serialise(clean))
+    back, extra, warnings = settings_toml.from_text(settings_write.serialise(clean))
     assert back == clean and warnings == [] and extra == {}
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from han2x_core import settings as S
 from han2x_core.settings import DEFAULTS, validate
-from han2x_core.settings_toml import from_text, parse, serialise
+from han2x_core.settings_toml import from_text, parse
+from han2x_core.settings_write import serialise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,9 +7,14 @@ import os
 import pytest
 
 from han2x_core import settings as S
-from han2x_core.settings_toml import serialise
+from han2x_core.settings_write import serialise
 from han2x_core.storage import READ_ONLY_MESSAGE, OsFiles, SettingsStore, seal, unseal
 
+
+
+def _whole(data):
+    """files.write's data as one bytes object: the store hands over sealed pieces."""
+    return data if isinstance(data, (bytes, bytearray)) else b"".join(data)
 
 class PowerCut(Exception):
     """The board lost power: nothing after this runs."""
@@ -34,6 +39,7 @@ class CrashingFiles(OsFiles):
             raise PowerCut(name)
 
     def write(self, path, data):
+        data = _whole(data)
         self._op("open " + os.path.basename(path))
         with open(path, "wb") as f:
             for i in range(0, len(data), 16):

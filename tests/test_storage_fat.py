@@ -56,6 +56,8 @@ class FatFiles:
         assert self._m("mcopy", "-o", host, "::" + path).returncode == 0
 
     def write(self, path, data):
+        if not isinstance(data, (bytes, bytearray)):  # the store's sealed pieces
+            data = b"".join(data)
         self._op()
         self._put(path, b"")  # created, empty
         try:

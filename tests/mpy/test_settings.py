@@ -2,6 +2,7 @@
 
 from han2x_core import settings as S
 from han2x_core import settings_toml as T
+from han2x_core.settings_write import serialise
 from han2x_core.storage import SettingsStore, seal, unseal
 
 
@@ -29,7 +30,7 @@ def test_round_trip():
     d = dict(S.DEFAULTS)
     d["web_password"] = 'a"b\\c \u00e6'
     d["dhcp"] = True
-    text = T.serialise(d, {"CIRCUITPY_PYSTACK_SIZE": 1536})
+    text = serialise(d, {"CIRCUITPY_PYSTACK_SIZE": 1536})
     back, warnings = T.parse(text)
     assert warnings == []
     assert back.pop("CIRCUITPY_PYSTACK_SIZE") == 1536
