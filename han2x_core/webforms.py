@@ -18,7 +18,6 @@ from micropython import const
 
 from han2x_core import unload
 from han2x_core.webconn import equal, local_path
-from han2x_core.webfields import FIELDS
 
 _MAX_FIELDS = const(40)
 _JSON = "application/json"
@@ -68,6 +67,8 @@ def form_changes(form):
     An absent checkbox means False; an empty password keeps the current one unless
     "<key>_clear" (web_password_clear, mqtt_password_clear) is ticked.
     """
+    from han2x_core.webfields import FIELDS  # dropped before the save (post_settings)
+
     changes = {}  # type: dict
     for group in FIELDS:
         for key, kind, _choices in group[1]:
@@ -190,7 +191,10 @@ def post_settings(routes, conn, request, ctx):
     app = routes.app
     old = [app.settings.get(key) for key in NETWORK_KEYS]
     old_password = app.settings.get("web_password")
-    errors = save(app, form_changes(form), {})
+    changes = form_changes(form)
+    unload("webfields")  # the form's table: its heap goes to the save
+    errors = save(app, changes, {})
+    del changes
     if errors:  # nothing saved: the page again with what the user typed and why
         _settings_page(routes, conn, ctx, form, errors, "not_saved", 422)
         return
