@@ -184,12 +184,15 @@ def on(*boards):
 
 
 # The lowest free heap the EVB-Pico's story may show (free_memory_min): after the pages, and
-# after the settings save in Chromium (settings.py, settings_toml.py, storage.py and the form
-# handler loaded at once: the lowest point of the story). The level reached on 2026-12-02
-# (39,376 and 11,280 bytes), less a margin: a change that costs the board heap fails here.
+# after the settings save in Chromium (the schema, settings_write.py, storage.py and the form
+# handler loaded at once). Measured on 2026-12-02: 39,376 after the pages; after the save
+# 11,280 while the file's text was built whole, 36,096 since it is written a line at a time.
+# The save's figure counts the step's uncollected garbage, so it moves with where the
+# interpreter collects on its own (17,584 for the same save sent by urllib): its floor sits
+# above the old figure, not near the new one. A change that costs the board heap fails here.
 # Issue 11 asks for 40 KB at the busiest moment (docs/benchmarks.md, bench_board).
 HEAP_FLOOR_PAGES = 36 * 1024
-HEAP_FLOOR_SAVED = 8 * 1024
+HEAP_FLOOR_SAVED = 14 * 1024
 # The web server runs on the EVB-Pico only (the Feather starts Modbus-only, see above).
 ALL, WEB = on(*BOARDS), on("wiznet_w5500_evb_pico")
 
