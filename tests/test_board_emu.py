@@ -336,6 +336,11 @@ def test_settings_saved_on_the_web_page_are_on_the_drive(story):
     assert toml is not None, "no settings.toml on the drive after the run"
     assert re.search(rb"^modbus_idle_timeout_s\s*=\s*%s\s*$" % IDLE_TIMEOUT_S.encode(), toml,
                      re.M), toml
+    # written a line at a time, its end line's length and CRC counted on the board as the
+    # lines went (binascii.crc32 with a running value): they check out on the PC
+    from han2x_core.storage import unseal
+
+    assert unseal(toml) is not None, toml[-80:]
 
 
 def test_drive_image_holds_the_flash_tree(tmp_path):
